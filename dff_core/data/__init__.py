@@ -1,0 +1,1 @@
+"""Dataset import, validation, preprocessing and the leave-one-out split."""
