@@ -1,0 +1,146 @@
+"""Datasets, items, users, interactions and their leave-one-out split."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+
+from dff_core.data.split import SplitData
+from storage.db import Database
+
+
+class NotFound(LookupError):
+    """A named thing (dataset, feature set, run, job) does not exist."""
+
+
+@dataclass
+class DatasetRecord:
+    id: int
+    name: str
+    source: str
+    root: str | None
+    params: dict
+    stats: dict
+    warnings: list = field(default_factory=list)
+    created_at: object = None
+
+
+def _record(row) -> DatasetRecord:
+    return DatasetRecord(id=row.id, name=row.name, source=row.source, root=row.root,
+                         params=json.loads(row.params), stats=json.loads(row.stats),
+                         warnings=json.loads(row.warnings), created_at=row.created_at)
+
+
+def store_dataset(db: Database, name: str, source: str, root: str | None, params: dict, stats: dict,
+                  warnings: list, items: pd.DataFrame, users: pd.DataFrame,
+                  interactions: pd.DataFrame) -> DatasetRecord:
+    """Insert a whole dataset in ONE transaction, so a failure leaves nothing behind.
+
+    ``items``: idx, item_id, title, video_path, cover_path, meta (JSON text);
+    ``users``: idx, user_id; ``interactions``: user_idx, pos, item_idx, ts, role.
+    """
+    with db.session() as conn:
+        if conn.execute(sa.text("SELECT 1 FROM datasets WHERE name = :n"), {"n": name}).first():
+            raise ValueError(f"a dataset named {name!r} already exists; choose another name or delete it "
+                             f"first (python -m dff_core delete-dataset {name})")
+        ds_id = conn.execute(sa.text(
+            "INSERT INTO datasets (name, source, root, params, stats, warnings) "
+            "VALUES (:name, :source, :root, :params, :stats, :warnings) RETURNING id"),
+            {"name": name, "source": source, "root": root, "params": json.dumps(params),
+             "stats": json.dumps(stats), "warnings": json.dumps(warnings)}).scalar_one()
+        raw = Database.raw(conn)
+        for table, frame, columns in (
+                ("items", items, ["idx", "item_id", "title", "video_path", "cover_path", "meta"]),
+                ("users", users, ["idx", "user_id"]),
+                ("interactions", interactions, ["user_idx", "pos", "item_idx", "ts", "role"])):
+            arrow = pa.Table.from_pandas(frame[columns], preserve_index=False)
+            raw.register("_bulk", arrow)
+            raw.execute(f"INSERT INTO {table} (dataset_id, {', '.join(columns)}) "
+                        f"SELECT {ds_id}, {', '.join(columns)} FROM _bulk")
+            raw.unregister("_bulk")
+        conn.execute(sa.text("INSERT INTO splits (dataset_id, name, params) VALUES (:d, 'leave_one_out', :p)"),
+                     {"d": ds_id, "p": json.dumps({"test": "last item", "val": "second-last item"})})
+    return get_dataset(db, name)
+
+
+def list_datasets(db: Database) -> list[DatasetRecord]:
+    with db.session() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM datasets ORDER BY id")).fetchall()
+    return [_record(r) for r in rows]
+
+
+def get_dataset(db: Database, name_or_id: str | int) -> DatasetRecord:
+    """Look a dataset up by name, or by numeric id when no dataset has that name."""
+    with db.session() as conn:
+        row = conn.execute(sa.text("SELECT * FROM datasets WHERE name = :n"), {"n": str(name_or_id)}).first()
+        if row is None and str(name_or_id).isdigit():
+            row = conn.execute(sa.text("SELECT * FROM datasets WHERE id = :i"), {"i": int(name_or_id)}).first()
+        known = [r[0] for r in conn.execute(sa.text("SELECT name FROM datasets ORDER BY id"))]
+    if row is None:
+        hint = (f"known datasets: {', '.join(known)}" if known
+                else "no dataset is stored yet (try: python -m dff_core demo)")
+        raise NotFound(f"no dataset {name_or_id!r}; {hint}")
+    return _record(row)
+
+
+def delete_dataset(db: Database, name: str) -> None:
+    """Remove a dataset and everything derived from it (feature sets, runs, metrics)."""
+    ds = get_dataset(db, name)
+    from storage.features import drop_feature_set_rows
+
+    with db.session() as conn:
+        fs_ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM feature_sets WHERE dataset_id = :d"),
+                                             {"d": ds.id})]
+        for fs_id in fs_ids:
+            drop_feature_set_rows(conn, fs_id)
+        run_ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM runs WHERE dataset_id = :d"), {"d": ds.id})]
+        for run_id in run_ids:
+            conn.execute(sa.text("DELETE FROM metrics WHERE run_id = :r"), {"r": run_id})
+        for table in ("runs", "interactions", "users", "items", "splits"):
+            conn.execute(sa.text(f"DELETE FROM {table} WHERE dataset_id = :d"), {"d": ds.id})
+        conn.execute(sa.text("DELETE FROM datasets WHERE id = :d"), {"d": ds.id})
+
+
+def load_items(db: Database, dataset_id: int) -> pd.DataFrame:
+    """All items of a dataset ordered by idx (the row order of every feature tensor)."""
+    with db.session() as conn:
+        return Database.raw(conn).execute(
+            "SELECT idx, item_id, title, video_path, cover_path, meta FROM items "
+            "WHERE dataset_id = ? ORDER BY idx", [dataset_id]).df()
+
+
+def load_interactions(db: Database, dataset_id: int) -> pd.DataFrame:
+    with db.session() as conn:
+        return Database.raw(conn).execute(
+            "SELECT user_idx, pos, item_idx, ts, role FROM interactions "
+            "WHERE dataset_id = ? ORDER BY user_idx, pos", [dataset_id]).df()
+
+
+def load_split(db: Database, dataset_id: int) -> SplitData:
+    """The stored leave-one-out split as in-memory sequences (dense 0-based item indices)."""
+    with db.session() as conn:
+        raw = Database.raw(conn)
+        inter = raw.sql("SELECT user_idx, item_idx, role FROM interactions WHERE dataset_id = ? "
+                            "ORDER BY user_idx, pos", params=[dataset_id]).to_arrow_table()
+        users = raw.execute("SELECT user_id FROM users WHERE dataset_id = ? ORDER BY idx",
+                            [dataset_id]).fetchall()
+        num_items = raw.execute("SELECT count(*) FROM items WHERE dataset_id = ?", [dataset_id]).fetchone()[0]
+    user_idx = inter.column("user_idx").to_numpy()
+    item_idx = inter.column("item_idx").to_numpy().astype(np.int64)
+    role = np.asarray(inter.column("role").to_pylist())
+    bounds = np.flatnonzero(np.diff(user_idx)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(user_idx)]])
+    train, val, test, uids = [], [], [], []
+    for s, e in zip(starts, ends):
+        r = role[s:e]
+        train.append(item_idx[s:e][r == "train"])
+        val.append(item_idx[s:e][r == "val"][0])
+        test.append(item_idx[s:e][r == "test"][0])
+        uids.append(users[user_idx[s]][0])
+    return SplitData(num_items=int(num_items), user_ids=uids, train=train,
+                     val_target=np.asarray(val, dtype=np.int64), test_target=np.asarray(test, dtype=np.int64))

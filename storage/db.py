@@ -1,0 +1,110 @@
+"""One DuckDB file shared by the dashboard, job workers and the CLI.
+
+DuckDB lets exactly one process hold a database file open for writing, and while it does no other
+process can open the file at all (not even read-only). Long-lived connections would therefore lock
+every other process out. The pattern used here, measured in ``bench/bench_storage.py`` and proven by
+``tests/test_storage_concurrency.py``:
+
+* every unit of work opens the file, runs one transaction and closes it again (``Database.session``);
+* opening retries with jittered exponential backoff while another process holds the lock, up to a
+  deadline (``DFF_DB_TIMEOUT``, 120 s by default), so a lock conflict shows up as a short wait, never as
+  an error in front of a user;
+* bulk data (feature tensors, interactions) moves as Arrow/numpy in one statement per batch, so no
+  transaction holds the lock for long.
+
+SQLAlchemy Core describes the metadata tables (``storage.schema``); the DuckDB connection underneath is
+used directly for Arrow bulk transfers.
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import duckdb
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+DEFAULT_DB = Path("data") / "dff_studio.duckdb"
+T = TypeVar("T")
+
+
+class DatabaseBusy(RuntimeError):
+    """The file stayed locked by another process for longer than the configured deadline."""
+
+
+def default_db_path() -> Path:
+    """``DFF_DB`` if set, else ``data/dff_studio.duckdb`` under the current directory."""
+    return Path(os.environ.get("DFF_DB") or DEFAULT_DB)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def retry_on_lock(open_fn: Callable[[], T], path: Path, timeout: float | None = None) -> T:
+    """Call ``open_fn`` until it stops failing on the file lock, with jittered exponential backoff."""
+    if timeout is None:
+        timeout = float(os.environ.get("DFF_DB_TIMEOUT", "120"))
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            return open_fn()
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise DatabaseBusy(
+                    f"the database {path} stayed locked by another process for {timeout:.0f} s; "
+                    "is a stuck job holding it? Stop it or raise DFF_DB_TIMEOUT") from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.1)
+
+
+class Database:
+    """A handle on one DuckDB file. Cheap to create; holds no connection between calls."""
+
+    _migrated: set[str] = set()
+    _migrate_lock = threading.Lock()
+
+    def __init__(self, path: str | Path | None = None, timeout: float | None = None):
+        self.path = Path(path) if path is not None else default_db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.timeout = timeout
+        self.engine = sa.create_engine("duckdb:///" + str(self.path), poolclass=NullPool)
+        sa.event.listen(self.engine, "do_connect", self._do_connect)
+        self._ensure_schema()
+
+    def _do_connect(self, dialect, conn_rec, cargs, cparams):
+        return retry_on_lock(lambda: dialect.connect(*cargs, **cparams), self.path, self.timeout)
+
+    def _ensure_schema(self) -> None:
+        key = str(self.path.resolve())
+        with Database._migrate_lock:
+            if key in Database._migrated:
+                return
+            from storage.migrations import migrate
+
+            with self.session() as conn:
+                migrate(conn)
+            Database._migrated.add(key)
+
+    @contextmanager
+    def session(self) -> Iterator[sa.Connection]:
+        """One short transaction: open, yield, commit (or roll back on error), close."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @staticmethod
+    def raw(conn: sa.Connection) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection under a SQLAlchemy one, for Arrow bulk transfers."""
+        return conn.connection.driver_connection
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in [self.path, Path(str(self.path) + ".wal")] if p.exists())

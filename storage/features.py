@@ -1,0 +1,243 @@
+"""Feature sets and their per-item, per-layer vectors.
+
+Each feature set gets its own vectors table ``fv_<id>(item INTEGER, layer SMALLINT, vec T[dim])`` — one
+row per item and layer, with a fixed-size DuckDB ARRAY so that a whole layer (or the whole tensor) comes
+back as ONE contiguous Arrow buffer that numpy views without copying. float16 vectors are stored as the
+raw bits in a SMALLINT array (DuckDB has no half type); float32 as FLOAT. A per-set table also makes
+deleting a feature set a DROP instead of a scan. Measured in ``bench/bench_storage.py``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import sqlalchemy as sa
+
+from storage.datasets import NotFound, get_dataset
+from storage.db import Database
+
+FLOAT16_SAFE = 60000.0  # beyond this magnitude float16 overflows; such sets are stored as float32
+
+
+@dataclass
+class FeatureSetRecord:
+    id: int
+    dataset_id: int
+    name: str
+    backbone: str
+    kind: str
+    inputs: list
+    pooling: str
+    params: dict
+    num_layers: int
+    dim: int
+    dtype: str
+    layer_names: list | None
+    status: str
+    storage: str
+    location: str
+    stats: dict
+    created_at: object = None
+
+
+def _record(row) -> FeatureSetRecord:
+    return FeatureSetRecord(
+        id=row.id, dataset_id=row.dataset_id, name=row.name, backbone=row.backbone, kind=row.kind,
+        inputs=json.loads(row.inputs), pooling=row.pooling, params=json.loads(row.params),
+        num_layers=row.num_layers, dim=row.dim, dtype=row.dtype,
+        layer_names=json.loads(row.layer_names) if row.layer_names else None, status=row.status,
+        storage=row.storage, location=row.location, stats=json.loads(row.stats), created_at=row.created_at)
+
+
+def create_feature_set(db: Database, dataset: str | int, name: str, backbone: str, num_layers: int, dim: int,
+                       *, kind: str = "hidden", inputs: list | tuple = ("title",), pooling: str = "all_mean",
+                       params: dict | None = None, dtype: str = "float16", layer_names: list | None = None,
+                       exist_ok: bool = False) -> FeatureSetRecord:
+    """Register a feature set and create its vectors table. ``exist_ok`` resumes a same-shaped one."""
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be float16 or float32, not {dtype!r}")
+    ds = get_dataset(db, dataset)
+    with db.session() as conn:
+        row = conn.execute(sa.text("SELECT * FROM feature_sets WHERE dataset_id = :d AND name = :n"),
+                           {"d": ds.id, "n": name}).first()
+        if row is not None:
+            existing = _record(row)
+            if not exist_ok:
+                raise ValueError(f"feature set {name!r} already exists for dataset {ds.name!r}; "
+                                 "pick another --name, or resume it")
+            if (existing.num_layers, existing.dim) != (num_layers, dim):
+                raise ValueError(
+                    f"feature set {name!r} exists with shape [{existing.num_layers}, {existing.dim}] per item, "
+                    f"the new vectors are [{num_layers}, {dim}]; pick another --name")
+            return existing
+        fs_id = conn.execute(sa.text(
+            "INSERT INTO feature_sets (dataset_id, name, backbone, kind, inputs, pooling, params, num_layers, "
+            "dim, dtype, layer_names, status, location) VALUES (:d, :n, :b, :k, :i, :p, :pa, :l, :dim, :dt, "
+            ":ln, 'running', '') RETURNING id"),
+            {"d": ds.id, "n": name, "b": backbone, "k": kind, "i": json.dumps(list(inputs)), "p": pooling,
+             "pa": json.dumps(params or {}), "l": num_layers, "dim": dim, "dt": dtype,
+             "ln": json.dumps(layer_names) if layer_names else None}).scalar_one()
+        table = f"fv_{fs_id}"
+        vec_type = "SMALLINT" if dtype == "float16" else "FLOAT"
+        conn.execute(sa.text(f"CREATE TABLE {table} (item INTEGER NOT NULL, layer SMALLINT NOT NULL, "
+                             f"vec {vec_type}[{dim}] NOT NULL)"))
+        conn.execute(sa.text("UPDATE feature_sets SET location = :t WHERE id = :i"), {"t": table, "i": fs_id})
+    return get_feature_set(db, fs_id)
+
+
+def get_feature_set(db: Database, ref: str | int, dataset: str | int | None = None) -> FeatureSetRecord:
+    """By id, or by name (within ``dataset`` when given; names are unique per dataset)."""
+    with db.session() as conn:
+        if dataset is not None:
+            ds = get_dataset(db, dataset)
+            rows = conn.execute(sa.text("SELECT * FROM feature_sets WHERE name = :n AND dataset_id = :d"),
+                                {"n": str(ref), "d": ds.id}).fetchall()
+        else:
+            rows = conn.execute(sa.text("SELECT * FROM feature_sets WHERE name = :n"), {"n": str(ref)}).fetchall()
+        if not rows and str(ref).isdigit():
+            rows = conn.execute(sa.text("SELECT * FROM feature_sets WHERE id = :i"), {"i": int(ref)}).fetchall()
+        known = [r[0] for r in conn.execute(sa.text("SELECT name FROM feature_sets ORDER BY id"))]
+    if not rows:
+        hint = f"known feature sets: {', '.join(known)}" if known else "no feature set is stored yet"
+        raise NotFound(f"no feature set {ref!r}; {hint}")
+    if len(rows) > 1:
+        raise ValueError(f"several datasets have a feature set named {ref!r}; say which dataset, or use its id")
+    return _record(rows[0])
+
+
+def list_feature_sets(db: Database, dataset: str | int | None = None) -> list[FeatureSetRecord]:
+    with db.session() as conn:
+        if dataset is None:
+            rows = conn.execute(sa.text("SELECT * FROM feature_sets ORDER BY id")).fetchall()
+        else:
+            ds = get_dataset(db, dataset)
+            rows = conn.execute(sa.text("SELECT * FROM feature_sets WHERE dataset_id = :d ORDER BY id"),
+                                {"d": ds.id}).fetchall()
+    return [_record(r) for r in rows]
+
+
+def _to_storage(fs: FeatureSetRecord, feats: np.ndarray) -> np.ndarray:
+    if fs.dtype == "float16":
+        if np.abs(feats).max(initial=0.0) > FLOAT16_SAFE:
+            raise OverflowError(f"feature values exceed the float16 range in feature set {fs.name!r}; "
+                                "extract with dtype float32")
+        return np.ascontiguousarray(feats, dtype=np.float16).view(np.int16)
+    return np.ascontiguousarray(feats, dtype=np.float32)
+
+
+def write_vectors(db: Database, fs: FeatureSetRecord, item_idx: np.ndarray | list[int], feats: np.ndarray) -> None:
+    """Store ``feats[b, num_layers, dim]`` for items ``item_idx[b]`` in one bulk insert (idempotent)."""
+    item_idx = np.asarray(item_idx, dtype=np.int32)
+    feats = np.asarray(feats)
+    if feats.ndim != 3 or feats.shape[1:] != (fs.num_layers, fs.dim) or len(feats) != len(item_idx):
+        raise ValueError(f"expected features of shape [{len(item_idx)}, {fs.num_layers}, {fs.dim}], "
+                         f"got {list(feats.shape)}")
+    if not np.isfinite(feats).all():
+        raise ValueError("features contain NaN or infinite values; refusing to store them")
+    n, layers, dim = feats.shape
+    values = pa.array(_to_storage(fs, feats).reshape(-1))
+    table = pa.table({
+        "item": pa.array(np.repeat(item_idx, layers)),
+        "layer": pa.array(np.tile(np.arange(layers, dtype=np.int16), n)),
+        "vec": pa.FixedSizeListArray.from_arrays(values, dim),
+    })
+    with db.session() as conn:
+        raw = Database.raw(conn)
+        raw.register("_vecs", table)
+        raw.execute(f"DELETE FROM {fs.location} WHERE item IN (SELECT DISTINCT item FROM _vecs)")
+        raw.execute(f"INSERT INTO {fs.location} SELECT item, layer, vec FROM _vecs")
+        raw.unregister("_vecs")
+        conn.execute(sa.text("DELETE FROM feature_failures WHERE feature_set_id = :f AND item_idx IN :items")
+                     .bindparams(sa.bindparam("items", expanding=True)),
+                     {"f": fs.id, "items": [int(i) for i in item_idx]})
+
+
+def stored_items(db: Database, fs: FeatureSetRecord) -> set[int]:
+    """Items whose vectors are stored — what a resumed extraction skips."""
+    with db.session() as conn:
+        rows = Database.raw(conn).execute(f"SELECT DISTINCT item FROM {fs.location}").fetchall()
+    return {r[0] for r in rows}
+
+
+def read_features(db: Database, fs: FeatureSetRecord, layers: list[int] | None = None,
+                  dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """The stored tensor ``[num_items, len(layers), dim]`` and a mask of items that have vectors.
+
+    Rows are dataset item indices; items without vectors (failed or not yet extracted) are zeros and
+    ``False`` in the mask. ``layers`` selects (and orders) layers; DuckDB reads only those.
+    """
+    layers = list(range(fs.num_layers)) if layers is None else [int(l) for l in layers]
+    bad = [l for l in layers if not 0 <= l < fs.num_layers]
+    if bad:
+        raise ValueError(f"feature set {fs.name!r} has layers 0..{fs.num_layers - 1}; {bad} do not exist")
+    position = np.full(fs.num_layers, -1, dtype=np.int64)
+    position[layers] = np.arange(len(layers))
+    with db.session() as conn:
+        raw = Database.raw(conn)
+        num_items = raw.execute("SELECT count(*) FROM items WHERE dataset_id = ?", [fs.dataset_id]).fetchone()[0]
+        layer_list = ", ".join(str(l) for l in layers)
+        table = raw.sql(f"SELECT item, layer, vec FROM {fs.location} WHERE layer IN ({layer_list})").to_arrow_table()
+    store_dtype = np.float16 if fs.dtype == "float16" else np.float32
+    out = np.zeros((num_items, len(layers), fs.dim), dtype=store_dtype)
+    present = np.zeros(num_items, dtype=bool)
+    for vec, item, layer in zip(table.column("vec").chunks, table.column("item").chunks, table.column("layer").chunks):
+        flat = vec.values.to_numpy(zero_copy_only=True)
+        if fs.dtype == "float16":
+            flat = flat.view(np.float16)
+        items = item.to_numpy()
+        out[items, position[layer.to_numpy()]] = flat.reshape(-1, fs.dim)
+        present[items] = True
+    if out.dtype != np.dtype(dtype):
+        out = out.astype(dtype)
+    return out, present
+
+
+def record_failure(db: Database, fs: FeatureSetRecord, item_idx: int, reason: str) -> None:
+    with db.session() as conn:
+        conn.execute(sa.text("INSERT OR REPLACE INTO feature_failures (feature_set_id, item_idx, reason) "
+                             "VALUES (:f, :i, :r)"), {"f": fs.id, "i": int(item_idx), "r": reason})
+
+
+def failures(db: Database, fs: FeatureSetRecord) -> dict[int, str]:
+    with db.session() as conn:
+        rows = conn.execute(sa.text("SELECT item_idx, reason FROM feature_failures WHERE feature_set_id = :f "
+                                    "ORDER BY item_idx"), {"f": fs.id}).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def store_captions(db: Database, fs: FeatureSetRecord, item_idx: list[int], texts: list[str]) -> None:
+    with db.session() as conn:
+        for i, text in zip(item_idx, texts):
+            conn.execute(sa.text("INSERT OR REPLACE INTO captions (feature_set_id, item_idx, text) "
+                                 "VALUES (:f, :i, :t)"), {"f": fs.id, "i": int(i), "t": text})
+
+
+def captions(db: Database, fs: FeatureSetRecord) -> dict[int, str]:
+    with db.session() as conn:
+        rows = conn.execute(sa.text("SELECT item_idx, text FROM captions WHERE feature_set_id = :f"),
+                            {"f": fs.id}).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def finish_feature_set(db: Database, fs: FeatureSetRecord, status: str, stats: dict | None = None) -> None:
+    with db.session() as conn:
+        conn.execute(sa.text("UPDATE feature_sets SET status = :s, stats = :st WHERE id = :i"),
+                     {"s": status, "st": json.dumps({**fs.stats, **(stats or {})}), "i": fs.id})
+
+
+def drop_feature_set_rows(conn: sa.Connection, fs_id: int) -> None:
+    row = conn.execute(sa.text("SELECT location, storage FROM feature_sets WHERE id = :i"), {"i": fs_id}).first()
+    if row is None:
+        raise NotFound(f"no feature set with id {fs_id}")
+    if row.storage == "duckdb" and row.location:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {row.location}"))
+    for table in ("feature_failures", "captions"):
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE feature_set_id = :i"), {"i": fs_id})
+    conn.execute(sa.text("DELETE FROM feature_sets WHERE id = :i"), {"i": fs_id})
+
+
+def delete_feature_set(db: Database, fs: FeatureSetRecord) -> None:
+    with db.session() as conn:
+        drop_feature_set_rows(conn, fs.id)
