@@ -1,0 +1,3 @@
+from dff_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""``python -m dff_core``: the same work as the dashboard, headless.
+
+User errors print one line on stderr (``error: ...``) and exit with status 2 — never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+def _db(args: argparse.Namespace):
+    from storage import Database
+    return Database(args.db)
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, default=str))
+
+
+# ------------------------------------------------------------------------------------------ datasets
+
+@command("demo")
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dff_core.data.load import ensure_demo
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
+        bar.n = done
+        bar.refresh()
+
+    start = time.perf_counter()
+    ds = ensure_demo(_db(args), progress=progress, rebuild=args.rebuild)
+    for bar in bars.values():
+        bar.close()
+    s = ds.stats
+    print(f"dataset {ds.name!r}: {s['users']} users, {s['items']} items, {s['interactions']} interactions "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+@command("import-dataset")
+def cmd_import_dataset(args: argparse.Namespace) -> int:
+    from dff_core.data.importers import Preprocessing
+    from dff_core.data.load import import_generic, import_microlens
+
+    pre = Preprocessing(min_interactions=args.min_interactions, max_items_per_user=args.max_items)
+    db = _db(args)
+    start = time.perf_counter()
+    if args.microlens:
+        if args.interactions or args.items:
+            raise UsageError("use either --microlens DIR or --interactions FILE --items FILE, not both")
+        ds = import_microlens(db, args.name, args.microlens, pre)
+    elif args.interactions and args.items:
+        ds = import_generic(db, args.name, args.interactions, args.items, args.media, pre)
+    else:
+        raise UsageError("say where the data is: --microlens DIR, or --interactions FILE --items FILE [--media DIR]")
+    s = ds.stats
+    for warning in ds.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"imported {ds.name!r}: {s['users']} users, {s['items']} items, {s['interactions']} interactions "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+@command("datasets")
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from storage.datasets import list_datasets
+
+    rows = [{"name": d.name, "id": d.id, "source": d.source, "users": d.stats["users"], "items": d.stats["items"],
+             "interactions": d.stats["interactions"], "created_at": str(d.created_at)}
+            for d in list_datasets(_db(args))]
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("no datasets yet — run: python -m dff_core demo")
+    else:
+        print(f"{'name':24} {'users':>8} {'items':>8} {'interactions':>13}  source")
+        for r in rows:
+            print(f"{r['name']:24} {r['users']:>8} {r['items']:>8} {r['interactions']:>13}  {r['source']}")
+    return 0
+
+
+@command("delete-dataset")
+def cmd_delete_dataset(args: argparse.Namespace) -> int:
+    from storage.datasets import delete_dataset
+
+    delete_dataset(_db(args), args.name)
+    print(f"deleted dataset {args.name!r} and everything derived from it")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- parser
+
+class UsageError(ValueError):
+    """Wrong combination of options."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dff_core", description="DFF Studio, headless.")
+    parser.add_argument("--db", default=None, help="database file (default: $DFF_DB or data/dff_studio.duckdb)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="build and store the built-in demo dataset")
+    p.add_argument("--rebuild", action="store_true", help="re-render the clips and re-import")
+
+    p = sub.add_parser("import-dataset", help="import a MicroLens folder or a generic CSV/Parquet dataset")
+    p.add_argument("name")
+    p.add_argument("--microlens", metavar="DIR", help="a folder laid out like MicroLens")
+    p.add_argument("--interactions", metavar="FILE", help="CSV or Parquet: user_id,item_id[,timestamp]")
+    p.add_argument("--items", metavar="FILE", help="CSV: item_id,title[,video_path,cover_path,...]")
+    p.add_argument("--media", metavar="DIR", help="folder that media paths are relative to")
+    p.add_argument("--min-interactions", type=int, default=5, help="drop users with fewer (default 5)")
+    p.add_argument("--max-items", type=int, default=None, help="keep only each user's last N items")
+
+    p = sub.add_parser("datasets", help="list stored datasets")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("delete-dataset", help="delete a dataset and everything derived from it")
+    p.add_argument("name")
+
+    for extend in EXTENSIONS:
+        extend(sub)
+    return parser
+
+
+# other modules add their sub-commands here: fn(subparsers) -> None
+EXTENSIONS: list[Callable] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dff_core.data.importers import DataError
+    from storage import DatabaseBusy, NotFound
+
+    _load_extensions()
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, NotFound, DatabaseBusy, UsageError, ValueError, FileNotFoundError, OverflowError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _load_extensions() -> None:
+    """Import the modules that register further sub-commands (extraction, training, jobs, ...)."""
+    import importlib
+
+    for module in ("dff_core.cli_extract", "dff_core.cli_train", "dff_core.cli_jobs"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise

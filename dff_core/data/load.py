@@ -1,0 +1,62 @@
+"""Import datasets into storage: read + validate + preprocess, then one all-or-nothing transaction."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from dff_core.data.importers import Preprocessing, RawDataset, prepare, read_generic, read_microlens
+from storage.datasets import DatasetRecord, NotFound, delete_dataset, get_dataset, store_dataset
+from storage.db import Database
+
+DEMO_NAME = "demo"
+
+
+def _store(db: Database, name: str, raw: RawDataset, pre: Preprocessing | None) -> DatasetRecord:
+    _check_name(name)
+    prepared = prepare(raw, pre)
+    return store_dataset(db, name, raw.source, str(raw.root) if raw.root else None, prepared.params,
+                         prepared.stats, prepared.warnings, prepared.items, prepared.users,
+                         prepared.interactions)
+
+
+def _check_name(name: str) -> None:
+    if not name or not name.strip() or len(name) > 100:
+        raise ValueError("a dataset name must be 1 to 100 characters")
+
+
+def import_microlens(db: Database, name: str, folder: str | Path, pre: Preprocessing | None = None) -> DatasetRecord:
+    return _store(db, name, read_microlens(folder), pre)
+
+
+def import_generic(db: Database, name: str, interactions: str | Path, items: str | Path,
+                   media: str | Path | None = None, pre: Preprocessing | None = None,
+                   source: str = "generic") -> DatasetRecord:
+    return _store(db, name, read_generic(interactions, items, media, source=source), pre)
+
+
+def ensure_demo(db: Database, progress: Callable[[str, int, int], None] | None = None,
+                rebuild: bool = False) -> DatasetRecord:
+    """Build the seeded demo clips next to the database (once) and import them as dataset ``demo``."""
+    if not rebuild:
+        try:
+            return get_dataset(db, DEMO_NAME)
+        except NotFound:
+            pass
+    from dff_core.demo import build_demo
+
+    folder = db.path.parent / "demo"
+    if rebuild or not (folder / "interactions.csv").exists():
+        # build aside and rename, so a killed build never leaves a half demo that looks complete
+        staging = folder.with_name("demo.building")
+        shutil.rmtree(staging, ignore_errors=True)
+        build_demo(staging, progress=progress)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+    if rebuild:
+        try:
+            delete_dataset(db, DEMO_NAME)
+        except NotFound:
+            pass
+    return import_generic(db, DEMO_NAME, folder / "interactions.csv", folder / "items.csv", folder, source="demo")
