@@ -1,0 +1,333 @@
+"""Item encoders: where SASRec's item vectors come from.
+
+Every encoder is an ``nn.Module`` whose ``forward()`` takes no input and returns the whole item table
+``[num_items, hidden]`` (row ``i`` = dataset item index ``i``; SASRec adds the padding row itself).
+It is called once per training step / once per evaluation, so the feature computation is batched
+over all items and never repeated per sequence.
+
+Frozen features arrive as ``[num_items, L, D]`` (an ``[num_items, D]`` array is read as ``L = 1``);
+``layers`` are indices into ``L`` (negative indices count from the end; ``None`` = all layers). They
+are converted to float32, optionally standardised per layer (centred per dimension over items and
+divided by the layer's overall standard deviation: LVLM hidden states of different depths differ in
+scale by orders of magnitude; a per-layer scalar keeps the geometry within a layer), and stored as a
+non-persistent buffer: it moves with ``model.to(device)`` once, gets no gradient, is not a parameter
+and is not written into checkpoints (features are passed in again when a model is rebuilt).
+
+Strategies (``e`` = trainable ID embedding, ``h`` = feature vector, ``v = ReLU(W h)``):
+
+=========  ===========================================================================
+id         ``e``
+replace    ``MLP(mean of chosen layers)`` -- no ID table
+init       ``e`` initialised from the PCA of the mean chosen layer, then a plain ID table
+caption    gate fusion of ``e`` with a frozen caption embedding (usually ``L = 1``)
+add        ``e + v``
+concat     ``Linear([e; v])``
+gate       ``g * e + (1 - g) * v``, ``g = sigmoid(W_g [e; v])`` per dimension
+dff        gate fusion with ``h = sum_l softmax(w)_l h_l`` over the chosen layers, ``w`` init 1
+=========  ===========================================================================
+
+All trainable item vectors start at the same scale (``init_std``, default ``hidden ** -0.5``): the
+ID table is drawn with that std and ``W`` is initialised so that ``v`` has that root-mean-square,
+so neither side of a fusion dominates at the start.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+STRATEGIES = ("id", "replace", "init", "caption", "add", "concat", "gate", "dff")
+FEATURE_STRATEGIES = tuple(s for s in STRATEGIES if s != "id")
+GATED_STRATEGIES = ("caption", "gate", "dff")
+
+
+def default_init_std(hidden: int) -> float:
+    """Std of the ID embedding (and target RMS of projected features)."""
+    return hidden ** -0.5
+
+
+def resolve_layers(num_layers: int, layers: Sequence[int] | None) -> list[int]:
+    """Normalise layer indices (``None`` = all, negatives from the end); reject duplicates / range errors."""
+    if layers is None:
+        return list(range(num_layers))
+    out = []
+    for layer in layers:
+        layer = int(layer)
+        if not -num_layers <= layer < num_layers:
+            raise ValueError(f"layer {layer} out of range for features with {num_layers} layers")
+        out.append(layer % num_layers)
+    if not out:
+        raise ValueError("layers must not be empty")
+    if len(set(out)) != len(out):
+        raise ValueError(f"duplicate layers in {list(layers)}")
+    return out
+
+
+def prepare_features(features, num_items: int, layers: Sequence[int] | None = None,
+                     normalize: bool = True) -> tuple[torch.Tensor, list[int]]:
+    """Select layers of ``features`` and return ``(float32 tensor [L_sel, num_items, D], layer ids)``.
+
+    Layer-major layout so a weighted sum over layers is one matrix-vector product. The caller's array
+    is never modified. With ``normalize``, each selected layer is centred per dimension and divided by
+    its overall std (a constant layer stays zero).
+    """
+    if features is None:
+        raise ValueError("this strategy needs features")
+    if isinstance(features, torch.Tensor):
+        feats = features.detach().cpu()
+    else:
+        feats = torch.from_numpy(np.asarray(features))
+    if feats.dim() == 2:
+        feats = feats.unsqueeze(1)
+    if feats.dim() != 3:
+        raise ValueError(f"features must be [num_items, L, D] or [num_items, D], got {tuple(feats.shape)}")
+    if feats.shape[0] != num_items:
+        raise ValueError(f"features have {feats.shape[0]} rows, dataset has {num_items} items")
+    chosen = resolve_layers(feats.shape[1], layers)
+    out = torch.empty(len(chosen), num_items, feats.shape[2], dtype=torch.float32)
+    for j, layer in enumerate(chosen):  # one layer at a time: bounded extra memory
+        x = feats[:, layer].to(torch.float32, copy=True)
+        if not torch.isfinite(x).all():
+            raise ValueError(f"features of layer {layer} contain NaN or inf")
+        if normalize:
+            x -= x.mean(dim=0, keepdim=True)
+            std = x.std()
+            if std > 0:
+                x /= std
+        out[j] = x
+    return out, chosen
+
+
+def _standardize_(x: torch.Tensor) -> torch.Tensor:
+    std = x.std()
+    return x.div_(std) if std > 0 else x
+
+
+def _init_linear(lin: nn.Linear, out_std: float, in_rms: float = 1.0) -> nn.Linear:
+    """Normal init such that outputs have ~``out_std`` for inputs of root-mean-square ``in_rms``."""
+    nn.init.normal_(lin.weight, std=out_std / (max(in_rms, 1e-12) * math.sqrt(lin.in_features)))
+    if lin.bias is not None:
+        nn.init.zeros_(lin.bias)
+    return lin
+
+
+class ItemEncoder(nn.Module):
+    """Base class. ``forward() -> [num_items, hidden]``."""
+
+    strategy = "base"
+
+    def __init__(self, num_items: int, hidden: int, init_std: float | None = None):
+        super().__init__()
+        self.num_items = num_items
+        self.hidden = hidden
+        self.init_std = default_init_std(hidden) if init_std is None else init_std
+        self._last_gate: torch.Tensor | None = None
+
+    def layer_weights(self) -> dict[int, float] | None:
+        """``{layer index in the stored feature tensor: softmax weight}`` (DFF only)."""
+        return None
+
+    def gate_mean(self) -> float | None:
+        """Mean gate value ``g`` (weight of the ID side) of the last forward, for gated strategies."""
+        return None if self._last_gate is None else float(self._last_gate)
+
+    def _new_id_table(self) -> nn.Parameter:
+        return nn.Parameter(torch.randn(self.num_items, self.hidden) * self.init_std)
+
+
+class IDEncoder(ItemEncoder):
+    """Trainable ID embedding only (plain SASRec)."""
+
+    strategy = "id"
+
+    def __init__(self, num_items: int, hidden: int, init_std: float | None = None):
+        super().__init__(num_items, hidden, init_std)
+        self.emb = self._new_id_table()
+
+    def forward(self) -> torch.Tensor:
+        return self.emb
+
+
+class InitEncoder(IDEncoder):
+    """ID table whose initial values are the PCA of the (mean chosen layer) features, rescaled to
+    ``init_std``; afterwards a plain ID table. Features are not kept."""
+
+    strategy = "init"
+
+    def __init__(self, num_items: int, hidden: int, features, layers=None, normalize: bool = True,
+                 init_std: float | None = None):
+        super().__init__(num_items, hidden, init_std)
+        feats, self.layers = prepare_features(features, num_items, layers, normalize)
+        x = feats.mean(dim=0).double()
+        del feats
+        x -= x.mean(dim=0, keepdim=True)
+        # PCA via the D x D covariance (deterministic, cheap for D in the hundreds/thousands).
+        evals, evecs = torch.linalg.eigh(x.T @ x)
+        k = min(hidden, x.shape[1])
+        top = evecs[:, torch.argsort(evals, descending=True)[:k]]
+        # Fix the sign of each component (eigh's sign is arbitrary): largest |loading| positive.
+        signs = torch.sign(top.gather(0, top.abs().argmax(dim=0, keepdim=True)))
+        proj = x @ (top * signs)
+        table = torch.empty(num_items, hidden, dtype=torch.float64)
+        table[:, :k] = proj
+        std = proj.std() if proj.numel() > 1 else torch.tensor(0.0, dtype=torch.float64)
+        if std > 0:
+            table[:, :k] /= std
+        else:  # constant features: nothing to learn from, fall back to random
+            table[:, :k] = torch.randn(num_items, k, dtype=torch.float64)
+        if k < hidden:  # fewer feature dims than hidden: fill the rest randomly
+            table[:, k:] = torch.randn(num_items, hidden - k, dtype=torch.float64)
+        with torch.no_grad():
+            self.emb.copy_((table * self.init_std).float())
+
+
+class ReplaceEncoder(ItemEncoder):
+    """Item vector = MLP(mean of chosen layers); no ID table at all."""
+
+    strategy = "replace"
+
+    def __init__(self, num_items: int, hidden: int, features, layers=None, normalize: bool = True,
+                 init_std: float | None = None):
+        super().__init__(num_items, hidden, init_std)
+        feats, self.layers = prepare_features(features, num_items, layers, normalize)
+        self.register_buffer("feats", _standardize_(feats.mean(dim=0)) if normalize else feats.mean(dim=0),
+                             persistent=False)
+        dim = self.feats.shape[1]
+        self.adapter = nn.Sequential(
+            _init_linear(nn.Linear(dim, hidden), 1.0, self._rms()),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            _init_linear(nn.Linear(hidden, hidden), self.init_std, 0.6),
+        )
+
+    def _rms(self) -> float:
+        return float(self.feats.pow(2).mean().sqrt())
+
+    def forward(self) -> torch.Tensor:
+        return self.adapter(self.feats)
+
+
+class FusionEncoder(ItemEncoder):
+    """Shared parts of ID + feature fusion: ID table ``e``, projection ``v = ReLU(W h)``."""
+
+    def __init__(self, num_items: int, hidden: int, features, layers=None, normalize: bool = True,
+                 init_std: float | None = None):
+        super().__init__(num_items, hidden, init_std)
+        self.emb = self._new_id_table()
+        self._register_features(features, layers, normalize)
+        # ReLU halves the second moment: pre-activation std sqrt(2)*init_std gives RMS(v) = init_std.
+        self.proj = _init_linear(nn.Linear(self.feat_dim, hidden), math.sqrt(2) * self.init_std,
+                                 self._feature_rms())
+
+    # single feature vector per item (mean of the chosen layers); DFF overrides these three
+    def _register_features(self, features, layers, normalize):
+        feats, self.layers = prepare_features(features, self.num_items, layers, normalize)
+        mean = feats.mean(dim=0)
+        del feats
+        self.register_buffer("feats", _standardize_(mean) if normalize else mean, persistent=False)
+
+    @property
+    def feat_dim(self) -> int:
+        return self.feats.shape[-1]
+
+    def _feature_rms(self) -> float:
+        return float(self.feats.pow(2).mean().sqrt())
+
+    def item_features(self) -> torch.Tensor:
+        return self.feats
+
+    def fuse(self, e: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self) -> torch.Tensor:
+        v = F.relu(self.proj(self.item_features()))
+        return self.fuse(self.emb, v)
+
+
+class AddEncoder(FusionEncoder):
+    strategy = "add"
+
+    def fuse(self, e, v):
+        return e + v
+
+
+class ConcatEncoder(FusionEncoder):
+    strategy = "concat"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mix = _init_linear(nn.Linear(2 * self.hidden, self.hidden), self.init_std, self.init_std)
+
+    def fuse(self, e, v):
+        return self.mix(torch.cat([e, v], dim=-1))
+
+
+class GateEncoder(FusionEncoder):
+    """``g * e + (1 - g) * v`` with a per-dimension gate ``g = sigmoid(W_g [e; v])`` (starts near 0.5)."""
+
+    strategy = "gate"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = _init_linear(nn.Linear(2 * self.hidden, self.hidden), 1.0, self.init_std)
+
+    def fuse(self, e, v):
+        g = torch.sigmoid(self.gate(torch.cat([e, v], dim=-1)))
+        self._last_gate = g.detach().mean()
+        return g * e + (1 - g) * v
+
+
+class CaptionEncoder(GateEncoder):
+    """Gate fusion of the ID embedding with a frozen caption (sentence) embedding."""
+
+    strategy = "caption"
+
+
+class DFFEncoder(GateEncoder):
+    """Dual Feature Fusion: learned softmax mixture of the chosen layers, then gate fusion with IDs."""
+
+    strategy = "dff"
+
+    def _register_features(self, features, layers, normalize):
+        feats, self.layers = prepare_features(features, self.num_items, layers, normalize)
+        self.register_buffer("feats", feats, persistent=False)  # [L, N, D]
+        self.layer_logits = nn.Parameter(torch.ones(len(self.layers)))
+
+    def _feature_rms(self) -> float:
+        with torch.no_grad():
+            return float(self.item_features().pow(2).mean().sqrt())
+
+    def item_features(self) -> torch.Tensor:
+        a = torch.softmax(self.layer_logits, dim=0)
+        L, N, D = self.feats.shape
+        return (a @ self.feats.view(L, N * D)).view(N, D)  # one GEMV over the [L, N*D] buffer
+
+    def layer_weights(self) -> dict[int, float]:
+        a = torch.softmax(self.layer_logits.detach().float(), dim=0).cpu().tolist()
+        return {layer: w for layer, w in zip(self.layers, a)}
+
+
+_ENCODERS = {cls.strategy: cls for cls in (IDEncoder, ReplaceEncoder, InitEncoder, CaptionEncoder,
+                                           AddEncoder, ConcatEncoder, GateEncoder, DFFEncoder)}
+
+
+def build_item_encoder(strategy: str, num_items: int, hidden: int, features=None,
+                       layers: Sequence[int] | None = None, *, normalize: bool = True,
+                       init_std: float | None = None) -> ItemEncoder:
+    """Create the encoder for ``strategy`` (one of ``STRATEGIES``).
+
+    ``features``: ``np.ndarray | torch.Tensor`` ``[num_items, L, D]`` (or ``[num_items, D]``), needed
+    by every strategy but ``id`` (ignored there). ``layers``: indices into ``L``; ``None`` = all.
+    Single-vector strategies use the mean of the chosen layers; ``dff`` learns the mixture.
+    """
+    if strategy not in _ENCODERS:
+        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if strategy == "id":
+        return IDEncoder(num_items, hidden, init_std)
+    if features is None:
+        raise ValueError(f"strategy {strategy!r} needs features")
+    return _ENCODERS[strategy](num_items, hidden, features, layers, normalize=normalize, init_std=init_std)

@@ -1,0 +1,136 @@
+"""SASRec (Kang & McAuley, 2018) with a pluggable item encoder, in one file.
+
+Index convention: sequences hold *model* indices, ``0`` = padding and ``i + 1`` = dataset item ``i``.
+Sequences are LEFT-padded: the most recent item is always in the last column.
+
+The item table ``[num_items + 1, hidden]`` (zero padding row + ``item_encoder()``) is computed once
+per forward and used twice: as the input embedding (times ``sqrt(hidden)``, plus a learned positional
+embedding, as in SASRec) and as the output matrix (scores = ``h_t . item_table[1:]^T``).
+
+Attention is causal and ignores padded keys. A padded *query* row would then have no key at all and
+softmax over an empty row gives NaN, so every position may always attend to itself: real positions
+only see real items at or before them, padded positions see only themselves (their outputs are never
+used). Positions are counted from the right (the newest item has position 0), so a sequence gets the
+same output whatever width it is left-padded to; batches can be trimmed to their longest sequence.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .item_encoders import ItemEncoder
+
+
+@dataclass
+class SASRecConfig:
+    hidden: int = 64
+    blocks: int = 2
+    heads: int = 1
+    max_len: int = 50
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: SASRecConfig):
+        super().__init__()
+        if cfg.hidden % cfg.heads:
+            raise ValueError(f"hidden ({cfg.hidden}) must be divisible by heads ({cfg.heads})")
+        self.heads = cfg.heads
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.out = nn.Linear(cfg.hidden, cfg.hidden)
+        self.out_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """``allowed``: bool ``[B, 1, T, T]``, True where query ``t`` may attend to key ``s``."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block with SASRec's point-wise feed-forward (width = hidden)."""
+
+    def __init__(self, cfg: SASRecConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.hidden)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.hidden)
+        self.ffn = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.hidden, cfg.hidden), nn.Dropout(cfg.dropout))
+
+    def forward(self, x, allowed):
+        x = x + self.attn(self.ln1(x), allowed)
+        return x + self.ffn(self.ln2(x))
+
+
+class SASRec(nn.Module):
+    def __init__(self, cfg: SASRecConfig, item_encoder: ItemEncoder):
+        super().__init__()
+        if item_encoder.hidden != cfg.hidden:
+            raise ValueError(f"encoder hidden {item_encoder.hidden} != model hidden {cfg.hidden}")
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.blocks))
+        self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.emb_drop = nn.Dropout(cfg.dropout)
+        self.ln_f = nn.LayerNorm(cfg.hidden)
+        self.apply(self._init_weights)  # before attaching the encoder: encoders initialise themselves
+        self.item_encoder = item_encoder
+
+    @staticmethod
+    def _init_weights(m: nn.Module):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    @property
+    def num_items(self) -> int:
+        return self.item_encoder.num_items
+
+    def item_table(self) -> torch.Tensor:
+        """``[num_items + 1, hidden]``: zero padding row, then the encoder's item vectors."""
+        items = self.item_encoder()
+        return torch.cat([items.new_zeros(1, items.shape[1]), items], dim=0)
+
+    def forward(self, seqs: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states ``[B, T, hidden]`` for left-padded model-index sequences ``[B, T]``."""
+        if table is None:
+            table = self.item_table()
+        B, T = seqs.shape
+        if T > self.cfg.max_len:
+            raise ValueError(f"sequence width {T} exceeds max_len {self.cfg.max_len}")
+        valid = seqs > 0
+        x = F.embedding(seqs, table) * math.sqrt(self.cfg.hidden)
+        pos = torch.arange(T - 1, -1, -1, device=seqs.device)  # newest item = position 0
+        x = (x + self.pos(pos)) * valid.unsqueeze(-1)
+        x = self.emb_drop(x)
+        causal = torch.ones(T, T, dtype=torch.bool, device=seqs.device).tril()
+        eye = torch.eye(T, dtype=torch.bool, device=seqs.device)
+        allowed = (causal & (valid.unsqueeze(1) | eye)).unsqueeze(1)  # [B, 1, T, T]; diagonal always on
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.ln_f(x)
+
+    @staticmethod
+    def scores(h: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Scores over all real items (column ``i`` = dataset item ``i``)."""
+        return h @ table[1:].T
+
+    def predict(self, seqs: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-item scores ``[B, num_items]`` from the last position of each sequence."""
+        if table is None:
+            table = self.item_table()
+        return self.scores(self(seqs, table)[:, -1], table)
