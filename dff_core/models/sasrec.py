@@ -117,12 +117,20 @@ class SASRec(nn.Module):
         pos = torch.arange(T - 1, -1, -1, device=seqs.device)  # newest item = position 0
         x = (x + self.pos(pos)) * valid.unsqueeze(-1)
         x = self.emb_drop(x)
-        causal = torch.ones(T, T, dtype=torch.bool, device=seqs.device).tril()
-        eye = torch.eye(T, dtype=torch.bool, device=seqs.device)
-        allowed = (causal & (valid.unsqueeze(1) | eye)).unsqueeze(1)  # [B, 1, T, T]; diagonal always on
+        allowed = self.attention_mask(valid)
         for block in self.blocks:
             x = block(x, allowed)
         return self.ln_f(x)
+
+    @staticmethod
+    def attention_mask(valid: torch.Tensor) -> torch.Tensor:
+        """bool ``[B, 1, T, T]`` from the non-padding mask ``valid [B, T]``: query ``t`` may attend to
+        key ``s`` iff ``s <= t`` and (``s`` is a real item or ``s == t``). The diagonal is always on, so
+        no row is fully masked (which would give NaN in a plain softmax)."""
+        T = valid.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=valid.device).tril()
+        eye = torch.eye(T, dtype=torch.bool, device=valid.device)
+        return (causal & (valid.unsqueeze(1) | eye)).unsqueeze(1)
 
     @staticmethod
     def scores(h: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
