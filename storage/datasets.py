@@ -57,14 +57,20 @@ def store_dataset(db: Database, name: str, source: str, root: str | None, params
                 ("items", items, ["idx", "item_id", "title", "video_path", "cover_path", "meta"]),
                 ("users", users, ["idx", "user_id"]),
                 ("interactions", interactions, ["user_idx", "pos", "item_idx", "ts", "role"])):
-            arrow = pa.Table.from_pandas(frame[columns], preserve_index=False)
-            raw.register("_bulk", arrow)
-            raw.execute(f"INSERT INTO {table} (dataset_id, {', '.join(columns)}) "
-                        f"SELECT {ds_id}, {', '.join(columns)} FROM _bulk")
-            raw.unregister("_bulk")
+            _bulk_insert(raw, table, frame[columns], ds_id)
         conn.execute(sa.text("INSERT INTO splits (dataset_id, name, params) VALUES (:d, 'leave_one_out', :p)"),
                      {"d": ds_id, "p": json.dumps({"test": "last item", "val": "second-last item"})})
     return get_dataset(db, name)
+
+
+def _bulk_insert(raw, table: str, frame: pd.DataFrame, dataset_id: int) -> None:
+    """One INSERT ... SELECT from an Arrow view of ``frame`` (no row-by-row inserts)."""
+    columns = ", ".join(frame.columns)
+    raw.register("_bulk", pa.Table.from_pandas(frame, preserve_index=False))
+    try:
+        raw.execute(f"INSERT INTO {table} (dataset_id, {columns}) SELECT {dataset_id}, {columns} FROM _bulk")
+    finally:
+        raw.unregister("_bulk")
 
 
 def list_datasets(db: Database) -> list[DatasetRecord]:
@@ -128,7 +134,7 @@ def load_split(db: Database, dataset_id: int) -> SplitData:
                             "ORDER BY user_idx, pos", params=[dataset_id]).to_arrow_table()
         users = raw.execute("SELECT user_id FROM users WHERE dataset_id = ? ORDER BY idx",
                             [dataset_id]).fetchall()
-        num_items = raw.execute("SELECT count(*) FROM items WHERE dataset_id = ?", [dataset_id]).fetchone()[0]
+        num_items = raw.execute("SELECT count(*) FROM items WHERE dataset_id = ?", [dataset_id]).fetchall()[0][0]
     user_idx = inter.column("user_idx").to_numpy()
     item_idx = inter.column("item_idx").to_numpy().astype(np.int64)
     role = np.asarray(inter.column("role").to_pylist())

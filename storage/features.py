@@ -176,7 +176,7 @@ def read_features(db: Database, fs: FeatureSetRecord, layers: list[int] | None =
     position[layers] = np.arange(len(layers))
     with db.session() as conn:
         raw = Database.raw(conn)
-        num_items = raw.execute("SELECT count(*) FROM items WHERE dataset_id = ?", [fs.dataset_id]).fetchone()[0]
+        num_items = raw.execute("SELECT count(*) FROM items WHERE dataset_id = ?", [fs.dataset_id]).fetchall()[0][0]
         layer_list = ", ".join(str(l) for l in layers)
         table = raw.sql(f"SELECT item, layer, vec FROM {fs.location} WHERE layer IN ({layer_list})").to_arrow_table()
     store_dtype = np.float16 if fs.dtype == "float16" else np.float32

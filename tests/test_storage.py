@@ -1,0 +1,116 @@
+"""Storage: feature vectors round-trip, schema migrations, runs and metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from conftest import write_generic
+from dff_core.data.load import import_generic
+from storage import Database, NotFound
+from storage.features import (create_feature_set, delete_feature_set, failures, get_feature_set, read_features,
+                              record_failure, stored_items, write_vectors)
+from storage.migrations import MIGRATIONS, current_version, migrate
+from storage.runs import create_run, finish_run, get_run, log_metrics, run_metrics
+
+
+@pytest.fixture
+def dataset(db, tmp_path):
+    inter, items = write_generic(tmp_path / "d", n_users=12, n_items=20, seq=6)
+    return import_generic(db, "d", inter, items)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_vectors_round_trip_in_any_write_order(db, dataset, dtype):
+    n = dataset.stats["items"]
+    fs = create_feature_set(db, "d", "f", "test", num_layers=4, dim=8, dtype=dtype)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 4, 8)).astype(np.float32)
+    order = rng.permutation(n)
+    for chunk in np.array_split(order, 3):  # batches in arbitrary item order, like a resumed extraction
+        write_vectors(db, fs, chunk, x[chunk])
+    out, present = read_features(db, fs)
+    assert out.shape == (n, 4, 8) and out.dtype == np.float32 and present.all()
+    tol = 1e-3 if dtype == "float16" else 0
+    np.testing.assert_allclose(out, x, atol=tol * 4, rtol=tol)
+    sub, _ = read_features(db, fs, layers=[3, 1])
+    np.testing.assert_array_equal(sub, out[:, [3, 1]])
+    assert stored_items(db, fs) == set(range(n))
+
+
+def test_partial_sets_failures_and_rewrite(db, dataset):
+    n = dataset.stats["items"]
+    fs = create_feature_set(db, "d", "f", "test", num_layers=2, dim=3)
+    write_vectors(db, fs, [0, 2], np.ones((2, 2, 3)))
+    record_failure(db, fs, 1, "cannot decode videos/1.mp4")
+    out, present = read_features(db, fs)
+    assert present.tolist() == [True, False, True] + [False] * (n - 3)
+    assert (out[1] == 0).all() and (out[0] == 1).all()
+    assert failures(db, fs) == {1: "cannot decode videos/1.mp4"}
+    # a retried item replaces its vectors and clears its failure; no duplicate rows
+    write_vectors(db, fs, [1, 2], np.full((2, 2, 3), 2.0))
+    out, present = read_features(db, fs)
+    assert failures(db, fs) == {} and (out[2] == 2).all() and present[:3].all()
+    with db.session() as conn:
+        assert db.raw(conn).execute(f"SELECT count(*) FROM {fs.location}").fetchall()[0][0] == 3 * 2
+
+
+def test_vector_validation(db, dataset):
+    fs = create_feature_set(db, "d", "f", "test", num_layers=2, dim=3)
+    with pytest.raises(ValueError, match=r"expected features of shape \[1, 2, 3\]"):
+        write_vectors(db, fs, [0], np.zeros((1, 3, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        write_vectors(db, fs, [0], np.full((1, 2, 3), np.nan))
+    with pytest.raises(OverflowError, match="float16"):
+        write_vectors(db, fs, [0], np.full((1, 2, 3), 1e6))
+    with pytest.raises(ValueError, match="layers 0..1"):
+        read_features(db, fs, layers=[2])
+    with pytest.raises(ValueError, match="already exists"):
+        create_feature_set(db, "d", "f", "test", num_layers=2, dim=3)
+    assert create_feature_set(db, "d", "f", "test", num_layers=2, dim=3, exist_ok=True).id == fs.id
+    delete_feature_set(db, fs)
+    with pytest.raises(NotFound):
+        get_feature_set(db, "f")
+
+
+def test_migrations_upgrade_an_old_file_and_refuse_a_newer_one(tmp_path):
+    path = tmp_path / "old.duckdb"
+    engine = sa.create_engine(f"duckdb:///{path}")
+    with engine.begin() as conn:
+        migrate(conn, MIGRATIONS[:1])
+        conn.execute(sa.text("INSERT INTO datasets (name, source, params, stats, warnings) "
+                             "VALUES ('kept', 'generic', '{}', '{\"users\": 1}', '[]')"))
+    engine.dispose()
+    future = MIGRATIONS + [["ALTER TABLE runs ADD COLUMN notes VARCHAR"]]
+    engine = sa.create_engine(f"duckdb:///{path}")
+    with engine.begin() as conn:
+        assert current_version(conn) == 1
+        assert migrate(conn, future) == len(future)
+        assert conn.execute(sa.text("SELECT name FROM datasets")).scalar() == "kept"
+        conn.execute(sa.text("INSERT INTO runs (dataset_id, strategy, config, status, notes) "
+                             "VALUES (1, 'id', '{}', 'done', 'new column works')"))
+        # applying again is a no-op
+        assert migrate(conn, future) == len(future)
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == len(future)
+        with pytest.raises(RuntimeError, match="newer DFF Studio"):
+            migrate(conn, MIGRATIONS)
+    engine.dispose()
+
+
+def test_runs_and_metrics_upsert(db, dataset):
+    run = create_run(db, dataset.id, "dff", {"epochs": 3}, layers=[0, 1], seed=1)
+    log_metrics(db, run.id, 1, "val", {"NDCG@10": 0.1, "HR@10": 0.2})
+    log_metrics(db, run.id, 1, "val", {"NDCG@10": 0.15, "HR@10": 0.25})  # replayed after a resume
+    log_metrics(db, run.id, 2, "val", {"NDCG@10": 0.3})
+    m = run_metrics(db, [run.id])
+    assert len(m) == 3
+    assert m.query("epoch == 1 and name == 'NDCG@10'")["value"].item() == pytest.approx(0.15)
+    finish_run(db, run.id, "done", result={"test": {"NDCG@10": 0.2}}, best_epoch=2, epochs_run=2, seconds=1.5)
+    r = get_run(db, run.id)
+    assert (r.status, r.best_epoch, r.layers, r.result["test"]["NDCG@10"]) == ("done", 2, [0, 1], 0.2)
+
+
+def test_db_path_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFF_DB", str(tmp_path / "env.duckdb"))
+    assert Database().path == tmp_path / "env.duckdb"
+    assert (tmp_path / "env.duckdb").exists()
