@@ -1,0 +1,318 @@
+"""Training loop for SASRec with any item-encoder strategy: early stopping, checkpoints, resume.
+
+Objective (SASRec's): for every training prefix ``s = train[u]`` the input is ``s[:-1]`` and the
+target ``s[1:]`` at every non-padded position (the last ``max_len`` positions), with softmax
+cross-entropy over ALL items; validation and test items are never trained on. AdamW. The item table
+is computed once per step. After every ``eval_every`` epochs the validation metric ``cfg.metric`` is
+computed (protocol: :mod:`dff_core.eval.metrics`); the best state is kept, training stops after
+``patience`` evaluations without improvement, and the final validation and test metrics are computed
+with the best state.
+
+Reproducibility: the model is built after ``torch.manual_seed(seed)``; batches are shuffled with a
+dedicated generator; same seed -> identical results on CPU (on CUDA some kernels are not
+deterministic).
+
+Checkpoints (``checkpoint_dir / "checkpoint.pt"``, written atomically: temp file + ``os.replace``)
+hold the model, optimizer, RNG states, position in the epoch, history, best state and patience
+counter; they are written after every epoch and on cancel (mid-epoch). ``train`` resumes from an
+existing checkpoint, and an uninterrupted run and an interrupted + resumed run give identical results.
+Frozen features are not stored in checkpoints: pass the same ``features`` again when resuming.
+
+Epoch numbers in events, history and results are 1-based.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.split import SplitData
+from ..eval.evaluate import EvalInputs, EvalResult, evaluate, pad_left
+from ..models.item_encoders import STRATEGIES, build_item_encoder
+from ..models.sasrec import SASRec, SASRecConfig
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+# settings that may differ between an interrupted run and its resumption
+_RESUME_FREE = {"device", "num_threads", "log_every", "eval_batch_size"}
+
+
+@dataclass
+class TrainConfig:
+    strategy: str = "id"
+    layers: list[int] | None = None      # indices into the feature tensor's layer axis; None = all
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5                    # evaluations without improvement; <= 0 disables early stopping
+    metric: str = "NDCG@10"
+    seed: int = 42
+    eval_every: int = 1
+    device: str = "cpu"
+    max_len: int = 50
+    hidden: int = 64
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    normalize_features: bool = True
+    cold_threshold: int = 5
+    eval_batch_size: int = 1024
+    log_every: int = 10                  # a "step" event every this many steps (and the last one)
+    num_threads: int | None = None       # torch.set_num_threads for the duration of train()
+
+    def model_config(self) -> SASRecConfig:
+        return SASRecConfig(hidden=self.hidden, blocks=self.blocks, heads=self.heads,
+                            max_len=self.max_len, dropout=self.dropout)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = None if self.layers is None else [int(x) for x in self.layers]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if self.metric not in ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR"):
+            raise ValueError(f"unknown metric {self.metric!r}")
+        for name in ("epochs", "batch_size", "eval_every", "max_len", "hidden", "blocks", "heads", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int                      # 0 if no evaluation happened yet (cancelled early)
+    epochs_run: int
+    history: list[dict]
+    val: dict[str, float] | None
+    test: dict[str, float] | None        # None when cancelled
+    val_buckets: dict | None
+    test_buckets: dict | None
+    layer_weights: dict[int, float] | None
+    gate_mean: float | None
+    seconds: float                       # total training time, across resumptions
+    seconds_per_epoch: float
+    cancelled: bool = False
+    stopped_early: bool = False
+    val_result: EvalResult | None = field(default=None, repr=False)
+    test_result: EvalResult | None = field(default=None, repr=False)
+    model: SASRec | None = field(default=None, repr=False)  # best state loaded (current one if cancelled)
+
+    def to_dict(self) -> dict:
+        skip = {"val_result", "test_result", "model"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+def build_model(num_items: int, cfg: TrainConfig, features=None) -> SASRec:
+    """The SASRec + item encoder described by ``cfg`` (random init from the current torch RNG)."""
+    encoder = build_item_encoder(cfg.strategy, num_items, cfg.hidden, features, cfg.layers,
+                                 normalize=cfg.normalize_features)
+    return SASRec(cfg.model_config(), encoder)
+
+
+@dataclass
+class TrainingBatches:
+    """Left-padded training inputs / targets (model indices, 0 = padding / no target), built once."""
+
+    inputs: torch.Tensor   # [U', max_len]
+    targets: torch.Tensor  # [U', max_len]
+    lengths: torch.Tensor  # [U'] number of valid positions
+
+    @classmethod
+    def build(cls, data: SplitData, max_len: int) -> "TrainingBatches":
+        lens = np.array([len(s) for s in data.train], dtype=np.int64)
+        flat = np.concatenate(data.train).astype(np.int64) if data.train else np.zeros(0, np.int64)
+        window = pad_left(flat, lens, max_len + 1)     # last max_len + 1 items of each prefix
+        inp, tgt = window[:, :-1], window[:, 1:]
+        tgt = np.where(inp > 0, tgt, 0)
+        keep = lens >= 2                                # users with at least one training pair
+        return cls(inputs=torch.from_numpy(np.ascontiguousarray(inp[keep])),
+                   targets=torch.from_numpy(np.ascontiguousarray(tgt[keep])),
+                   lengths=torch.from_numpy(np.minimum(lens[keep] - 1, max_len)))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def to(self, device) -> "TrainingBatches":
+        return TrainingBatches(self.inputs.to(device), self.targets.to(device), self.lengths.to(device))
+
+
+def _cpu_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _check_resumable(saved: dict, cfg: TrainConfig, num_items: int) -> None:
+    if saved.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint version {saved.get('version')} is not {CHECKPOINT_VERSION}")
+    if saved.get("num_items") != num_items:
+        raise ValueError("checkpoint was written for a different dataset (num_items differs)")
+    now = cfg.to_dict()
+    diff = {k for k in now if k not in _RESUME_FREE and saved["config"].get(k) != now[k]}
+    if diff:
+        raise ValueError(f"checkpoint config differs in {sorted(diff)}; use another checkpoint_dir")
+
+
+def train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None = None,
+          checkpoint_dir: Path | str | None = None,
+          callback: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train SASRec with ``cfg.strategy`` on ``data`` (see module docstring); resume if a checkpoint
+    exists in ``checkpoint_dir``. ``callback(event)`` receives "step" and "epoch" events;
+    ``should_stop()`` is polled between steps and cancels gracefully (checkpoint, ``cancelled=True``)."""
+    cfg.validate()
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {cfg.device!r} requested but CUDA is not available")
+    prev_threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train(data, cfg, features, Path(checkpoint_dir) if checkpoint_dir else None,
+                      callback or (lambda event: None), should_stop or (lambda: False))
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
+    t_call = time.perf_counter()
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(data.num_items, cfg, features).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+
+    batches = TrainingBatches.build(data, cfg.max_len).to(device)
+    n_train = len(batches)
+    steps = max(1, math.ceil(n_train / cfg.batch_size)) if n_train else 0
+    val_inputs = EvalInputs.build(data, "val", cfg.max_len)
+
+    st = dict(epoch=0, step=0, perm=None, loss_sum=0.0, epoch_seconds=0.0, history=[],
+              best_metric=-math.inf, best_epoch=0, best_state=None, bad_evals=0,
+              stopped_early=False, done=False, seconds_total=0.0)
+    ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
+    if ckpt_path is not None and ckpt_path.exists():
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        _check_resumable(saved, cfg, data.num_items)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng_torch"])
+        if saved.get("rng_cuda") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(saved["rng_cuda"], device)
+        shuffle_gen.set_state(saved["rng_shuffle"])
+        st.update(saved["state"])
+
+    def save_checkpoint():
+        if ckpt_path is None:
+            return
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        state = dict(st)
+        state["seconds_total"] = st["seconds_total"] + (time.perf_counter() - t_call)
+        _atomic_save({"version": CHECKPOINT_VERSION, "num_items": data.num_items, "config": cfg.to_dict(),
+                      "model": _cpu_state(model), "optimizer": opt.state_dict(),
+                      "rng_torch": torch.get_rng_state(),
+                      "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                      "rng_shuffle": shuffle_gen.get_state(), "state": state}, ckpt_path)
+
+    def evaluate_val():
+        return evaluate(model, data, "val", cfg.eval_batch_size, cfg.cold_threshold, inputs=val_inputs)
+
+    model.train()
+    cancelled = False
+    while not st["done"] and st["epoch"] < cfg.epochs and steps:
+        epoch = st["epoch"] + 1
+        if st["perm"] is None:
+            st.update(perm=torch.randperm(n_train, generator=shuffle_gen), step=0, loss_sum=0.0,
+                      epoch_seconds=0.0)
+        perm = st["perm"].to(device)
+        t_epoch = time.perf_counter()
+        loss_sum = torch.tensor(st["loss_sum"], dtype=torch.float64, device=device)
+        for step in range(st["step"], steps):
+            if should_stop():
+                st.update(step=step, loss_sum=float(loss_sum),
+                          epoch_seconds=st["epoch_seconds"] + time.perf_counter() - t_epoch)
+                save_checkpoint()
+                cancelled = True
+                break
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            width = int(batches.lengths[idx].max())
+            inp, tgt = batches.inputs[idx, -width:], batches.targets[idx, -width:]
+            table = model.item_table()                      # once per step, for input and output
+            h = model(inp, table)
+            sel = tgt > 0
+            logits = SASRec.scores(h[sel], table)
+            loss = F.cross_entropy(logits, tgt[sel] - 1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+            if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+                callback({"type": "step", "epoch": epoch, "step": step + 1, "steps": steps,
+                          "loss": float(loss_sum) / (step + 1)})
+        if cancelled:
+            break
+        train_seconds = st["epoch_seconds"] + time.perf_counter() - t_epoch
+        val = None
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            val = evaluate_val().metrics
+            if val[cfg.metric] > st["best_metric"]:
+                st.update(best_metric=val[cfg.metric], best_epoch=epoch, best_state=_cpu_state(model),
+                          bad_evals=0)
+            else:
+                st["bad_evals"] += 1
+        encoder = model.item_encoder
+        record = {"epoch": epoch, "loss": float(loss_sum) / steps, "val": val,
+                  "layer_weights": encoder.layer_weights(), "gate_mean": encoder.gate_mean(),
+                  "seconds": st["epoch_seconds"] + time.perf_counter() - t_epoch,  # training + validation
+                  "train_seconds": train_seconds}
+        st["history"].append(record)
+        st.update(epoch=epoch, step=0, perm=None, loss_sum=0.0, epoch_seconds=0.0)
+        if cfg.patience > 0 and st["bad_evals"] >= cfg.patience:
+            st.update(stopped_early=True, done=True)
+        elif epoch >= cfg.epochs:
+            st["done"] = True
+        save_checkpoint()                       # before the event: a crash in the callback loses nothing
+        callback({"type": "epoch", **record})
+
+    seconds = st["seconds_total"] + (time.perf_counter() - t_call)
+    history = st["history"]
+    per_epoch = float(np.mean([r["seconds"] for r in history])) if history else 0.0
+    if cancelled:
+        best_val = next((r["val"] for r in history if r["epoch"] == st["best_epoch"]), None)
+        return TrainResult(best_epoch=st["best_epoch"], epochs_run=st["epoch"], history=history, val=best_val,
+                           test=None, val_buckets=None, test_buckets=None,
+                           layer_weights=model.item_encoder.layer_weights(),
+                           gate_mean=model.item_encoder.gate_mean(), seconds=seconds,
+                           seconds_per_epoch=per_epoch, cancelled=True, stopped_early=False, model=model)
+
+    if not steps:
+        st["done"] = True
+    if st["best_state"] is not None:
+        model.load_state_dict(st["best_state"])
+    val_res = evaluate_val()
+    test_res = evaluate(model, data, "test", cfg.eval_batch_size, cfg.cold_threshold)
+    save_checkpoint()
+    return TrainResult(best_epoch=st["best_epoch"], epochs_run=st["epoch"], history=history,
+                       val=val_res.metrics, test=test_res.metrics, val_buckets=val_res.buckets,
+                       test_buckets=test_res.buckets, layer_weights=model.item_encoder.layer_weights(),
+                       gate_mean=model.item_encoder.gate_mean(),
+                       seconds=st["seconds_total"] + (time.perf_counter() - t_call),
+                       seconds_per_epoch=per_epoch, cancelled=False, stopped_early=st["stopped_early"],
+                       val_result=val_res, test_result=test_res, model=model)

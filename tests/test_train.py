@@ -1,0 +1,160 @@
+"""Training: objective data, DFF finding the informative layer, reproducibility, checkpoint/resume."""
+import numpy as np
+import pytest
+import torch
+
+from dff_core.data.split import leave_one_out
+from dff_core.eval import popularity_baseline
+from dff_core.train import TrainConfig, TrainingBatches, train
+from dff_core.train.trainer import CHECKPOINT_NAME
+
+SIGNAL_LAYER = 2
+
+
+def cluster_data(seed=0, n_clusters=20, per_cluster=30, users=250, seq_len=6, layers=4, dim=16, noise=0.1):
+    """Items in clusters, each user consumes one cluster; only feature layer ``SIGNAL_LAYER`` holds the
+    cluster centroid (+ small noise), the other layers are pure noise. ~1.7 training interactions
+    per item, so IDs alone learn little about most items."""
+    rng = np.random.default_rng(seed)
+    n_items = n_clusters * per_cluster
+    cluster = np.repeat(np.arange(n_clusters), per_cluster)
+    seqs = [rng.choice(np.nonzero(cluster == rng.integers(n_clusters))[0], size=seq_len, replace=False)
+            for _ in range(users)]
+    feats = rng.normal(size=(n_items, layers, dim)).astype(np.float32)
+    feats[:, SIGNAL_LAYER] = rng.normal(size=(n_clusters, dim))[cluster] + noise * rng.normal(size=(n_items, dim))
+    return leave_one_out(seqs, n_items), feats
+
+
+def small_cfg(**kw):
+    base = dict(epochs=4, batch_size=16, lr=3e-3, hidden=16, blocks=1, heads=1, max_len=8, dropout=0.2,
+                patience=10, log_every=2, num_threads=1)  # 1 thread: tiny model, shared CI cores
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _strip_times(history):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")} for r in history]
+
+
+@pytest.fixture(scope="module")
+def small():
+    data, feats = cluster_data(seed=1, n_clusters=6, per_cluster=10, users=60, seq_len=7)
+    return data, feats
+
+
+def test_training_batches_shift_and_truncate():
+    data = leave_one_out([np.arange(10), np.array([3, 4, 5]), np.array([7, 8, 9, 1])], num_items=12)
+    b = TrainingBatches.build(data, max_len=4)
+    # user 0: train prefix 0..7 -> inputs 4..7 / targets 5..8 (model indices +1)
+    assert b.inputs[0].tolist() == [4, 5, 6, 7] and b.targets[0].tolist() == [5, 6, 7, 8]
+    # user 1 (train [3]) has no training pair and is dropped; user 2: train [7, 8]
+    assert len(b) == 2
+    assert b.inputs[1].tolist() == [0, 0, 0, 8] and b.targets[1].tolist() == [0, 0, 0, 9]
+    assert b.lengths.tolist() == [4, 1]
+    # every row holds only items of its user's training prefix: validation / test items never appear
+    for row, u in enumerate([0, 2]):
+        seen = set((torch.cat([b.inputs[row], b.targets[row]]) - 1).tolist()) - {-1}
+        assert seen <= set(data.train[u].tolist())
+        assert not seen & {int(data.val_target[u]), int(data.test_target[u])}
+
+
+def test_dff_finds_the_informative_layer_and_beats_id():
+    data, feats = cluster_data(seed=0)
+    cfg = dict(epochs=25, batch_size=64, lr=3e-3, hidden=32, blocks=1, max_len=10, patience=25, num_threads=1)
+    res_id = train(data, TrainConfig(strategy="id", **cfg))
+    res_dff = train(data, TrainConfig(strategy="dff", **cfg), features=feats)
+    w = res_dff.layer_weights
+    assert max(w, key=w.get) == SIGNAL_LAYER, w
+    assert w[SIGNAL_LAYER] > 1.5 * max(v for k, v in w.items() if k != SIGNAL_LAYER)
+    assert res_dff.test["NDCG@10"] > 1.4 * res_id.test["NDCG@10"], (res_dff.test, res_id.test)
+    assert res_id.test["NDCG@10"] > popularity_baseline(data, "test").metrics["NDCG@10"]
+    assert 0.0 < res_dff.gate_mean < 1.0 and res_id.gate_mean is None
+    assert res_dff.test_buckets["cold"]["users"] + res_dff.test_buckets["warm"]["users"] == data.num_users
+
+
+def test_same_seed_same_results_and_events(small):
+    data, feats = small
+    events = []
+    a = train(data, small_cfg(strategy="dff"), feats, callback=events.append)
+    b = train(data, small_cfg(strategy="dff"), feats)
+    assert _strip_times(a.history) == _strip_times(b.history)
+    assert a.test == b.test and a.val == b.val and a.layer_weights == b.layer_weights
+    c = train(data, small_cfg(strategy="dff", seed=7), feats)
+    assert _strip_times(c.history) != _strip_times(a.history)
+    # events: steps every log_every and the last step of each epoch, one epoch event per epoch
+    steps = -(-sum(len(s) >= 2 for s in data.train) // small_cfg().batch_size)
+    assert steps == 4
+    step_events = [e for e in events if e["type"] == "step"]
+    epoch_events = [e for e in events if e["type"] == "epoch"]
+    assert [e["step"] for e in step_events if e["epoch"] == 1] == sorted({*range(2, steps + 1, 2), steps})
+    assert all(e["steps"] == steps and np.isfinite(e["loss"]) for e in step_events)
+    assert [e["epoch"] for e in epoch_events] == [1, 2, 3, 4] == [r["epoch"] for r in a.history]
+    for e in epoch_events:
+        assert set(e) >= {"type", "epoch", "loss", "val", "layer_weights", "gate_mean", "seconds"}
+        assert set(e["val"]) == {"HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR"}
+        assert sum(e["layer_weights"].values()) == pytest.approx(1.0)
+    assert a.epochs_run == 4 and not a.cancelled and not a.stopped_early
+    assert a.best_epoch == 1 + int(np.argmax([r["val"]["NDCG@10"] for r in a.history]))
+    assert a.val["NDCG@10"] == pytest.approx(a.history[a.best_epoch - 1]["val"]["NDCG@10"])
+
+
+def test_resume_after_mid_epoch_cancel_equals_uninterrupted(small, tmp_path):
+    data, feats = small
+    full = train(data, small_cfg(strategy="gate"), feats, checkpoint_dir=tmp_path / "full")
+    calls = {"n": 0}
+
+    def stop_after_6_steps():  # in the middle of epoch 2 (4 steps per epoch)
+        calls["n"] += 1
+        return calls["n"] > 6
+
+    part = train(data, small_cfg(strategy="gate"), feats, checkpoint_dir=tmp_path / "run",
+                 should_stop=stop_after_6_steps)
+    assert part.cancelled and part.test is None and part.epochs_run == 1
+    assert (tmp_path / "run" / CHECKPOINT_NAME).exists()
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name != CHECKPOINT_NAME]  # no temp files left
+    resumed = train(data, small_cfg(strategy="gate"), feats, checkpoint_dir=tmp_path / "run")
+    assert not resumed.cancelled
+    assert _strip_times(resumed.history) == _strip_times(full.history)
+    assert resumed.test == full.test and resumed.val == full.val and resumed.best_epoch == full.best_epoch
+
+
+def test_resume_after_kill_at_epoch_end_equals_uninterrupted(small, tmp_path):
+    data, feats = small
+    full = train(data, small_cfg(strategy="dff"), feats)
+
+    def die_after_epoch_2(event):
+        if event["type"] == "epoch" and event["epoch"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, small_cfg(strategy="dff"), feats, checkpoint_dir=tmp_path, callback=die_after_epoch_2)
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert saved["state"]["epoch"] == 2
+    assert not any("feats" in k for k in saved["model"])  # frozen features are not checkpointed
+    resumed = train(data, small_cfg(strategy="dff"), feats, checkpoint_dir=tmp_path)
+    assert _strip_times(resumed.history) == _strip_times(full.history)
+    assert resumed.test == full.test and resumed.layer_weights == full.layer_weights
+    # a finished run resumes to the same result without training again
+    again = train(data, small_cfg(strategy="dff"), feats, checkpoint_dir=tmp_path)
+    assert again.test == full.test and _strip_times(again.history) == _strip_times(full.history)
+    with pytest.raises(ValueError, match="config differs"):
+        train(data, small_cfg(strategy="dff", lr=1e-2), feats, checkpoint_dir=tmp_path)
+
+
+def test_early_stopping_keeps_best_epoch(small):
+    data, _ = small
+    # lr = 0: the validation metric never improves after the first evaluation
+    res = train(data, small_cfg(strategy="id", lr=0.0, epochs=10, patience=2))
+    assert res.stopped_early and res.epochs_run == 3 and res.best_epoch == 1
+    assert res.val == pytest.approx(res.history[0]["val"])
+    # eval_every=2: only even epochs (and the last) are validated
+    res2 = train(data, small_cfg(strategy="id", epochs=3, eval_every=2))
+    assert [r["val"] is not None for r in res2.history] == [False, True, True]
+
+
+def test_feature_strategy_without_features_fails(small):
+    data, _ = small
+    with pytest.raises(ValueError, match="needs features"):
+        train(data, small_cfg(strategy="dff"))
+    with pytest.raises(ValueError, match="unknown strategy"):
+        train(data, small_cfg(strategy="bogus"))
