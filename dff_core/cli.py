@@ -145,15 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
 EXTENSIONS: list[Callable] = []
 
 
-def main(argv: list[str] | None = None) -> int:
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a problem with the user's input, shown as one line, never a traceback."""
     from dff_core.data.importers import DataError
     from storage import DatabaseBusy, NotFound
 
+    return (DataError, NotFound, DatabaseBusy, UsageError, ValueError, FileNotFoundError, OverflowError)
+
+
+def user_message(exc: BaseException) -> str:
+    """One line for a person: the message alone for user errors, the exception type too otherwise."""
+    if isinstance(exc, user_errors()):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def main(argv: list[str] | None = None) -> int:
     _load_extensions()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (DataError, NotFound, DatabaseBusy, UsageError, ValueError, FileNotFoundError, OverflowError) as exc:
+    except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,70 @@
+"""``python -m dff_core train``: one SASRec run in the foreground."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dff_core.cli import COMMANDS, EXTENSIONS, _db
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    from dff_core.models.item_encoders import STRATEGIES
+
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--features", default=None, help="feature set name or id (every strategy but id needs one)")
+    p.add_argument("--strategy", required=True, choices=STRATEGIES)
+    p.add_argument("--layers", default="all", help="all | A-B | i,j,k (0 = embedding output)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--study", default=None, help="group runs under a study name")
+
+
+def train_settings(args: argparse.Namespace) -> dict:
+    return {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
+            "max_len": args.max_len, "patience": args.patience, "dropout": args.dropout}
+
+
+def _register(sub) -> None:
+    p = sub.add_parser("train", help="train and evaluate one SASRec run")
+    add_train_options(p)
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the results")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dff_core.workflows import run_training
+
+    def progress(frac: float, step: str) -> None:
+        if not args.json:
+            print(f"\r{100 * frac:5.1f}% {step:60}", end="", file=sys.stderr, flush=True)
+
+    def log(line: str) -> None:
+        print(("\n" if not args.json else "") + line, file=sys.stderr)
+
+    run = run_training(_db(args), args.dataset, args.strategy, features=args.features, layers=args.layers,
+                       settings=train_settings(args), seed=args.seed, study=args.study, progress=progress, log=log)
+    res = run.result or {}
+    out = {"run_id": run.id, "strategy": run.strategy, "layers": run.layers, "epochs": run.epochs_run,
+           "best_epoch": run.best_epoch, "seconds": run.seconds, "seconds_per_epoch": run.seconds_per_epoch,
+           "metrics": {"val": res.get("val"), "test": res.get("test")},
+           "buckets": {"test": res.get("test_buckets")}, "status": run.status}
+    if run.strategy == "dff":
+        out["layer_weights"] = res.get("layer_weights")
+    if args.json:
+        print(json.dumps(out))
+    else:
+        t = res.get("test") or {}
+        print(f"\nrun {run.id} ({run.strategy}): test HR@10 {t.get('HR@10', float('nan')):.4f} "
+              f"NDCG@10 {t.get('NDCG@10', float('nan')):.4f}  best epoch {run.best_epoch}/{run.epochs_run}, "
+              f"{run.seconds:.1f} s")
+    return 0
+
+
+EXTENSIONS.append(_register)
+COMMANDS["train"] = cmd_train
