@@ -7,7 +7,67 @@ import json
 from dff_core.cli import COMMANDS, EXTENSIONS, _db
 
 
+def add_extract_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--backbone", required=True,
+                   help="spec: a built-in (smollm2, minilm, efficientnet-lite0) or FAMILY:HF_ID_OR_DIR, "
+                        "e.g. qwen2-vl:Qwen/Qwen2-VL-2B-Instruct")
+    p.add_argument("--name", required=True, help="name of the feature set")
+    p.add_argument("--inputs", default=None, help="comma list of frames,title,cover (default: what the backbone takes)")
+    p.add_argument("--frames", type=int, default=8, help="frames sampled uniformly per video")
+    p.add_argument("--frame-size", type=int, default=224)
+    p.add_argument("--pooling", default=None, help="video_mean | text_mean | all_mean | last (default: backbone's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--caption", action="store_true", help="caption route: the LVLM captions, --text-encoder embeds")
+    p.add_argument("--text-encoder", default="minilm")
+
+
+def extract_params(db, args: argparse.Namespace) -> dict:
+    """Validated keyword arguments for ``workflows.run_extraction`` (checked before anything is queued)."""
+    from dff_core.backbones import family_info
+    from storage.datasets import get_dataset
+
+    get_dataset(db, args.dataset)
+    info = family_info(args.backbone)
+    inputs = [s.strip() for s in args.inputs.split(",")] if args.inputs else list(info["default_inputs"])
+    bad = [i for i in inputs if i not in info["inputs"]]
+    if bad:
+        raise ValueError(f"backbone {args.backbone!r} takes {', '.join(info['inputs'])}; not {', '.join(bad)}")
+    pooling = args.pooling or info["default_pooling"]
+    if pooling not in info["poolings"]:
+        raise ValueError(f"backbone {args.backbone!r} pools by {', '.join(info['poolings'])}; not {pooling!r}")
+    if args.caption and not info.get("can_caption"):
+        raise ValueError(f"backbone {args.backbone!r} cannot write captions; use an LVLM family")
+    if args.frames < 1 or args.batch_size < 1:
+        raise ValueError("--frames and --batch-size must be at least 1")
+    return {"dataset": args.dataset, "backbone": args.backbone, "name": args.name, "inputs": inputs,
+            "num_frames": args.frames, "frame_size": args.frame_size, "pooling": pooling,
+            "batch_size": args.batch_size, "dtype": args.dtype, "caption": args.caption,
+            "text_encoder": args.text_encoder}
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    import sys
+
+    from dff_core.workflows import run_extraction
+
+    db = _db(args)
+    params = extract_params(db, args)
+
+    def progress(frac: float, step: str) -> None:
+        print(f"\r{100 * frac:5.1f}% {step:50}", end="", file=sys.stderr, flush=True)
+
+    fs = run_extraction(db, **params, progress=progress, log=lambda line: print("\n" + line, file=sys.stderr))
+    print(f"\nfeature set {fs.name!r} (id {fs.id}): {fs.stats.get('items')} items x {fs.num_layers} layers x {fs.dim} "
+          f"dims, {fs.status}; {fs.stats.get('items_per_second') or 0:.2f} items/s")
+    return 0 if fs.status in ("complete", "partial") else 1
+
+
 def _register(sub) -> None:
+    p = sub.add_parser("extract", help="run a frozen backbone over the dataset's items and store all layers")
+    add_extract_options(p)
+
     p = sub.add_parser("import-features", help="store features computed elsewhere (npz: item_ids, features)")
     p.add_argument("name")
     p.add_argument("--dataset", required=True)
@@ -52,4 +112,5 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 EXTENSIONS.append(_register)
 COMMANDS["import-features"] = cmd_import_features
+COMMANDS["extract"] = cmd_extract
 COMMANDS["features"] = cmd_features

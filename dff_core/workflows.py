@@ -12,7 +12,7 @@ import numpy as np
 from storage import Database
 from storage.datasets import get_dataset, load_split
 from storage.features import FeatureSetRecord, get_feature_set, read_features
-from storage.runs import RunRecord, create_run, finish_run, get_run, log_metrics
+from storage.runs import RunRecord, create_run, finish_run, get_run, log_metrics, set_run_status
 
 Progress = Callable[[float, str], None]
 METRIC_NAMES = ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR")
@@ -68,7 +68,8 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
                  layers: str | list[int] | None = None, settings: dict | None = None, seed: int = 42,
                  study: str | None = None, job_id: int | None = None, run_id: int | None = None,
                  progress: Progress | None = None, log: Callable[[str], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> RunRecord:
+                 should_stop: Callable[[], bool] | None = None,
+                 on_run: Callable[[int], None] | None = None) -> RunRecord:
     """Train and evaluate one SASRec run; every epoch's metrics go to storage as they happen.
 
     ``run_id`` continues an existing run from its last checkpoint (after a crash or a cancel)."""
@@ -99,6 +100,9 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
                          seed=seed, study=study, job_id=job_id)
     else:
         run = get_run(db, run_id)
+        set_run_status(db, run.id, "running")
+    if on_run:
+        on_run(run.id)
     checkpoint_dir = db.path.parent / "checkpoints" / f"run_{run.id}"
     if log and missing:
         log(f"warning: {missing} items have no stored vectors (failed extraction); they use zero features")
@@ -206,4 +210,90 @@ def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: s
         raise
     status = "complete" if len(ids) == len(items) else "partial"
     finish_feature_set(db, fs, status, {"items": int(len(ids)), "missing_items": int(len(items) - len(ids))})
+    return get_feature_set(db, fs.id)
+
+
+def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *,
+                   inputs: list[str] | tuple[str, ...] = ("frames", "title"), num_frames: int = 8,
+                   frame_size: int = 224, pooling: str = "video_mean", batch_size: int = 8,
+                   dtype: str = "float16", caption: bool = False, text_encoder: str = "minilm",
+                   progress: Progress | None = None, log: Callable[[str], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> FeatureSetRecord:
+    """Extract a feature set into storage, resumably: items already stored are skipped, each batch is
+    written as it finishes, and a failing item is recorded with its reason while the rest go on.
+
+    ``caption=True`` takes the caption route: the LVLM writes a caption per item and ``text_encoder``
+    embeds it (a one-layer feature set of kind ``caption``)."""
+    from dff_core.backbones import load_backbone
+    from dff_core.extraction import ExtractItem, caption_and_embed, extract
+    from storage.datasets import load_items
+    from storage.features import (create_feature_set, finish_feature_set, record_failure, store_captions,
+                                  stored_items, write_vectors)
+
+    ds = get_dataset(db, dataset)
+    items = load_items(db, ds.id)
+    root = Path(ds.root) if ds.root else None
+
+    def media(path) -> str | None:
+        if path is None or (isinstance(path, float) and np.isnan(path)) or not str(path):
+            return None
+        p = Path(str(path))
+        return str(p if p.is_absolute() or root is None else root / p)
+
+    work = [ExtractItem(idx=int(r.idx), item_id=str(r.item_id), title=r.title if isinstance(r.title, str) else None,
+                        video_path=media(r.video_path), cover_path=media(r.cover_path))
+            for r in items.itertuples()]
+    if log:
+        log(f"loading backbone {backbone}")
+    model = load_backbone(backbone)
+    params = {"num_frames": num_frames, "frame_size": frame_size, "batch_size": batch_size}
+    failed = 0
+
+    def on_failure(idx: int, reason: str) -> None:
+        nonlocal failed
+        failed += 1
+        record_failure(db, fs, idx, reason)
+        if log:
+            log(f"item {items.at[idx, 'item_id']}: {reason}")
+
+    def on_progress(done: int, total: int, info: dict | None = None) -> None:
+        if progress:
+            rate = (info or {}).get("items_per_second")
+            progress(done / max(1, total), f"{done}/{total} items" + (f", {rate:.1f} items/s" if rate else ""))
+
+    if caption:
+        encoder = load_backbone(text_encoder)
+        fs = create_feature_set(db, ds.id, name, f"{backbone} -> {text_encoder}", 1, encoder.dim, kind="caption",
+                                inputs=list(inputs), pooling="sentence", params={**params, "text_encoder": text_encoder},
+                                dtype=dtype, exist_ok=True)
+        skip = stored_items(db, fs)
+
+        def on_batch_caption(idx: list[int], feats: np.ndarray, texts: list[str]) -> None:
+            write_vectors(db, fs, idx, feats)
+            store_captions(db, fs, idx, texts)
+
+        summary = caption_and_embed(model, encoder, work, inputs=tuple(inputs), num_frames=num_frames,
+                                    frame_size=frame_size, batch_size=batch_size, skip=skip,
+                                    on_batch=on_batch_caption, on_failure=on_failure, progress=on_progress,
+                                    should_stop=should_stop)
+    else:
+        fs = create_feature_set(db, ds.id, name, backbone, model.num_layers, model.dim, inputs=list(inputs),
+                                pooling=pooling, params=params, dtype=dtype,
+                                layer_names=getattr(model, "layer_names", None), exist_ok=True)
+        skip = stored_items(db, fs)
+        if skip and log:
+            log(f"resuming: {len(skip)} items already stored are skipped")
+        summary = extract(model, work, inputs=tuple(inputs), num_frames=num_frames, frame_size=frame_size,
+                          pooling=pooling, batch_size=batch_size, skip=skip,
+                          on_batch=lambda idx, feats: write_vectors(db, fs, idx, feats),
+                          on_failure=on_failure, progress=on_progress, should_stop=should_stop)
+    stored = len(stored_items(db, fs))
+    status = ("running" if getattr(summary, "cancelled", False) else
+              "complete" if stored == len(work) else "partial" if stored else "failed")
+    stats = {"items": stored, "failed": len(work) - stored, "seconds": getattr(summary, "seconds", None),
+             "items_per_second": getattr(summary, "items_per_second", None),
+             "bytes_per_item": fs.num_layers * fs.dim * (2 if fs.dtype == "float16" else 4)}
+    finish_feature_set(db, fs, "cancelled" if status == "running" else status, stats)
+    if log:
+        log(f"feature set {name!r}: {stored}/{len(work)} items stored, {len(work) - stored} without vectors")
     return get_feature_set(db, fs.id)

@@ -1,0 +1,1 @@
+"""Background jobs: a queue in storage, worker processes, live progress, cancel, retry, resume."""

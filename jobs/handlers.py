@@ -1,0 +1,74 @@
+"""What each job kind does. A handler gets the database, the job and a ``JobContext`` (progress, log,
+cancel flag) and calls the same ``dff_core.workflows`` functions the CLI runs in the foreground."""
+from __future__ import annotations
+
+import itertools
+
+from jobs import queue
+from jobs.runner import JobContext
+from storage import Database
+
+
+def handle_train(db: Database, job: queue.Job, ctx: JobContext) -> None:
+    from dff_core.workflows import run_training
+
+    p = job.params
+    run_id = (job.result or {}).get("run_id")  # set when an earlier attempt got as far as creating the run
+    if run_id:
+        ctx.log(f"resuming run {run_id} from its last checkpoint")
+    run = run_training(db, p["dataset"], p["strategy"], features=p.get("features"), layers=p.get("layers"),
+                       settings=p.get("settings"), seed=int(p.get("seed", 42)), study=p.get("study") or job.group_name,
+                       job_id=job.id, run_id=run_id,
+                       progress=lambda f, s: ctx.progress(f, s),
+                       log=ctx.log, should_stop=ctx.should_stop,
+                       on_run=lambda rid: ctx.progress(0.0, "training", force=True, result_update={"run_id": rid}))
+    t = (run.result or {}).get("test") or {}
+    if run.status == "done":
+        ctx.log(f"run {run.id} done: test NDCG@10 {t.get('NDCG@10', 0):.4f}, HR@10 {t.get('HR@10', 0):.4f}")
+
+
+def expand_sweep(params: dict) -> list[dict]:
+    """strategies x layer choices x seeds -> one train-job parameter set each (``id`` ignores layers)."""
+    strategies = params["strategies"]
+    layer_choices = params.get("layers") or ["all"]
+    seeds = params.get("seeds") or [42]
+    out, seen = [], set()
+    for strategy, layers, seed in itertools.product(strategies, layer_choices, seeds):
+        if strategy == "id":
+            layers = None
+        key = (strategy, str(layers), seed)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({"dataset": params["dataset"], "strategy": strategy,
+                    "features": params.get("features") if strategy != "id" else None,
+                    "layers": layers, "seed": int(seed), "settings": params.get("settings") or {},
+                    "study": params["study"]})
+    return out
+
+
+def handle_sweep(db: Database, job: queue.Job, ctx: JobContext) -> None:
+    """Expand into train jobs grouped under the study name; they queue behind this one."""
+    children = (job.result or {}).get("children")
+    if children:
+        ctx.log(f"sweep already expanded into jobs {children}")
+        return
+    ids = [queue.enqueue(db, "train", p, group=job.params["study"], parent_id=job.id) for p in expand_sweep(job.params)]
+    ctx.progress(1.0, f"queued {len(ids)} training runs", force=True, result_update={"children": ids})
+    ctx.log(f"queued {len(ids)} training jobs for study {job.params['study']!r}: {ids}")
+
+
+def handle_extract(db: Database, job: queue.Job, ctx: JobContext) -> None:
+    from dff_core.workflows import run_extraction
+
+    run_extraction(db, **job.params, progress=lambda f, s: ctx.progress(f, s), log=ctx.log,
+                   should_stop=ctx.should_stop)
+
+
+def handle_demo(db: Database, job: queue.Job, ctx: JobContext) -> None:
+    from dff_core.data.load import ensure_demo
+
+    ensure_demo(db, progress=lambda stage, done, total: ctx.progress(done / max(1, total), stage))
+
+
+HANDLERS = {"train": handle_train, "sweep": handle_sweep, "extract": handle_extract, "demo": handle_demo}
