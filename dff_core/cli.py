@@ -177,7 +177,8 @@ def _load_extensions() -> None:
     """Import the modules that register further sub-commands (extraction, training, jobs, ...)."""
     import importlib
 
-    for module in ("dff_core.cli_extract", "dff_core.cli_train", "dff_core.cli_jobs"):
+    for module in ("dff_core.cli_extract", "dff_core.cli_train", "dff_core.cli_jobs", "dff_core.cli_tiny",
+                   "dff_core.cli_neighbours", "dff_core.cli_study"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
