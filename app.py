@@ -2,15 +2,31 @@
 
 Explicit ``st.navigation``: the pages list lives here, so helper modules in ``pages/`` are not pages.
 Pages stay thin: they read storage and enqueue jobs through ``dff_core``, ``storage`` and ``jobs``.
+A background job worker for the database is started on the first page view (``DFF_WORKER=0``: don't).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
+
+from pages.common import start_worker
 
 st.set_page_config(page_title="DFF Studio", page_icon="🎞️", layout="wide")
 
+# (file, title, icon); a page appears once its file exists
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    ("pages/home.py", "Home", "🏠"),
+    ("pages/data.py", "Data", "🗂️"),
+    ("pages/extract.py", "Extract", "🧪"),
+    ("pages/train.py", "Train", "🏋️"),
+    ("pages/jobs.py", "Jobs", "⏱️"),
+    ("pages/compare.py", "Compare", "📊"),
+    ("pages/explore.py", "Explore", "🔎"),
+    ("pages/study.py", "Study", "🧾"),
 ]
+ROOT = Path(__file__).resolve().parent
 
-st.navigation(PAGES).run()
+start_worker()
+st.navigation([st.Page(f, title=t, icon=i, default=(f == "pages/home.py"))
+               for f, t, i in PAGES if (ROOT / f).exists()]).run()

@@ -1,11 +1,18 @@
-"""Helpers shared by the dashboard pages: the database handle and table views of storage."""
+"""Helpers shared by the dashboard pages: the database handle, the background worker, errors, tables."""
 from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
 
 import pandas as pd
 import streamlit as st
 
 from storage import Database, default_db_path
 from storage.datasets import list_datasets
+
+PLOT_CONFIG = {"displaylogo": False}
+_worker_lock = threading.Lock()
 
 
 def database() -> Database:
@@ -18,6 +25,55 @@ def _database(path: str) -> Database:
     return Database(path)
 
 
+def _under_apptest() -> bool:
+    """AppTest replaces the runtime by a mock; tests must not leave worker processes behind."""
+    try:
+        from streamlit.runtime import Runtime
+        return type(Runtime.instance()).__name__ in ("MagicMock", "Mock")
+    except Exception:
+        return False
+
+
+def start_worker() -> int | None:
+    """Make sure a background job worker serves this database (``DFF_WORKER=0`` turns it off).
+
+    ``ensure_worker`` is idempotent (a pid file keeps one per database) and cheap, so every page run calls it:
+    a worker that died is restarted on the next page view. The lock keeps two sessions of this process from
+    starting two at once."""
+    if os.environ.get("DFF_WORKER", "1") == "0" or _under_apptest():
+        return None
+    from jobs.worker import ensure_worker
+
+    with _worker_lock:
+        try:
+            return ensure_worker(database())
+        except OSError as exc:
+            st.warning(f"could not start the background job worker: {exc}; run `python -m dff_core worker`")
+            return None
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from dff_core.cli import user_errors as errors
+    return errors()
+
+
+def show_error(exc: BaseException, what: str | None = None) -> None:
+    """A user error as one clear line; anything else with its type (never a traceback)."""
+    from dff_core.cli import user_message
+    st.error((f"{what}: " if what else "") + user_message(exc), icon="🚫")
+
+
+@contextmanager
+def reported(what: str | None = None):
+    """``with reported("import failed"):`` shows user errors as st.error instead of a traceback."""
+    try:
+        yield
+    except user_errors() as exc:
+        show_error(exc, what)
+    except Exception as exc:  # a bug, but still no traceback in front of the user
+        show_error(exc, what)
+
+
 def dataset_table(db: Database) -> pd.DataFrame:
     rows = []
     for d in list_datasets(db):
@@ -28,3 +84,16 @@ def dataset_table(db: Database) -> pd.DataFrame:
                      "videos": s.get("videos", 0), "covers": s.get("covers", 0),
                      "warnings": len(d.warnings), "imported": d.created_at})
     return pd.DataFrame(rows)
+
+
+def empty_state(message: str, page: str | None = None, label: str | None = None) -> None:
+    st.info(message, icon="ℹ️")
+    if page:
+        try:
+            st.page_link(page, label=label or "go there", icon="➡️")
+        except Exception:  # page_link needs the page in st.navigation; pages run alone in some tests
+            pass
+
+
+STATUS_ICON = {"queued": "⏳", "running": "🔄", "done": "✅", "failed": "❌", "cancelled": "⏹️",
+               "interrupted": "⚠️"}
