@@ -1,15 +1,14 @@
 """Helpers shared by the dashboard pages: the database handle, the background worker, errors, tables."""
 from __future__ import annotations
 
+import math
 import os
 import threading
 from contextlib import contextmanager
 
-import pandas as pd
 import streamlit as st
 
 from storage import Database, default_db_path
-from storage.datasets import list_datasets
 
 PLOT_CONFIG = {"displaylogo": False}
 _worker_lock = threading.Lock()
@@ -74,18 +73,6 @@ def reported(what: str | None = None):
         show_error(exc, what)
 
 
-def dataset_table(db: Database) -> pd.DataFrame:
-    rows = []
-    for d in list_datasets(db):
-        s = d.stats
-        rows.append({"name": d.name, "source": d.source, "users": s["users"], "items": s["items"],
-                     "interactions": s["interactions"], "median seq. length": s["seq_len_median"],
-                     "max seq. length": s["seq_len_max"], "items seen once": s["items_seen_once"],
-                     "videos": s.get("videos", 0), "covers": s.get("covers", 0),
-                     "warnings": len(d.warnings), "imported": d.created_at})
-    return pd.DataFrame(rows)
-
-
 def empty_state(message: str, page: str | None = None, label: str | None = None) -> None:
     st.info(message, icon="ℹ️")
     if page:
@@ -97,3 +84,26 @@ def empty_state(message: str, page: str | None = None, label: str | None = None)
 
 STATUS_ICON = {"queued": "⏳", "running": "🔄", "done": "✅", "failed": "❌", "cancelled": "⏹️",
                "interrupted": "⚠️"}
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+PROGRESS_COLUMN = {"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0,
+                                                               format="percent")}

@@ -4,8 +4,8 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from pages import queries as q
-from pages.common import PLOT_CONFIG, database, dataset_table, show_error, user_errors
+from pages.common import PLOT_CONFIG, database, show_error, user_errors
+from storage import views
 from storage.datasets import get_dataset
 
 db = database()
@@ -96,14 +96,14 @@ with tab_upload:
             def read(n, p):
                 if inter_up is None or items_up is None:
                     raise ValueError("upload both the interactions file and the items file")
-                ip = q.save_upload(db, n, inter_up.name, inter_up.getvalue())
-                tp = q.save_upload(db, n, items_up.name, items_up.getvalue())
+                ip = views.save_upload(db, n, inter_up.name, inter_up.getvalue())
+                tp = views.save_upload(db, n, items_up.name, items_up.getvalue())
                 return import_generic(db, n, ip, tp, media_up.strip() or None, p)
             _import(name, read, *pre)
 
 # ------------------------------------------------------------------------------------------- datasets
 st.subheader("Datasets")
-table = dataset_table(db)
+table = views.dataset_table(db)
 if table.empty:
     st.info("No datasets yet — import one above, or build the demo from the Home page.")
     st.stop()
@@ -111,7 +111,7 @@ st.dataframe(table, hide_index=True, width="stretch")
 
 chosen = st.selectbox("Look at", table["name"].tolist(), key="data_dataset")
 ds = get_dataset(db, chosen)
-summary = q.dataset_summary(ds)
+summary = views.dataset_summary(ds)
 cols = st.columns(6)
 cols[0].metric("Users", f"{summary['users']:,}")
 cols[1].metric("Items", f"{summary['items']:,}")
@@ -128,7 +128,7 @@ if ds.warnings:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _plots_data(db_path: str, dataset_id: int, created: str):
-    return q.sequence_lengths(db, dataset_id), q.item_popularity(db, dataset_id)
+    return views.sequence_lengths(db, dataset_id), views.item_popularity(db, dataset_id)
 
 
 lengths, pop = _plots_data(str(db.path), ds.id, str(ds.created_at))

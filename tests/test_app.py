@@ -1,8 +1,14 @@
-"""Dashboard logic through Streamlit's AppTest (no browser)."""
+"""Dashboard pages through Streamlit's AppTest (no browser): each page's logic, empty states and errors.
+
+Pages are reached through ``app.py`` and ``switch_page`` (as in the real app: the navigation lives there).
+Live parts (the Jobs page's refreshing fragment) are covered by the browser tests in tests/browser/.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import write_generic
@@ -11,11 +17,50 @@ from dff_core.data.load import import_generic
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
+def open_app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=90).run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture(autouse=True)
+def _no_worker(monkeypatch):
+    monkeypatch.setenv("DFF_WORKER", "0")
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    """A small dataset, a 4-layer feature set whose layer 2 knows the co-watch structure, and three finished runs."""
+    from dff_core.workflows import import_features_npz, run_training
+    from storage import Database
+    from storage.datasets import get_dataset, load_items
+
+    root = tmp_path_factory.mktemp("app")
+    db = Database(root / "filled.duckdb")
+    import_generic(db, "small", *write_generic(root / "d", n_users=40, n_items=30, seq=8))
+    items = load_items(db, get_dataset(db, "small").id)
+    rng = np.random.default_rng(0)
+    idx = items["idx"].to_numpy()
+    feats = rng.normal(size=(len(items), 4, 8)).astype(np.float32)
+    np.savez(root / "f.npz", item_ids=np.asarray(items["item_id"].tolist(), dtype=str), features=feats)
+    import_features_npz(db, "feats", "small", root / "f.npz", backbone="synthetic")
+    settings = {"epochs": 1, "batch_size": 64, "hidden": 16}
+    runs = [run_training(db, "small", "id", settings=settings, seed=1, study="s"),
+            run_training(db, "small", "id", settings=settings, seed=2, study="s"),
+            run_training(db, "small", "dff", features="feats", layers="1-3", settings=settings, seed=1, study="s")]
+    assert [r.status for r in runs] == ["done"] * 3 and len(idx) == 30
+    return db, runs
+
+
 def test_home_shows_empty_state(tmp_path, monkeypatch):
     monkeypatch.setenv("DFF_DB", str(tmp_path / "empty.duckdb"))
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception
-    assert "No datasets yet" in at.info[0].value
+    at = open_app()
+    infos = " ".join(i.value for i in at.info)
+    assert "No datasets yet" in infos and "No feature sets yet" in infos and "No finished runs yet" in infos
+    assert [m.value for m in at.metric][:3] == ["0", "0", "0"]
+    assert at.button(key="demo_study").label == "Run the demo study"
 
 
 def test_home_lists_datasets_with_stats(tmp_path, monkeypatch):
@@ -23,8 +68,173 @@ def test_home_lists_datasets_with_stats(tmp_path, monkeypatch):
     db = Database(tmp_path / "home.duckdb")
     import_generic(db, "small", *write_generic(tmp_path / "d", n_users=12, n_items=20, seq=6))
     monkeypatch.setenv("DFF_DB", str(db.path))
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception
+    at = open_app()
     frame = at.dataframe[0].value
     assert frame["name"].tolist() == ["small"]
     assert frame["users"].tolist() == [12] and frame["interactions"].tolist() == [72]
+
+
+def test_home_demo_study_button_queues_jobs(tmp_path, monkeypatch):
+    """With no demo data and no backbone available, the demo study is the demo dataset + an ID-only sweep."""
+    from jobs import submit
+    from jobs.queue import list_jobs
+    from storage import Database
+
+    monkeypatch.setattr(submit, "backbone_families", lambda: ([], "no registry in this test"))
+    monkeypatch.setenv("DFF_DB", str(tmp_path / "demo.duckdb"))
+    at = open_app()
+    at.button(key="demo_study").click().run()
+    assert not at.exception
+    jobs = sorted(list_jobs(Database(tmp_path / "demo.duckdb")), key=lambda j: j.id)
+    assert [j.kind for j in jobs] == ["demo", "sweep"]
+    assert jobs[1].params["strategies"] == ["id"] and jobs[1].params["seeds"] == submit.DEMO_SEEDS
+    assert jobs[1].group_name == submit.DEMO_STUDY
+    at.run()  # queued now: the plan is empty, the button is gone
+    assert not any(b.key == "demo_study" for b in at.button)
+
+
+def test_data_page_stats_plots_and_import_errors(filled, tmp_path, monkeypatch):
+    db, _ = filled
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = open_app("data")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Users"] == "40" and metrics["Items"] == "30" and metrics["Interactions"] == "320"
+    assert len(at.get("plotly_chart")) == 2
+    # a bad path: one clear error line, nothing stored, no traceback
+    at.text_input(key="gen_name").input("broken")
+    at.text_input(key="gen_inter").input(str(tmp_path / "missing.csv"))
+    at.text_input(key="gen_items").input(str(tmp_path / "missing_items.csv"))
+    [b for b in at.button if b.label == "Import"][1].click().run()
+    assert not at.exception
+    assert any("Import failed" in e.value and "missing" in e.value for e in at.error)
+    # a good one
+    inter, items = write_generic(tmp_path / "ok", n_users=10, n_items=15, seq=6)
+    at.text_input(key="gen_name").input("second")
+    at.text_input(key="gen_inter").input(str(inter))
+    at.text_input(key="gen_items").input(str(items))
+    [b for b in at.button if b.label == "Import"][1].click().run()
+    assert not at.exception
+    assert any("Imported 'second'" in s.value for s in at.success)
+    from storage.datasets import delete_dataset
+    delete_dataset(db, "second")
+
+
+FAKE_FAMILIES = [{"family": "fakenet", "description": "a test family", "inputs": ["frames", "title"],
+                  "default_inputs": ["title"], "poolings": ["all_mean", "last"], "default_pooling": "all_mean",
+                  "can_caption": False, "needs_source": False, "frame_size": 224, "available": True,
+                  "num_layers": 5, "dim": 100}]
+
+
+def test_extract_page_estimate_and_missing_registry(filled, monkeypatch):
+    from jobs import submit
+
+    db, _ = filled
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    monkeypatch.setattr(submit, "backbone_families", lambda: ([], "registry missing in this test"))
+    at = open_app("extract")
+    assert any("registry missing in this test" in e.value for e in at.error)
+
+    monkeypatch.setattr(submit, "backbone_families", lambda: ([dict(f) for f in FAKE_FAMILIES], None))
+    at = open_app("extract")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Disk"] == "30.0 KB"  # 30 items x 5 layers x 100 dims x 2 bytes
+    assert metrics["Time"] != "—"
+    assert at.multiselect(key="ex_inputs_fakenet").value == ["title"]
+    at.multiselect(key="ex_inputs_fakenet").set_value([]).run()
+    at.button(key="ex_launch").click().run()
+    assert not at.exception and any("Cannot launch" in e.value for e in at.error)
+
+
+def test_train_page_layer_scores_and_launch(filled, monkeypatch):
+    from jobs.queue import get_job, list_jobs, request_cancel
+
+    db, _ = filled
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = open_app("train")
+    assert at.selectbox(key="tr_features_small").value == "feats"
+    assert len(at.get("plotly_chart")) == 1  # the layer usefulness bars
+    fs_id = at.radio[0].key
+    at.radio(key=fs_id).set_value("range").run()
+    at.slider(key=fs_id.replace("tr_layer_mode_", "tr_span_")).set_value((1, 2)).run()
+    at.number_input(key="tr_epochs").set_value(2).run()
+    at.selectbox(key="tr_strategy_True").set_value("gate").run()
+    before = {j.id for j in list_jobs(db)}
+    at.button(key="tr_launch").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    new = [j for j in list_jobs(db) if j.id not in before]
+    assert len(new) == 1
+    p = new[0].params
+    assert (p["strategy"], p["features"], p["layers"], p["settings"]["epochs"]) == ("gate", "feats", "1-2", 2)
+    request_cancel(db, new[0].id)
+    assert get_job(db, new[0].id).status == "cancelled"
+
+
+def test_train_page_sweep_counts_and_queues(filled, monkeypatch):
+    from jobs.queue import list_jobs, request_cancel
+
+    db, _ = filled
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = open_app("train")
+    at.segmented_control(key="tr_mode").set_value("Sweep").run()
+    at.multiselect(key="tr_sw_strategies_True").set_value(["id", "dff"]).run()
+    at.text_input(key="tr_sw_layers").input("all; 2").run()
+    at.text_input(key="tr_sw_seeds").input("1,2").run()
+    assert any("**6 training runs**" in c.value for c in at.caption)  # id x 2 seeds + dff x 2 layers x 2 seeds
+    at.button(key="tr_sw_launch").click().run()
+    assert any("name the study" in e.value for e in at.error)  # no study name yet
+    at.text_input(key="tr_sw_study").input("sw").run()
+    at.button(key="tr_sw_launch").click().run()
+    sweeps = [j for j in list_jobs(db) if j.kind == "sweep" and j.group_name == "sw"]
+    assert len(sweeps) == 1 and sweeps[0].params["layers"] == ["all", "2"] and sweeps[0].params["seeds"] == [1, 2]
+    request_cancel(db, sweeps[0].id)
+
+
+def test_train_page_without_features_offers_only_id(tmp_path, monkeypatch):
+    from storage import Database
+    db = Database(tmp_path / "nofeat.duckdb")
+    import_generic(db, "small", *write_generic(tmp_path / "d"))
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = open_app("train")
+    assert at.selectbox(key="tr_strategy_False").options == ["id — ID embedding only (no features)"]
+    assert any("only the ID-only baseline" in i.value for i in at.info)
+
+
+def test_jobs_page_lists_and_cancels(filled, monkeypatch):
+    from jobs.queue import enqueue, get_job
+
+    db, _ = filled
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    job_id = enqueue(db, "train", {"dataset": "small", "strategy": "id", "seed": 5, "settings": {"epochs": 1}})
+    at = open_app("jobs")
+    frame = at.dataframe[0].value
+    assert job_id in frame["id"].tolist()
+    assert frame.loc[frame["id"] == job_id, "status"].item() == "queued"
+    at.button(key=f"cancel_{job_id}").click().run()
+    assert get_job(db, job_id).status == "cancelled"
+    assert at.button(key=f"cancel_{job_id}").disabled  # nothing to cancel any more
+    at.button(key=f"retry_{job_id}").click().run()
+    assert get_job(db, job_id).status == "queued"
+    at.button(key=f"cancel_{job_id}").click().run()
+
+
+def test_compare_page_leaderboard_and_plots(filled, monkeypatch):
+    db, runs = filled
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = open_app("compare")
+    board = at.dataframe[0].value
+    assert len(board) == 2  # id (2 seeds) and dff
+    id_row = board[board["strategy"] == "id"].iloc[0]
+    values = [r.result["test"]["NDCG@10"] for r in runs[:2]]
+    assert id_row["seeds"] == 2
+    assert id_row["NDCG@10 (mean ± std)"] == f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+    assert len(at.get("download_button")) == 2
+    assert len(at.get("plotly_chart")) >= 3  # strategies, cold/warm, DFF weights
+    assert any(f"#{runs[2].id}" in c.value for c in at.caption)
+    at.multiselect(key="cmp_strategy").set_value(["dff"]).run()
+    assert at.dataframe[0].value["strategy"].tolist() == ["dff"]
+
+
+def test_compare_page_empty_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFF_DB", str(tmp_path / "empty.duckdb"))
+    at = open_app("compare")
+    assert any("No finished runs yet" in i.value for i in at.info)

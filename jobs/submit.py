@@ -1,0 +1,211 @@
+"""Validated job requests as the dashboard makes them: train, sweep, extract, and the one-click demo study.
+
+Everything that would fail in the worker (unknown dataset or feature set, bad layers, an unknown backbone)
+is refused here, before anything is queued, with a message that says what to change.
+"""
+from __future__ import annotations
+
+import argparse
+
+from jobs.queue import ACTIVE, enqueue, list_jobs
+from storage import Database
+from storage.datasets import get_dataset
+from storage.features import get_feature_set, list_feature_sets
+from storage.runs import list_runs
+from storage.views import USABLE_FEATURE_STATUS, demo_dataset_exists
+
+MAIN_STRATEGIES = ("id", "replace", "init", "add", "concat", "gate", "dff")
+DEMO_STUDY = "demo-study"
+# (backbone family, feature set name, inputs): the demo study extracts whichever of these the registry has
+DEMO_BACKBONES = (("smollm2", "smollm2-titles", ["title"]), ("efficientnet-lite0", "effnet-frames", ["frames"]))
+DEMO_SETTINGS = {"epochs": 20, "patience": 5}
+DEMO_SEEDS = [1, 2]
+
+
+# ------------------------------------------------------------------------------------------ training
+
+def check_train_params(db: Database, params: dict) -> None:
+    from dff_core.models.item_encoders import FEATURE_STRATEGIES, STRATEGIES
+    from dff_core.workflows import parse_layers
+
+    if params["strategy"] not in STRATEGIES:
+        raise ValueError(f"unknown strategy {params['strategy']!r}; choose from {', '.join(STRATEGIES)}")
+    ds = get_dataset(db, params["dataset"])
+    if params["strategy"] in FEATURE_STRATEGIES and not params.get("features"):
+        raise ValueError(f"strategy {params['strategy']!r} needs a feature set; only 'id' trains without one")
+    if params.get("features"):
+        fs = get_feature_set(db, params["features"], dataset=ds.id)
+        if fs.status not in USABLE_FEATURE_STATUS:
+            raise ValueError(f"feature set {fs.name!r} is {fs.status}; wait for its extraction to finish")
+        parse_layers(params.get("layers"), fs.num_layers)
+
+
+def enqueue_train(db: Database, dataset: str, strategy: str, features: str | None, layers: str | None,
+                  settings: dict, seed: int, study: str | None = None) -> int:
+    features = features if strategy != "id" else None
+    params = {"dataset": dataset, "strategy": strategy, "features": features,
+              "layers": layers if features else None, "seed": int(seed), "settings": dict(settings),
+              "study": (study or "").strip() or None}
+    check_train_params(db, params)
+    return enqueue(db, "train", params, group=params["study"])
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in str(text).replace(";", ",").split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"seeds must be a comma list of integers, e.g. 1,2,3 — not {text!r}") from None
+    if not seeds:
+        raise ValueError("give at least one seed")
+    return seeds
+
+
+def parse_layer_choices(text: str) -> list[str]:
+    """``'all; 8-20; 30'`` -> ``['all', '8-20', '30']`` (one training run per choice)."""
+    return [c.strip() for c in str(text).split(";") if c.strip()] or ["all"]
+
+
+def sweep_runs(strategies: list[str], layer_choices: list[str], seeds: list[int]) -> int:
+    """How many training runs a sweep expands into (``id`` ignores the layer choices)."""
+    from jobs.handlers import expand_sweep
+
+    return len(expand_sweep({"dataset": "", "features": None, "strategies": strategies, "layers": layer_choices,
+                             "seeds": seeds, "study": ""}))
+
+
+def enqueue_sweep(db: Database, dataset: str, features: str | None, strategies: list[str], layer_choices: list[str],
+                  seeds: list[int], study: str, settings: dict) -> int:
+    if not study or not study.strip():
+        raise ValueError("name the study: its runs are grouped under that name on the Compare page")
+    if not strategies:
+        raise ValueError("pick at least one strategy")
+    feature_strats = [s for s in strategies if s != "id"]
+    for layers in layer_choices:
+        check_train_params(db, {"dataset": dataset, "features": features if feature_strats else None,
+                                "strategy": feature_strats[0] if feature_strats else "id", "layers": layers})
+    params = {"dataset": dataset, "features": features if feature_strats else None, "strategies": list(strategies),
+              "layers": list(layer_choices), "seeds": [int(s) for s in seeds], "study": study.strip(),
+              "settings": dict(settings)}
+    return enqueue(db, "sweep", params, group=study.strip())
+
+
+# ---------------------------------------------------------------------------------------- extraction
+
+def backbone_families() -> tuple[list[dict], str | None]:
+    """The backbone registry as plain dicts (key ``family`` always set), or why it cannot be listed."""
+    try:
+        from dff_core.backbones import list_families
+    except Exception as exc:  # every other page works without the registry
+        return [], f"the backbone registry (dff_core.backbones) is not available: {type(exc).__name__}: {exc}"
+    try:
+        families = list(list_families())
+    except Exception as exc:
+        return [], f"listing backbone families failed: {type(exc).__name__}: {exc}"
+    out = []
+    for fam in families:
+        d = dict(fam)
+        d["family"] = str(d.get("family") or d.get("name"))
+        d.setdefault("description", "")
+        d["inputs"] = list(d.get("inputs") or [])
+        d["poolings"] = list(d.get("poolings") or [])
+        d["default_inputs"] = list(d.get("default_inputs") or d["inputs"][:1])
+        d.setdefault("default_pooling", d["poolings"][0] if d["poolings"] else None)
+        d.setdefault("can_caption", False)
+        d.setdefault("needs_source", False)
+        d.setdefault("available", True)
+        out.append(d)
+    return out, None
+
+
+def backbone_spec(family: str, checkpoint: str | None) -> str:
+    checkpoint = (checkpoint or "").strip()
+    return f"{family}:{checkpoint}" if checkpoint else family
+
+
+def extract_job_params(db: Database, dataset: str, backbone: str, name: str, inputs: list[str], num_frames: int = 8,
+                       pooling: str | None = None, batch_size: int = 8, dtype: str = "float16",
+                       caption: bool = False, frame_size: int = 224, text_encoder: str = "minilm") -> dict:
+    """The same checks and parameters as ``python -m dff_core submit extract``."""
+    from dff_core.cli_extract import extract_params
+
+    if not name or not name.strip():
+        raise ValueError("name the feature set")
+    if not inputs:
+        raise ValueError("pick at least one input (frames, title or cover)")
+    args = argparse.Namespace(dataset=dataset, backbone=backbone, name=name.strip(), inputs=",".join(inputs),
+                              frames=int(num_frames), frame_size=int(frame_size), pooling=pooling,
+                              batch_size=int(batch_size), dtype=dtype, caption=bool(caption),
+                              text_encoder=text_encoder)
+    return extract_params(db, args)
+
+
+def enqueue_extract(db: Database, **kwargs) -> int:
+    params = extract_job_params(db, **kwargs)
+    existing = [fs for fs in list_feature_sets(db, params["dataset"]) if fs.name == params["name"]]
+    if existing and existing[0].status in USABLE_FEATURE_STATUS:
+        raise ValueError(f"feature set {params['name']!r} already exists for {params['dataset']!r}; pick another name")
+    return enqueue(db, "extract", params)
+
+
+# ---------------------------------------------------------------------------------------- demo study
+
+def demo_study_plan(db: Database) -> tuple[list[tuple[str, dict]], list[str]]:
+    """What "run the demo study" queues (skipping what is stored or queued) and notes on what it leaves out.
+
+    The worker runs jobs in id order: the demo dataset, the extractions, then sweeps whose train jobs are
+    created when the sweep itself runs, i.e. after its feature set exists.
+    """
+    from dff_core.data.load import DEMO_NAME
+
+    active = [j for j in list_jobs(db) if j.status in ACTIVE]
+    plan: list[tuple[str, dict]] = []
+    notes: list[str] = []
+    have_demo = demo_dataset_exists(db, DEMO_NAME)
+    if not have_demo and not any(j.kind == "demo" for j in active):
+        plan.append(("demo", {}))
+    families, problem = backbone_families()
+    by_family = {f["family"]: f for f in families}
+    stored = {fs.name: fs for fs in list_feature_sets(db, DEMO_NAME)} if have_demo else {}
+    feature_sets = []
+    for family, name, inputs in DEMO_BACKBONES:
+        fam = by_family.get(family)
+        if fam is None or not fam.get("available", True):
+            notes.append(f"{family} is not available here ({problem or 'not in the backbone registry'}); "
+                         "its features are skipped")
+            continue
+        inputs = [i for i in inputs if i in fam["inputs"]] or fam["default_inputs"]
+        feature_sets.append(name)
+        fs = stored.get(name)
+        extracting = any(j.kind == "extract" and (j.params or {}).get("name") == name for j in active)
+        if (fs is None or fs.status not in USABLE_FEATURE_STATUS) and not extracting:
+            plan.append(("extract", {"dataset": DEMO_NAME, "backbone": family, "name": name, "inputs": inputs,
+                                     "num_frames": 4, "frame_size": int(fam.get("frame_size") or 224),
+                                     "pooling": fam["default_pooling"], "batch_size": 8, "dtype": "float16",
+                                     "caption": False, "text_encoder": "minilm"}))
+    swept = {(j.params or {}).get("features") for j in active if j.kind == "sweep" and j.group_name == DEMO_STUDY}
+    swept |= {r.config.get("feature_set") for r in list_runs(db, study=DEMO_STUDY)}
+    for i, name in enumerate(feature_sets or [None]):
+        if name in swept:
+            continue
+        strategies = [s for s in MAIN_STRATEGIES if (s == "id") == (name is None) or (s == "id" and i == 0)]
+        plan.append(("sweep", {"dataset": DEMO_NAME, "features": name, "strategies": strategies, "layers": ["all"],
+                               "seeds": list(DEMO_SEEDS), "study": DEMO_STUDY, "settings": dict(DEMO_SETTINGS)}))
+    return plan, notes
+
+
+def enqueue_demo_study(db: Database) -> list[int]:
+    plan, _ = demo_study_plan(db)
+    return [enqueue(db, kind, params, group=DEMO_STUDY if kind != "demo" else None) for kind, params in plan]
+
+
+def layer_spec(mode: str, num_layers: int, span: tuple[int, int] | None = None,
+               picked: list[int] | None = None) -> str:
+    """The layer string a train job takes (``all``, ``A-B``, ``i,j,k``) from the layer picker's state."""
+    if mode == "all":
+        return "all"
+    if mode == "range":
+        a, b = span if span else (0, num_layers - 1)
+        return "all" if (a, b) == (0, num_layers - 1) else (f"{a}" if a == b else f"{a}-{b}")
+    if not picked:
+        raise ValueError("pick at least one layer")
+    return ",".join(str(x) for x in sorted({int(p) for p in picked}))

@@ -1,0 +1,100 @@
+"""Compare: leaderboard over seeds, strategy bars, metric-by-layer curves, DFF layer weights, cold vs warm."""
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from dff_core import compare
+from pages.common import PLOT_CONFIG, database, empty_state
+from storage import views
+
+db = database()
+st.title("Compare")
+
+runs = views.runs_frame(db)
+if runs.empty:
+    empty_state("No finished runs yet — launch training (or a sweep) on the Train page, or run the demo study "
+                "from Home; finished runs appear here.", "pages/train.py", "Train page")
+    st.stop()
+
+
+def _options(col: str) -> list[str]:
+    return sorted(str(v) for v in runs[col].dropna().unique() if str(v))
+
+
+f = st.columns([1, 1, 1, 1, 0.8, 0.6])
+datasets = f[0].multiselect("Dataset", _options("dataset"), key="cmp_dataset", placeholder="all")
+backbones = f[1].multiselect("Backbone", _options("backbone"), key="cmp_backbone", placeholder="all")
+strategies = f[2].multiselect("Strategy", _options("strategy"), key="cmp_strategy", placeholder="all")
+studies = f[3].multiselect("Study", _options("study"), key="cmp_study", placeholder="all")
+metric = f[4].selectbox("Metric", list(views.METRICS), key="cmp_metric")
+split = f[5].selectbox("Split", ["test", "val"], key="cmp_split")
+shown = compare.filter_runs(runs, datasets, backbones, strategies, studies)
+if shown.empty:
+    st.warning("No run matches these filters — clear some of them.")
+    st.stop()
+
+ids = shown["run_id"].astype(int).tolist()
+st.caption(f"{len(shown)} finished runs match: " + ", ".join(f"#{i}" for i in ids[-30:])
+           + (" …" if len(ids) > 30 else ""))
+
+# ---------------------------------------------------------------------------------------- leaderboard
+board = compare.leaderboard(shown, metric, split)
+st.subheader(f"Leaderboard · {split} {metric}, mean ± std over seeds")
+st.dataframe(board.drop(columns=["mean", "std"]), hide_index=True, width="stretch",
+             column_config={"seeds": st.column_config.NumberColumn("seeds", help="runs averaged")})
+d1, d2 = st.columns(2)
+d1.download_button("Download leaderboard (CSV)", board.to_csv(index=False).encode(), "leaderboard.csv", "text/csv",
+                   key="dl_board", icon="⬇️")
+d2.download_button("Download all matching runs (CSV)", shown.to_csv(index=False).encode(), "runs.csv", "text/csv",
+                   key="dl_runs", icon="⬇️")
+
+# ------------------------------------------------------------------------------------------ strategies
+bars = compare.strategy_bars(shown, metric, split)
+left, right = st.columns(2)
+with left:
+    fig = px.bar(bars, x="strategy", y="mean", error_y="std", color="backbone", barmode="group",
+                 hover_data=["layers", "seeds", "dataset"],
+                 title=f"Strategies (best layer choice of each) · {split} {metric}")
+    pop = shown["popularity test NDCG@10"].dropna()
+    if split == "test" and metric == "NDCG@10" and len(pop):
+        fig.add_hline(y=float(pop.mean()), line_dash="dot", annotation_text="popularity baseline")
+    fig.update_layout(yaxis_title=metric, height=380, legend_title_text="backbone")
+    st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
+
+with right:
+    buckets = compare.bucket_frame(shown, metric)
+    if buckets.empty:
+        st.info("No cold/warm breakdown stored for these runs.", icon="ℹ️")
+    else:
+        buckets["label"] = buckets["strategy"] + " · " + buckets["backbone"]
+        fig = px.bar(buckets, x="label", y="mean", error_y="std", color="bucket", barmode="group",
+                     hover_data=["users"], color_discrete_map={"cold": "#4c78a8", "warm": "#f58518"},
+                     title=f"Cold vs warm test targets · {metric}")
+        fig.update_layout(xaxis_title="strategy · backbone", yaxis_title=metric, height=380)
+        st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
+        st.caption("Cold: the test item was seen rarely in training (below the cold threshold); warm: the rest.")
+
+# -------------------------------------------------------------------------------------------- layers
+st.subheader("Metric versus layer")
+curve = compare.layer_curve(shown, metric, split)
+if curve.empty:
+    st.info("No single-layer runs yet. Launch a sweep on the Train page with one layer per choice (e.g. "
+            "`0; 4; 8; 12`) to see which depth works best for each backbone.", icon="ℹ️")
+else:
+    curve["series"] = curve["strategy"] + " · " + curve["features"]
+    fig = px.line(curve, x="layer", y="mean", error_y="std", color="series", facet_col="backbone", markers=True,
+                  hover_data=["seeds"], title=f"{split} {metric} by layer (single-layer runs)")
+    fig.update_layout(yaxis_title=metric, height=380)
+    st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
+
+st.subheader("DFF learned layer weights")
+weights = views.layer_weights_frame(db, shown)
+if weights.empty:
+    st.info("No DFF runs among these — train the `dff` strategy to see which layers it learns to use.", icon="ℹ️")
+else:
+    grid = weights.pivot_table(index="run", columns="layer", values="weight", aggfunc="mean")
+    fig = px.imshow(grid, aspect="auto", color_continuous_scale="Viridis", labels=dict(color="weight"),
+                    title="softmax(w) per run and layer")
+    fig.update_layout(xaxis_title="layer", yaxis_title="", height=max(260, 60 + 28 * len(grid)))
+    st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)

@@ -1,0 +1,112 @@
+"""Jobs: every background job with live progress, ETA, loss/validation curves, log tail, cancel/retry/resume."""
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from jobs import queue
+from pages.common import (PLOT_CONFIG, PROGRESS_COLUMN, STATUS_ICON, database, empty_state, format_seconds,
+                          show_error, user_errors)
+from storage import views
+
+REFRESH_S = 2.0
+db = database()
+st.title("Jobs")
+st.caption(f"Background work (extraction, training, sweeps). This page refreshes itself every {REFRESH_S:g} s; "
+           "jobs keep running when you close it.")
+
+statuses = st.multiselect("Show", list(queue.ACTIVE + queue.FINAL), default=[], key="jobs_status",
+                          placeholder="all statuses")
+
+
+def _control(job) -> None:
+    """Cancel / retry / resume buttons for one job; the queue refuses what does not fit the job's state."""
+    c1, c2, c3 = st.columns(3)
+    message = None
+    try:
+        if c1.button("Cancel", key=f"cancel_{job.id}", disabled=job.status not in queue.ACTIVE,
+                     help="graceful: keeps finished epochs / stored items", width="stretch"):
+            message = f"job #{job.id}: {queue.request_cancel(db, job.id)}"
+        if c2.button("Retry", key=f"retry_{job.id}", disabled=job.status not in ("failed", "cancelled", "interrupted"),
+                     help="run it again; it picks up what was already stored", width="stretch"):
+            queue.retry(db, job.id)
+            message = f"job #{job.id} queued again"
+        if c3.button("Resume", key=f"resume_{job.id}", disabled=job.status not in ("interrupted", "cancelled", "failed"),
+                     help="continue from the last checkpoint (training) or the stored items (extraction)",
+                     width="stretch"):
+            queue.resume(db, job.id)
+            message = f"job #{job.id} queued to resume"
+    except user_errors() as exc:
+        show_error(exc)
+    if message:  # show the new state at once; the message survives the rerun
+        st.session_state["jobs_flash"] = message
+        st.rerun()
+
+
+def _details(job) -> None:
+    icon = STATUS_ICON.get(job.status, "")
+    st.markdown(f"#### {icon} Job #{job.id} · {job.kind} · {job.status}")
+    st.caption(views.job_label(job) + (f" · study {job.group_name}" if job.group_name else ""))
+    eta = f" · ETA {format_seconds(job.eta_seconds)}" if job.status == "running" and job.eta_seconds else ""
+    st.progress(min(1.0, max(0.0, float(job.progress or 0))),
+                text=f"{100 * float(job.progress or 0):.0f}% · {job.step or job.status}{eta}")
+    if job.error:
+        st.error(job.error, icon="🚫")
+    _control(job)
+    run_id = (job.result or {}).get("run_id")
+    if job.kind == "train" and run_id:
+        curves = views.run_curves(db, int(run_id))
+        if curves.empty:
+            st.caption("Curves appear after the first epoch.")
+        else:
+            loss = curves[curves["series"] == "train loss"]
+            val = curves[curves["series"] != "train loss"]
+            left, right = st.columns(2)
+            fig = px.line(loss, x="epoch", y="value", markers=True, title=f"Run #{run_id}: training loss")
+            fig.update_layout(yaxis_title="loss", height=300, margin=dict(t=50, b=40, l=40, r=10))
+            left.plotly_chart(fig, width="stretch", config=PLOT_CONFIG, key=f"loss_{job.id}")
+            fig = px.line(val, x="epoch", y="value", color="series", markers=True, title="Validation")
+            fig.update_layout(yaxis_title="metric", height=300, margin=dict(t=50, b=40, l=40, r=10),
+                              legend_title_text="")
+            right.plotly_chart(fig, width="stretch", config=PLOT_CONFIG, key=f"val_{job.id}")
+        if job.status == "done":
+            st.page_link("pages/compare.py", label=f"Run #{run_id} is on the Compare page", icon="📊")
+    if job.kind == "sweep":
+        children = queue.list_jobs(db, group=job.group_name)
+        children = [c for c in children if c.parent_id == job.id]
+        if children:
+            done = sum(c.status == "done" for c in children)
+            st.caption(f"{done} of {len(children)} training jobs done")
+    st.text_area("Log (last lines)", value=job.log or "(empty)", height=180, disabled=True, key=f"log_{job.id}")
+
+
+@st.fragment(run_every=REFRESH_S)
+def live() -> None:
+    if "jobs_flash" in st.session_state:
+        st.toast(st.session_state.pop("jobs_flash"), icon="✅")
+    jobs = queue.list_jobs(db, limit=500)
+    if statuses:
+        jobs = [j for j in jobs if j.status in statuses]
+    if not jobs:
+        empty_state("No jobs yet — launch training on the Train page, extraction on the Extract page, or the demo "
+                    "study from Home.", "pages/train.py", "Train page")
+        return
+    frame = views.jobs_frame(jobs)
+    frame.insert(0, "", [STATUS_ICON.get(s, "") for s in frame["status"]])
+    frame["ETA"] = [format_seconds(e) if e is not None else "" for e in frame["eta_s"]]
+    counts = frame["status"].value_counts()
+    st.caption(" · ".join(f"{STATUS_ICON.get(s, '')} {counts[s]} {s}" for s in counts.index))
+    st.dataframe(frame[["", "id", "kind", "what", "status", "progress", "step", "ETA", "study", "run", "error"]],
+                 hide_index=True, width="stretch", column_config=PROGRESS_COLUMN, height=min(400, 38 + 35 * len(frame)))
+    ids = [j.id for j in jobs]
+    by_id = {j.id: j for j in jobs}
+    running = [j.id for j in jobs if j.status == "running"]
+    current = st.session_state.get("jobs_pick")
+    default = current if current in by_id else (running[0] if running else ids[0])
+    chosen = st.selectbox("Job", ids, index=ids.index(default), key="jobs_pick",
+                          format_func=lambda i: f"#{i} {STATUS_ICON.get(by_id[i].status, '')} {by_id[i].kind}: "
+                                                f"{views.job_label(by_id[i])}")
+    _details(by_id[chosen])
+
+
+live()

@@ -1,0 +1,163 @@
+"""Train: one run or a sweep (strategies × layers × seeds), with a per-layer usefulness score to pick layers."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from dff_core.models.item_encoders import STRATEGIES
+from dff_core.workflows import parse_layers
+from jobs import submit
+from pages.common import PLOT_CONFIG, database, empty_state, show_error, user_errors
+from storage import views
+
+STRATEGY_HELP = {
+    "id": "ID embedding only (no features)", "replace": "frozen feature + trainable adapter, no ID table",
+    "init": "ID table initialised from the features' PCA", "caption": "caption embedding gated with the ID",
+    "add": "ID + feature", "concat": "[ID; feature] → linear", "gate": "gated ID/feature fusion",
+    "dff": "Dual Feature Fusion: learned layer weights + gate"}
+
+db = database()
+st.title("Train")
+st.caption("SASRec with the item encoder of your choice. Jobs run in the background; watch them on the Jobs page.")
+
+datasets = views.dataset_names(db)
+if not datasets:
+    empty_state("No datasets yet — import one on the Data page, or run the demo study from Home.",
+                "pages/data.py", "Data page")
+    st.stop()
+
+
+@st.cache_data(show_spinner="Scoring layers against co-watch…", max_entries=32)
+def _layer_scores(db_path: str, fs_id: int, status: str, items: int):
+    from dff_core.probes import cached_layer_usefulness
+    from storage.features import get_feature_set
+
+    return cached_layer_usefulness(db, get_feature_set(db, fs_id))
+
+
+c1, c2 = st.columns(2)
+dataset = c1.selectbox("Dataset", datasets, key="tr_dataset")
+fsets = views.usable_feature_sets(db, dataset)
+fs_names = [fs.name for fs in fsets]
+feature_name = c2.selectbox("Feature set", fs_names, key=f"tr_features_{dataset}", index=0 if fs_names else None,
+                            placeholder="none yet — only the 'id' strategy can train",
+                            help="features extracted on the Extract page (or imported)")
+fs = next((f for f in fsets if f.name == feature_name), None)
+if fs is None:
+    st.info("No finished feature set for this dataset yet, so only the ID-only baseline can train. Extract "
+            "features on the Extract page to unlock the other strategies.", icon="ℹ️")
+
+mode = st.segmented_control("What to launch", ["One run", "Sweep"], default="One run", key="tr_mode") or "One run"
+usable = list(STRATEGIES) if fs is not None else ["id"]
+
+# ------------------------------------------------------------------------------------------ layers
+layer_text = "all"
+if fs is not None:
+    st.subheader("Layers")
+    scores, score_problem = None, None
+    try:
+        scores = _layer_scores(str(db.path), fs.id, fs.status, int(fs.stats.get("items") or 0))
+    except user_errors() as exc:
+        score_problem = str(exc)
+    except Exception as exc:
+        score_problem = f"{type(exc).__name__}: {exc}"
+    n = fs.num_layers
+    pick_mode = st.radio("Layer choice", ["all", "range", "pick"], horizontal=True, key=f"tr_layer_mode_{fs.id}",
+                         format_func={"all": f"all {n} layers", "range": "a contiguous range",
+                                      "pick": "pick layers"}.get)
+    chosen = list(range(n))
+    try:
+        if pick_mode == "range":
+            span = st.slider("Layers", 0, n - 1, (0, n - 1), key=f"tr_span_{fs.id}") if n > 1 else (0, 0)
+            layer_text = submit.layer_spec("range", n, span=span)
+        elif pick_mode == "pick":
+            best = (scores.sort_values("lift", ascending=False)["layer"].head(3).astype(int).tolist()
+                    if scores is not None else [n - 1])
+            picked = st.multiselect("Layers", list(range(n)), default=sorted(best), key=f"tr_pick_{fs.id}",
+                                    help="preselected: the three best-scored layers")
+            layer_text = submit.layer_spec("pick", n, picked=picked)
+        chosen = parse_layers(layer_text, n) or list(range(n))
+    except user_errors() as exc:
+        show_error(exc)
+    if scores is not None:
+        colors = ["#e4572e" if int(layer) in chosen else "#9fb3c8" for layer in scores["layer"]]
+        fig = go.Figure(go.Bar(x=scores["layer"], y=scores["lift"], marker_color=colors,
+                               customdata=scores[["score", "chance"]].to_numpy(),
+                               hovertemplate="layer %{x}<br>lift %{y:.2f}<br>neighbours co-watched "
+                                             "%{customdata[0]:.1%} (chance %{customdata[1]:.1%})<extra></extra>"))
+        fig.add_hline(y=1.0, line_dash="dot", annotation_text="chance", annotation_position="top left")
+        fig.update_layout(title="Layer usefulness: co-watch agreement of nearest neighbours (lift over chance)",
+                          xaxis_title="layer (0 = embeddings)", yaxis_title="lift", height=320,
+                          margin=dict(t=50, b=40, l=40, r=10))
+        st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
+        st.caption(f"Scored on {scores.attrs.get('items', '?')} items from training histories only; highlighted: "
+                   f"the layers you chose ({views.layers_text(chosen, n)}). Cheap, not a substitute for training "
+                   "— but layers near 1.0 carry little about what people watch together.")
+    elif score_problem:
+        st.warning(f"No layer scores for {fs.name!r}: {score_problem}")
+
+# ---------------------------------------------------------------------------------------- settings
+with st.expander("Hyper-parameters", expanded=False):
+    h = st.columns(4)
+    settings = {
+        "epochs": int(h[0].number_input("Epochs", 1, 500, 30, key="tr_epochs")),
+        "batch_size": int(h[1].number_input("Batch size", 8, 4096, 256, step=32, key="tr_batch")),
+        "lr": float(h[2].number_input("Learning rate", 1e-5, 1.0, 1e-3, format="%.4f", key="tr_lr")),
+        "patience": int(h[3].number_input("Early-stopping patience", 0, 100, 5, key="tr_patience",
+                                          help="evaluations without improvement; 0 = never stop early")),
+    }
+    h = st.columns(4)
+    settings["hidden"] = int(h[0].number_input("Hidden size", 8, 1024, 64, step=8, key="tr_hidden"))
+    settings["max_len"] = int(h[1].number_input("Max sequence length", 5, 500, 50, key="tr_maxlen"))
+    settings["dropout"] = float(h[2].number_input("Dropout", 0.0, 0.9, 0.2, step=0.05, key="tr_dropout"))
+st.caption(f"{settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['lr']:g}, hidden "
+           f"{settings['hidden']}, patience {settings['patience']}.")
+
+# ------------------------------------------------------------------------------------------ launch
+if mode == "One run":
+    c1, c2, c3 = st.columns([2, 1, 2])
+    strategy = c1.selectbox("Strategy", usable, index=usable.index("dff") if "dff" in usable else 0,
+                            key=f"tr_strategy_{bool(fs)}", format_func=lambda s: f"{s} — {STRATEGY_HELP.get(s, '')}")
+    seed = c2.number_input("Seed", 0, 10_000, 42, key="tr_seed")
+    study = c3.text_input("Study (optional)", key="tr_study", help="groups runs on the Compare page")
+    if st.button("Launch training", type="primary", key="tr_launch"):
+        try:
+            job_id = submit.enqueue_train(db, dataset, strategy, fs.name if fs else None, layer_text, settings,
+                                          int(seed), study)
+        except user_errors() as exc:
+            show_error(exc, "Cannot launch")
+        else:
+            st.success(f"Queued training job #{job_id}: {strategy} on {dataset}"
+                       + (f" with {fs.name} layers {layer_text}" if fs and strategy != "id" else "") + ".")
+            st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon="⏱️")
+else:
+    st.subheader("Sweep")
+    default = [s for s in ("id", "replace", "gate", "dff") if s in usable]
+    strategies = st.multiselect("Strategies", usable, default=default, key=f"tr_sw_strategies_{bool(fs)}")
+    c1, c2, c3 = st.columns(3)
+    layer_choices_text = c1.text_input("Layer choices (; separated)", value=layer_text, key="tr_sw_layers",
+                                       disabled=fs is None,
+                                       help="each choice is one run per strategy and seed, e.g. 'all; 8-20; 30'")
+    seeds_text = c2.text_input("Seeds", value="1,2,3", key="tr_sw_seeds")
+    study = c3.text_input("Study name", value="", key="tr_sw_study", placeholder="e.g. first-look")
+    try:
+        seeds = submit.parse_seeds(seeds_text)
+        choices = submit.parse_layer_choices(layer_choices_text if fs is not None else "all")
+        total = submit.sweep_runs(strategies, choices, seeds) if strategies else 0
+        st.caption(f"{len(strategies)} strategies × {len(choices)} layer choices × {len(seeds)} seeds → "
+                   f"**{total} training runs** ('id' ignores the layer choices).")
+    except user_errors() as exc:
+        show_error(exc)
+        seeds, choices = [], []
+    if st.button("Launch sweep", type="primary", key="tr_sw_launch"):
+        try:
+            if not seeds:
+                raise ValueError("fix the seeds first")
+            job_id = submit.enqueue_sweep(db, dataset, fs.name if fs else None, strategies, choices, seeds, study,
+                                          settings)
+        except user_errors() as exc:
+            show_error(exc, "Cannot launch")
+        else:
+            st.success(f"Queued sweep job #{job_id} (study {study.strip()!r}); it expands into its training jobs "
+                       "when it starts.")
+            st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon="⏱️")

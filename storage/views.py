@@ -1,0 +1,252 @@
+"""Read models for the dashboard: what is stored, as plain values and pandas frames.
+
+Built on the public functions of the other storage modules (and the jobs table), never on Streamlit, so
+the pages stay thin and everything here is testable without a browser.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from storage.datasets import DatasetRecord, NotFound, get_dataset, list_datasets, load_interactions
+from storage.db import Database
+from storage.features import FeatureSetRecord, list_feature_sets
+from storage.runs import RunRecord, get_run, list_runs, run_metrics
+
+METRICS = ("NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR")
+USABLE_FEATURE_STATUS = ("complete", "partial")
+RUN_COLUMNS = (["run_id", "dataset", "study", "backbone", "features", "strategy", "layers", "n_layers", "layer",
+                "seed", "status", "epochs", "best_epoch", "s_per_epoch", "seconds", "job_id"]
+               + [f"{split} {m}" for split in ("test", "val") for m in METRICS]
+               + [f"{b} {m}" for b in ("cold", "warm") for m in METRICS]
+               + ["cold users", "warm users", "popularity test NDCG@10", "finished"])
+
+
+# ------------------------------------------------------------------------------------------ overview
+
+def counts(db: Database) -> dict:
+    """Numbers for the Home page."""
+    from jobs.queue import list_jobs
+
+    runs = list_runs(db)
+    jobs = list_jobs(db)
+    return {"datasets": len(list_datasets(db)), "feature_sets": len(list_feature_sets(db)),
+            "runs_done": sum(r.status == "done" for r in runs), "runs": len(runs),
+            "jobs_running": sum(j.status == "running" for j in jobs),
+            "jobs_queued": sum(j.status == "queued" for j in jobs),
+            "jobs_failed": sum(j.status in ("failed", "interrupted") for j in jobs)}
+
+
+def dataset_names(db: Database) -> list[str]:
+    return [d.name for d in list_datasets(db)]
+
+
+def dataset_table(db: Database) -> pd.DataFrame:
+    rows = []
+    for d in list_datasets(db):
+        s = d.stats
+        rows.append({"name": d.name, "source": d.source, "users": s.get("users", 0), "items": s.get("items", 0),
+                     "interactions": s.get("interactions", 0), "density": s.get("density"),
+                     "median length": s.get("seq_len_median"), "items seen once": s.get("items_seen_once", 0),
+                     "videos": s.get("videos", 0), "covers": s.get("covers", 0),
+                     "warnings": len(d.warnings), "imported": d.created_at})
+    return pd.DataFrame(rows)
+
+
+def feature_bytes(items: int, layers: int, dim: int, bytes_per_value: int = 2) -> int:
+    return int(items) * int(layers) * int(dim) * int(bytes_per_value)
+
+
+def feature_set_table(db: Database, dataset: str | None = None) -> pd.DataFrame:
+    names = {d.id: d.name for d in list_datasets(db)}
+    rows = []
+    for fs in list_feature_sets(db, dataset):
+        rows.append({"id": fs.id, "name": fs.name, "dataset": names.get(fs.dataset_id, fs.dataset_id),
+                     "backbone": fs.backbone, "kind": fs.kind, "inputs": ", ".join(fs.inputs),
+                     "pooling": fs.pooling, "layers": fs.num_layers, "dim": fs.dim, "dtype": fs.dtype,
+                     "items": fs.stats.get("items"), "status": fs.status,
+                     "MB": round(feature_bytes(fs.stats.get("items") or 0, fs.num_layers, fs.dim,
+                                               2 if fs.dtype == "float16" else 4) / 1e6, 2),
+                     "items/s": fs.stats.get("items_per_second"), "created": fs.created_at})
+    return pd.DataFrame(rows, columns=["id", "name", "dataset", "backbone", "kind", "inputs", "pooling", "layers",
+                                       "dim", "dtype", "items", "status", "MB", "items/s", "created"])
+
+
+def usable_feature_sets(db: Database, dataset: str) -> list[FeatureSetRecord]:
+    """Feature sets of ``dataset`` that training can use (extraction finished, at least partly)."""
+    return [fs for fs in list_feature_sets(db, dataset) if fs.status in USABLE_FEATURE_STATUS]
+
+
+def family_throughput(db: Database, family: str) -> float | None:
+    """Median items/s of earlier extractions with this backbone family (``family`` or ``family:checkpoint``)."""
+    rates = [float(fs.stats["items_per_second"]) for fs in list_feature_sets(db)
+             if fs.backbone.split(":", 1)[0] == family and fs.stats.get("items_per_second")]
+    return float(np.median(rates)) if rates else None
+
+
+# --------------------------------------------------------------------------------------------- data
+
+def dataset_summary(ds: DatasetRecord) -> dict:
+    s = ds.stats
+    return {"users": s.get("users", 0), "items": s.get("items", 0), "interactions": s.get("interactions", 0),
+            "density": s.get("density"), "median_length": s.get("seq_len_median"),
+            "items_seen_once": s.get("items_seen_once", 0), "videos": s.get("videos", 0),
+            "covers": s.get("covers", 0)}
+
+
+def sequence_lengths(db: Database, dataset: str | int) -> np.ndarray:
+    """Interactions per user (after preprocessing), one value per user."""
+    ds = get_dataset(db, dataset)
+    inter = load_interactions(db, ds.id)
+    return inter.groupby("user_idx").size().to_numpy()
+
+
+def item_popularity(db: Database, dataset: str | int) -> pd.DataFrame:
+    """Items ranked by interaction count (the long tail): rank (1 = most popular), count, cumulative share."""
+    ds = get_dataset(db, dataset)
+    inter = load_interactions(db, ds.id)
+    n = max(int(ds.stats.get("items", 0)), int(inter["item_idx"].max()) + 1 if len(inter) else 0)
+    ordered = np.sort(np.bincount(inter["item_idx"].to_numpy(), minlength=n))[::-1]
+    total = max(1, int(ordered.sum()))
+    return pd.DataFrame({"rank": np.arange(1, len(ordered) + 1), "interactions": ordered,
+                         "cumulative share": np.cumsum(ordered) / total})
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+def layers_text(layers: list[int] | None, num_layers: int | None = None) -> str:
+    """``all`` | ``8-20`` | ``30`` | ``1,4,9``: how a layer choice is written everywhere."""
+    if not layers:
+        return "all" if layers is None else "—"
+    layers = sorted(int(x) for x in layers)
+    if num_layers and layers == list(range(num_layers)):
+        return "all"
+    if len(layers) > 1 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}-{layers[-1]}"
+    return ",".join(str(x) for x in layers)
+
+
+def runs_frame(db: Database, status: str | None = "done", study: str | None = None) -> pd.DataFrame:
+    """One row per run: identity, configuration, and every val/test/cold/warm metric as a column."""
+    datasets = {d.id: d.name for d in list_datasets(db)}
+    fsets = {fs.id: fs for fs in list_feature_sets(db)}
+    rows = [_run_row(r, datasets, fsets) for r in list_runs(db, study=study)
+            if status is None or r.status == status]
+    frame = pd.DataFrame(rows)
+    for c in RUN_COLUMNS:
+        if c not in frame.columns:
+            frame[c] = pd.Series(dtype=float)
+    return frame[RUN_COLUMNS]
+
+
+def _run_row(r: RunRecord, datasets: dict, fsets: dict) -> dict:
+    fs = fsets.get(r.feature_set_id)
+    res = r.result or {}
+    uses_features = r.strategy != "id"
+    layers = r.layers if uses_features else None
+    row = {"run_id": r.id, "dataset": datasets.get(r.dataset_id, str(r.dataset_id)), "study": r.study or "",
+           "backbone": ((fs.backbone if fs else r.config.get("backbone")) or "?") if uses_features else "ID only",
+           "features": ((fs.name if fs else r.config.get("feature_set")) or "") if uses_features else "",
+           "strategy": r.strategy,
+           "layers": layers_text(layers, fs.num_layers if fs else None) if uses_features else "—",
+           "n_layers": len(layers) if layers else (fs.num_layers if fs and uses_features else 0),
+           "layer": int(layers[0]) if layers and len(layers) == 1 else None,
+           "seed": r.seed, "status": r.status, "epochs": r.epochs_run, "best_epoch": r.best_epoch,
+           "s_per_epoch": r.seconds_per_epoch, "seconds": r.seconds, "job_id": r.job_id,
+           "finished": r.finished_at}
+    for split in ("test", "val"):
+        for m in METRICS:
+            row[f"{split} {m}"] = (res.get(split) or {}).get(m)
+    buckets = res.get("test_buckets") or {}
+    for b in ("cold", "warm"):
+        bucket = buckets.get(b) or {}
+        row[f"{b} users"] = bucket.get("users")
+        for m in METRICS:
+            row[f"{b} {m}"] = (bucket.get("metrics") or {}).get(m)
+    row["popularity test NDCG@10"] = (res.get("popularity_test") or {}).get("NDCG@10")
+    return row
+
+
+def run_label(row) -> str:
+    return f"#{row.run_id} {row.backbone} {row.layers} s{row.seed}"
+
+
+def layer_weights_frame(db: Database, runs: pd.DataFrame) -> pd.DataFrame:
+    """Learned DFF layer weights per run: the final ones from the run result, else the last epoch's stored ones."""
+    dff = runs[runs["strategy"] == "dff"]
+    rows, missing = [], []
+    for row in dff.itertuples():
+        weights = (get_run(db, int(row.run_id)).result or {}).get("layer_weights")
+        if weights:
+            rows += [{"run_id": int(row.run_id), "run": run_label(row), "layer": int(k), "weight": float(v)}
+                     for k, v in weights.items()]
+        else:
+            missing.append((int(row.run_id), run_label(row)))
+    if missing:
+        m = run_metrics(db, [rid for rid, _ in missing])
+        m = m[m["split"] == "layer_weight"]
+        labels = dict(missing)
+        for rid, group in m.groupby("run_id"):
+            last = group[group["epoch"] == group["epoch"].max()]
+            rows += [{"run_id": int(rid), "run": labels[int(rid)], "layer": int(n), "weight": float(v)}
+                     for n, v in zip(last["name"], last["value"])]
+    return pd.DataFrame(rows, columns=["run_id", "run", "layer", "weight"])
+
+
+def run_curves(db: Database, run_id: int) -> pd.DataFrame:
+    """Per-epoch curves of a run: columns epoch, series ("train loss", "val NDCG@10", ...), value."""
+    m = run_metrics(db, [int(run_id)])
+    keep = (((m["split"] == "train") & (m["name"] == "loss"))
+            | ((m["split"] == "val") & m["name"].isin(["NDCG@10", "HR@10"])))
+    m = m[keep]
+    return pd.DataFrame({"epoch": m["epoch"].astype(int), "series": m["split"] + " " + m["name"],
+                         "value": m["value"].astype(float)}).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------- jobs
+
+def job_label(job) -> str:
+    """What a job does, in one line."""
+    p = job.params or {}
+    if job.kind == "train":
+        what = f"{p.get('strategy')} on {p.get('dataset')}"
+        if p.get("features"):
+            what += f" · {p.get('features')} layers {p.get('layers') or 'all'}"
+        return what + f" · seed {p.get('seed', 42)}"
+    if job.kind == "sweep":
+        return (f"study {p.get('study')}: {', '.join(p.get('strategies', []))} × layers "
+                f"{'; '.join(p.get('layers') or ['all'])} × seeds {', '.join(str(s) for s in p.get('seeds') or [])}")
+    if job.kind == "extract":
+        return f"{p.get('backbone')} → {p.get('name')} on {p.get('dataset')}"
+    return "build the demo dataset"
+
+
+def jobs_frame(jobs: list) -> pd.DataFrame:
+    rows = [{"id": j.id, "kind": j.kind, "what": job_label(j), "status": j.status,
+             "progress": float(j.progress or 0), "step": j.step or "",
+             "eta_s": j.eta_seconds if j.status == "running" else None, "study": j.group_name or "",
+             "run": (j.result or {}).get("run_id"), "error": j.error or "", "created": j.created_at}
+            for j in jobs]
+    return pd.DataFrame(rows, columns=["id", "kind", "what", "status", "progress", "step", "eta_s", "study", "run",
+                                       "error", "created"])
+
+
+def demo_dataset_exists(db: Database, name: str) -> bool:
+    try:
+        get_dataset(db, name)
+        return True
+    except NotFound:
+        return False
+
+
+def save_upload(db: Database, dataset_name: str, filename: str, data: bytes):
+    """Keep an uploaded file under the database folder (``uploads/<dataset>/<file>``) and return its path,
+    so an imported dataset's files stay next to the database that refers to them."""
+    from pathlib import Path
+
+    safe_ds = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_name) or "dataset"
+    folder = db.path.parent / "uploads" / safe_ds
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (Path(filename).name or "upload")
+    path.write_bytes(data)
+    return path
