@@ -28,7 +28,16 @@ def handle_train(db: Database, job: queue.Job, ctx: JobContext) -> None:
 
 
 def expand_sweep(params: dict) -> list[dict]:
-    """strategies x layer choices x seeds -> one train-job parameter set each (``id`` ignores layers)."""
+    """strategies x layer choices x seeds -> one train-job parameter set each (``id`` ignores layers).
+
+    ``runs`` (a list of ``{strategy, features, layers}``), when given, replaces the cross product: each
+    choice runs once per seed, seed by seed, so a study stopped half-way still has whole seeds to pair."""
+    if params.get("runs"):
+        return [{"dataset": params["dataset"], "strategy": r["strategy"],
+                 "features": r.get("features") if r["strategy"] != "id" else None,
+                 "layers": r.get("layers") if r["strategy"] != "id" else None, "seed": int(seed),
+                 "settings": params.get("settings") or {}, "study": params["study"]}
+                for seed in params.get("seeds") or [42] for r in params["runs"]]
     strategies = params["strategies"]
     layer_choices = params.get("layers") or ["all"]
     seeds = params.get("seeds") or [42]
