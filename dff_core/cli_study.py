@@ -1,0 +1,141 @@
+"""``python -m dff_core study``: queue a study of the paper's three findings, or render its report.
+
+    study --dataset D --features F [--captions C] [--seeds 3] [--layers auto] [--epochs 20] [--wait]
+    study --report STUDY [--html out.html] [--csv verdicts.csv] [--runs-csv runs.csv]
+    study-sample SOURCE NAME --users N [--seed 0] [--features F,G]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from dff_core.cli import COMMANDS, EXTENSIONS, UsageError, _db
+
+
+def parse_seed_option(text: str) -> list[int]:
+    """``3`` -> seeds 1, 2, 3 (a count); ``1,2,5`` -> those seeds."""
+    text = str(text).strip()
+    try:
+        if "," in text:
+            return [int(s) for s in text.split(",") if s.strip()]
+        n = int(text)
+    except ValueError:
+        raise UsageError(f"--seeds takes a count (3) or a comma list (1,2,5), not {text!r}") from None
+    if n < 1:
+        raise UsageError("--seeds must be at least 1")
+    return list(range(1, n + 1))
+
+
+def _register(sub) -> None:
+    p = sub.add_parser("study", help="check the paper's three findings on a dataset (queues one sweep), "
+                                     "or render a study's report (--report)")
+    p.add_argument("--dataset", help="dataset name")
+    p.add_argument("--features", help="hidden-state feature set (all layers)")
+    p.add_argument("--captions", default=None, help="caption-route feature set of the same backbone (optional)")
+    p.add_argument("--seeds", default="3", help="a count (3 -> seeds 1,2,3) or a comma list (default 3)")
+    p.add_argument("--layers", default="auto", help="single-layer points: auto (an even subset, see "
+                                                   "--layer-points), A-B or i,j,k; the last layer is always added")
+    p.add_argument("--layer-points", type=int, default=7, help="points of the even subset (default 7)")
+    p.add_argument("--range", default="auto", dest="intermediate",
+                   help="DFF intermediate range A-B (default: the middle half of the depth)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-len", type=int, default=None)
+    p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--name", default=None, help="study name (default study-<dataset>-<features>)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs it would queue and stop")
+    p.add_argument("--wait", action="store_true",
+                   help="run a worker in the foreground until the queue is empty, then print the verdicts")
+    p.add_argument("--report", metavar="STUDY", default=None, help="render the report of a stored study")
+    p.add_argument("--html", metavar="FILE", default=None, help="with --report: write the HTML report here")
+    p.add_argument("--csv", metavar="FILE", default=None, help="with --report: write the verdicts CSV here")
+    p.add_argument("--runs-csv", metavar="FILE", default=None, help="with --report: write the per-run CSV here")
+    p.add_argument("--metric", default="NDCG@10", choices=["NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR"])
+    p.add_argument("--note", default=None, help="with --report: a line on the compute, shown in the report")
+
+    s = sub.add_parser("study-sample", help="store a seeded user subsample of a dataset with its feature sets")
+    s.add_argument("source")
+    s.add_argument("name")
+    s.add_argument("--users", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--features", default="", help="comma list of feature sets to copy")
+
+
+def print_verdicts(findings) -> None:
+    for f in findings:
+        print(f"finding {f.number}: {f.verdict.upper():13} {f.title}")
+        for c in f.parts:
+            print(f"  {c.part:3} {c.verdict:13} {c.claim}: {c.a} {c.mean_a:.4f}±{c.std_a:.4f} vs "
+                  f"{c.b} {c.mean_b:.4f}±{c.std_b:.4f} (n={c.n}, p={c.p:.3g}) {c.reason}")
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from dff_core.study.plan import StudyRequest, parse_layer_list, parse_range, plan_runs, queue_study
+
+    db = _db(args)
+    if args.report:
+        return _report(db, args.report, args)
+    if not args.dataset or not args.features:
+        raise UsageError("say what to study: --dataset D --features F (or render one: --report STUDY)")
+    req = StudyRequest(dataset=args.dataset, features=args.features, captions=args.captions,
+                       seeds=parse_seed_option(args.seeds), layers=parse_layer_list(args.layers),
+                       layer_points=args.layer_points, intermediate=parse_range(args.intermediate),
+                       epochs=args.epochs, patience=args.patience, name=args.name,
+                       extra_settings={k: v for k, v in (("batch_size", args.batch_size), ("max_len", args.max_len),
+                                                         ("hidden", args.hidden)) if v is not None})
+    if args.dry_run:
+        from storage.features import get_feature_set
+        runs = plan_runs(req, get_feature_set(db, req.features, dataset=req.dataset).num_layers)
+        for r in runs:
+            print(f"{r['role']:12} {r['strategy']:8} {r['features'] or '—':24} layers {r['layers'] or '—'}")
+        print(f"{len(runs)} runs x {len(req.seeds)} seeds = {len(runs) * len(req.seeds)} training runs")
+        return 0
+    job_id = queue_study(db, req)
+    print(f"queued study {req.study!r} (sweep job {job_id}); report: python -m dff_core study --report {req.study}")
+    if args.wait:
+        from jobs.worker import run_worker
+
+        start = time.perf_counter()
+        run_worker(db, once=True)
+        print(f"study {req.study!r}: queue empty after {(time.perf_counter() - start) / 60:.1f} min", file=sys.stderr)
+        return _report(db, req.study, args)
+    print(job_id)
+    return 0
+
+
+def _report(db, study: str, args: argparse.Namespace) -> int:
+    from dff_core.study.report import render_html, runs_csv, verdicts_csv
+    from dff_core.study.verdicts import evaluate, load_study
+
+    data = load_study(db, study)
+    findings = evaluate(data, args.metric)
+    p = data.progress
+    print(f"study {study!r}: {len(data.runs)} finished runs ({p.get('done', 0)}/{p.get('total', 0)} training jobs done"
+          f"{', ' + str(p['failed']) + ' failed' if p.get('failed') else ''})")
+    print_verdicts(findings)
+    for path, text in ((args.html, lambda: render_html(data, args.metric, args.note, findings)),
+                       (args.csv, lambda: verdicts_csv(findings)), (args.runs_csv, lambda: runs_csv(data))):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text(), encoding="utf-8")
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_study_sample(args: argparse.Namespace) -> int:
+    from dff_core.study.subsample import subsample_dataset
+
+    start = time.perf_counter()
+    out = subsample_dataset(_db(args), args.source, args.name, args.users, args.seed,
+                            [f.strip() for f in args.features.split(",") if f.strip()],
+                            log=lambda line: print(line, file=sys.stderr))
+    print(f"stored {out['dataset']!r}: {out['users']} users, {out['items']} items, {out['interactions']} "
+          f"interactions, feature sets {out['feature_sets']} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+EXTENSIONS.append(_register)
+COMMANDS.update({"study": cmd_study, "study-sample": cmd_study_sample})
