@@ -23,6 +23,14 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", default="minilm")
 
 
+STORAGE_CHOICES = {"table": "duckdb", "parquet": "parquet"}  # CLI word -> feature_sets.storage
+
+
+def add_storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", default="table", choices=list(STORAGE_CHOICES),
+                   help="table: vectors inside the database file; parquet: shards beside it (large catalogues)")
+
+
 def extract_params(db, args: argparse.Namespace) -> dict:
     """Validated keyword arguments for ``workflows.run_extraction`` (checked before anything is queued)."""
     from dff_core.backbones import family_info
@@ -73,6 +81,7 @@ def _register(sub) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--npz", required=True)
     p.add_argument("--backbone", default="imported", help="what produced them (shown in the dashboard)")
+    add_storage_option(p)
 
     p = sub.add_parser("features", help="list stored feature sets")
     p.add_argument("--dataset", default=None)
@@ -82,7 +91,8 @@ def _register(sub) -> None:
 def cmd_import_features(args: argparse.Namespace) -> int:
     from dff_core.workflows import import_features_npz
 
-    fs = import_features_npz(_db(args), args.name, args.dataset, args.npz, backbone=args.backbone)
+    fs = import_features_npz(_db(args), args.name, args.dataset, args.npz, backbone=args.backbone,
+                             storage=STORAGE_CHOICES[args.storage])
     print(f"stored feature set {fs.name!r} (id {fs.id}): {fs.stats['items']} items x {fs.num_layers} layers x "
           f"{fs.dim} dims, {fs.dtype}, {fs.status}")
     return 0

@@ -156,7 +156,8 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
 
 
 def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: str | Path,
-                        backbone: str = "imported", dtype: str | None = None) -> FeatureSetRecord:
+                        backbone: str = "imported", dtype: str | None = None,
+                        storage: str = "duckdb") -> FeatureSetRecord:
     """Store features computed elsewhere: an npz with ``item_ids`` [n] and ``features`` [n, layers, dim]
     (or [n, dim]). Ids must be the dataset's external item ids; every id is checked before anything is
     stored."""
@@ -200,7 +201,7 @@ def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: s
     if dtype is None:
         dtype = "float32" if np.abs(feats).max() > 60000 else "float16"
     fs = create_feature_set(db, ds.id, name, backbone, feats.shape[1], feats.shape[2], dtype=dtype,
-                            params={"source": str(path)})
+                            params={"source": str(path)}, storage=storage)
     try:
         idx = np.array([index[i] for i in ids])
         for s in range(0, len(idx), 2000):

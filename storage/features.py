@@ -5,6 +5,10 @@ row per item and layer, with a fixed-size DuckDB ARRAY so that a whole layer (or
 back as ONE contiguous Arrow buffer that numpy views without copying. float16 vectors are stored as the
 raw bits in a SMALLINT array (DuckDB has no half type); float32 as FLOAT. A per-set table also makes
 deleting a feature set a DROP instead of a scan. Measured in ``bench/bench_storage.py``.
+
+A set created with ``storage="parquet"`` keeps the same rows in Parquet shards next to the database file
+instead (``storage.parquet_features``: for catalogues too large for the database); every function here
+dispatches on ``FeatureSetRecord.storage``, so callers never care which kind they hold.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from storage.datasets import NotFound, get_dataset
 from storage.db import Database
 
 FLOAT16_SAFE = 60000.0  # beyond this magnitude float16 overflows; such sets are stored as float32
+STORAGE_KINDS = ("duckdb", "parquet")  # vectors in a per-set table, or in Parquet shards beside the file
 
 
 @dataclass
@@ -54,10 +59,13 @@ def _record(row) -> FeatureSetRecord:
 def create_feature_set(db: Database, dataset: str | int, name: str, backbone: str, num_layers: int, dim: int,
                        *, kind: str = "hidden", inputs: list | tuple = ("title",), pooling: str = "all_mean",
                        params: dict | None = None, dtype: str = "float16", layer_names: list | None = None,
-                       exist_ok: bool = False) -> FeatureSetRecord:
-    """Register a feature set and create its vectors table. ``exist_ok`` resumes a same-shaped one."""
+                       exist_ok: bool = False, storage: str = "duckdb") -> FeatureSetRecord:
+    """Register a feature set and create its vectors table (or, ``storage="parquet"``, its shard folder).
+    ``exist_ok`` resumes a same-shaped one."""
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, not {dtype!r}")
+    if storage not in STORAGE_KINDS:
+        raise ValueError(f"storage must be one of {', '.join(STORAGE_KINDS)}, not {storage!r}")
     ds = get_dataset(db, dataset)
     with db.session() as conn:
         row = conn.execute(sa.text("SELECT * FROM feature_sets WHERE dataset_id = :d AND name = :n"),
@@ -71,6 +79,10 @@ def create_feature_set(db: Database, dataset: str | int, name: str, backbone: st
                 raise ValueError(
                     f"feature set {name!r} exists with shape [{existing.num_layers}, {existing.dim}] per item, "
                     f"the new vectors are [{num_layers}, {dim}]; pick another --name")
+            if existing.storage != storage:
+                raise ValueError(f"feature set {name!r} exists with {existing.storage} storage, not {storage}; "
+                                 f"resume it with --storage {'table' if existing.storage == 'duckdb' else 'parquet'} "
+                                 "or pick another --name")
             return existing
         fs_id = conn.execute(sa.text(
             "INSERT INTO feature_sets (dataset_id, name, backbone, kind, inputs, pooling, params, num_layers, "
@@ -79,6 +91,12 @@ def create_feature_set(db: Database, dataset: str | int, name: str, backbone: st
             {"d": ds.id, "n": name, "b": backbone, "k": kind, "i": json.dumps(list(inputs)), "p": pooling,
              "pa": json.dumps(params or {}), "l": num_layers, "dim": dim, "dt": dtype,
              "ln": json.dumps(layer_names) if layer_names else None}).scalar_one()
+        if storage == "parquet":
+            from storage import parquet_features
+
+            conn.execute(sa.text("UPDATE feature_sets SET storage = 'parquet', location = :l WHERE id = :i"),
+                         {"l": parquet_features.prepare(db.path, fs_id), "i": fs_id})
+            return _record(conn.execute(sa.text("SELECT * FROM feature_sets WHERE id = :i"), {"i": fs_id}).first())
         table = f"fv_{fs_id}"
         vec_type = "SMALLINT" if dtype == "float16" else "FLOAT"
         conn.execute(sa.text(f"CREATE TABLE {table} (item INTEGER NOT NULL, layer SMALLINT NOT NULL, "
@@ -137,6 +155,15 @@ def write_vectors(db: Database, fs: FeatureSetRecord, item_idx: np.ndarray | lis
     if not np.isfinite(feats).all():
         raise ValueError("features contain NaN or infinite values; refusing to store them")
     n, layers, dim = feats.shape
+    if fs.storage == "parquet":
+        from storage import parquet_features
+
+        parquet_features.write(db.path, fs, item_idx, _to_storage(fs, feats))
+        with db.session() as conn:
+            conn.execute(sa.text("DELETE FROM feature_failures WHERE feature_set_id = :f AND item_idx IN :items")
+                         .bindparams(sa.bindparam("items", expanding=True)),
+                         {"f": fs.id, "items": [int(i) for i in item_idx]})
+        return
     values = pa.array(_to_storage(fs, feats).reshape(-1))
     table = pa.table({
         "item": pa.array(np.repeat(item_idx, layers)),
@@ -156,6 +183,10 @@ def write_vectors(db: Database, fs: FeatureSetRecord, item_idx: np.ndarray | lis
 
 def stored_items(db: Database, fs: FeatureSetRecord) -> set[int]:
     """Items whose vectors are stored — what a resumed extraction skips."""
+    if fs.storage == "parquet":
+        from storage import parquet_features
+
+        return parquet_features.stored_items(db.path, fs)
     with db.session() as conn:
         rows = Database.raw(conn).execute(f"SELECT DISTINCT item FROM {fs.location}").fetchall()
     return {r[0] for r in rows}
@@ -172,6 +203,13 @@ def read_features(db: Database, fs: FeatureSetRecord, layers: list[int] | None =
     bad = [l for l in layers if not 0 <= l < fs.num_layers]
     if bad:
         raise ValueError(f"feature set {fs.name!r} has layers 0..{fs.num_layers - 1}; {bad} do not exist")
+    if fs.storage == "parquet":
+        from storage import parquet_features
+
+        with db.session() as conn:
+            num_items = conn.execute(sa.text("SELECT count(*) FROM items WHERE dataset_id = :d"),
+                                     {"d": fs.dataset_id}).fetchall()[0][0]
+        return parquet_features.read(db.path, fs, layers, num_items, dtype)
     position = np.full(fs.num_layers, -1, dtype=np.int64)
     position[layers] = np.arange(len(layers))
     with db.session() as conn:
@@ -222,6 +260,11 @@ def captions(db: Database, fs: FeatureSetRecord) -> dict[int, str]:
 
 
 def finish_feature_set(db: Database, fs: FeatureSetRecord, status: str, stats: dict | None = None) -> None:
+    if fs.storage == "parquet" and status != "running":
+        from storage import parquet_features
+
+        stats = {**(stats or {}), "shards": parquet_features.compact(db.path, fs),
+                 "shard_bytes": parquet_features.size_bytes(db.path, fs)}
     with db.session() as conn:
         conn.execute(sa.text("UPDATE feature_sets SET status = :s, stats = :st WHERE id = :i"),
                      {"s": status, "st": json.dumps({**fs.stats, **(stats or {})}), "i": fs.id})
@@ -233,6 +276,10 @@ def drop_feature_set_rows(conn: sa.Connection, fs_id: int) -> None:
         raise NotFound(f"no feature set with id {fs_id}")
     if row.storage == "duckdb" and row.location:
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {row.location}"))
+    if row.storage == "parquet" and row.location:
+        from storage import parquet_features
+
+        parquet_features.remove(conn.engine.url.database, row.location)
     for table in ("feature_failures", "captions"):
         conn.execute(sa.text(f"DELETE FROM {table} WHERE feature_set_id = :i"), {"i": fs_id})
     conn.execute(sa.text("DELETE FROM feature_sets WHERE id = :i"), {"i": fs_id})
