@@ -14,16 +14,16 @@ from pages.common import start_worker
 
 st.set_page_config(page_title="DFF Studio", page_icon="🎞️", layout="wide")
 
-# (file, title, icon); a page appears once its file exists
+# (file, title, icon); a page appears once its file exists. Material icons render without emoji fonts.
 PAGES = [
-    ("pages/home.py", "Home", "🏠"),
-    ("pages/data.py", "Data", "🗂️"),
-    ("pages/extract.py", "Extract", "🧪"),
-    ("pages/train.py", "Train", "🏋️"),
-    ("pages/jobs.py", "Jobs", "⏱️"),
-    ("pages/compare.py", "Compare", "📊"),
-    ("pages/explore.py", "Explore", "🔎"),
-    ("pages/study.py", "Study", "🧾"),
+    ("pages/home.py", "Home", ":material/home:"),
+    ("pages/data.py", "Data", ":material/database:"),
+    ("pages/extract.py", "Extract", ":material/layers:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+    ("pages/jobs.py", "Jobs", ":material/pending_actions:"),
+    ("pages/compare.py", "Compare", ":material/leaderboard:"),
+    ("pages/explore.py", "Explore", ":material/travel_explore:"),
+    ("pages/study.py", "Study", ":material/science:"),
 ]
 ROOT = Path(__file__).resolve().parent
 

@@ -167,11 +167,13 @@ def demo_study_plan(db: Database) -> tuple[list[tuple[str, dict]], list[str]]:
     by_family = {f["family"]: f for f in families}
     stored = {fs.name: fs for fs in list_feature_sets(db, DEMO_NAME)} if have_demo else {}
     feature_sets = []
+    if problem:
+        notes.append(f"No backbone can run here ({problem}), so the demo study trains the ID-only baseline.")
     for family, name, inputs in DEMO_BACKBONES:
         fam = by_family.get(family)
         if fam is None or not fam.get("available", True):
-            notes.append(f"{family} is not available here ({problem or 'not in the backbone registry'}); "
-                         "its features are skipped")
+            if not problem:
+                notes.append(f"{family} is not available here, so its demo features are skipped.")
             continue
         inputs = [i for i in inputs if i in fam["inputs"]] or fam["default_inputs"]
         feature_sets.append(name)

@@ -14,6 +14,26 @@ PLOT_CONFIG = {"displaylogo": False}
 _worker_lock = threading.Lock()
 
 
+def _leave_pages_directory_mode() -> None:
+    """Make sure app.py's ``st.navigation`` is in charge, even when the first visit is not the home page.
+
+    Streamlit treats an app with a ``pages/`` folder as a legacy pages-directory app until ``st.navigation``
+    runs once; a fresh server whose first visitor opens e.g. ``/jobs`` would run that page alone (no
+    navigation, no job worker). A page importing this module in that mode flips the flag and reruns, which
+    executes app.py and its navigation for the same URL."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+    except ImportError:
+        return
+    if PagesManager.uses_pages_directory and get_script_run_ctx() is not None:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_pages_directory_mode()
+
+
 def database() -> Database:
     """One handle per database file and process; it holds no connection between calls (see storage.db)."""
     return _database(str(default_db_path()))
@@ -59,7 +79,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def show_error(exc: BaseException, what: str | None = None) -> None:
     """A user error as one clear line; anything else with its type (never a traceback)."""
     from dff_core.cli import user_message
-    st.error((f"{what}: " if what else "") + user_message(exc), icon="🚫")
+    st.error((f"{what}: " if what else "") + user_message(exc), icon=":material/block:")
 
 
 @contextmanager
@@ -74,16 +94,16 @@ def reported(what: str | None = None):
 
 
 def empty_state(message: str, page: str | None = None, label: str | None = None) -> None:
-    st.info(message, icon="ℹ️")
+    st.info(message, icon=":material/info:")
     if page:
         try:
-            st.page_link(page, label=label or "go there", icon="➡️")
+            st.page_link(page, label=label or "go there", icon=":material/arrow_forward:")
         except Exception:  # page_link needs the page in st.navigation; pages run alone in some tests
             pass
 
 
-STATUS_ICON = {"queued": "⏳", "running": "🔄", "done": "✅", "failed": "❌", "cancelled": "⏹️",
-               "interrupted": "⚠️"}
+STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
+               "failed": ":material/error:", "cancelled": ":material/cancel:", "interrupted": ":material/warning:"}
 
 
 def format_seconds(seconds: float | None) -> str:

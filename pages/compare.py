@@ -45,9 +45,9 @@ st.dataframe(board.drop(columns=["mean", "std"]), hide_index=True, width="stretc
              column_config={"seeds": st.column_config.NumberColumn("seeds", help="runs averaged")})
 d1, d2 = st.columns(2)
 d1.download_button("Download leaderboard (CSV)", board.to_csv(index=False).encode(), "leaderboard.csv", "text/csv",
-                   key="dl_board", icon="⬇️")
+                   key="dl_board", icon=":material/download:")
 d2.download_button("Download all matching runs (CSV)", shown.to_csv(index=False).encode(), "runs.csv", "text/csv",
-                   key="dl_runs", icon="⬇️")
+                   key="dl_runs", icon=":material/download:")
 
 # ------------------------------------------------------------------------------------------ strategies
 bars = compare.strategy_bars(shown, metric, split)
@@ -65,7 +65,7 @@ with left:
 with right:
     buckets = compare.bucket_frame(shown, metric)
     if buckets.empty:
-        st.info("No cold/warm breakdown stored for these runs.", icon="ℹ️")
+        st.info("No cold/warm breakdown stored for these runs.", icon=":material/info:")
     else:
         buckets["label"] = buckets["strategy"] + " · " + buckets["backbone"]
         fig = px.bar(buckets, x="label", y="mean", error_y="std", color="bucket", barmode="group",
@@ -80,7 +80,7 @@ st.subheader("Metric versus layer")
 curve = compare.layer_curve(shown, metric, split)
 if curve.empty:
     st.info("No single-layer runs yet. Launch a sweep on the Train page with one layer per choice (e.g. "
-            "`0; 4; 8; 12`) to see which depth works best for each backbone.", icon="ℹ️")
+            "`0; 4; 8; 12`) to see which depth works best for each backbone.", icon=":material/info:")
 else:
     curve["series"] = curve["strategy"] + " · " + curve["features"]
     fig = px.line(curve, x="layer", y="mean", error_y="std", color="series", facet_col="backbone", markers=True,
@@ -91,10 +91,11 @@ else:
 st.subheader("DFF learned layer weights")
 weights = views.layer_weights_frame(db, shown)
 if weights.empty:
-    st.info("No DFF runs among these — train the `dff` strategy to see which layers it learns to use.", icon="ℹ️")
+    st.info("No DFF runs among these — train the `dff` strategy to see which layers it learns to use.", icon=":material/info:")
 else:
     grid = weights.pivot_table(index="run", columns="layer", values="weight", aggfunc="mean")
     fig = px.imshow(grid, aspect="auto", color_continuous_scale="Viridis", labels=dict(color="weight"),
-                    title="softmax(w) per run and layer")
-    fig.update_layout(xaxis_title="layer", yaxis_title="", height=max(260, 60 + 28 * len(grid)))
+                    zmin=0.0, zmax=float(max(grid.max().max(), 1e-6)), text_auto=".2f" if grid.size <= 400 else False,
+                    title="softmax(w) per run and layer (uniform = 1 / number of layers)")
+    fig.update_layout(xaxis_title="layer", yaxis_title="", height=max(320, 80 + 30 * len(grid)))
     st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)

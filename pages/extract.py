@@ -24,7 +24,7 @@ families, problem = submit.backbone_families()
 if problem or not families:
     st.error(f"Backbones cannot be listed, so extraction cannot be launched from here: "
              f"{problem or 'the registry lists no families'}. Features computed elsewhere can still be stored with "
-             "`python -m dff_core import-features NAME --dataset D --npz FILE`.", icon="🚫")
+             "`python -m dff_core import-features NAME --dataset D --npz FILE`.", icon=":material/block:")
     st.stop()
 
 by_name = {f["family"]: f for f in families}
@@ -91,11 +91,11 @@ if st.button("Launch extraction", type="primary", key="ex_launch"):
         show_error(exc, "Cannot launch")
     else:
         st.success(f"Queued extraction job #{job_id}: {family} → feature set {name!r}.")
-        st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon="⏱️")
+        st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon=":material/pending_actions:")
 
 st.subheader(f"Feature sets of {dataset}")
 table = views.feature_set_table(db, dataset)
 if table.empty:
-    st.info(f"No feature sets for {dataset!r} yet.", icon="ℹ️")
+    st.info(f"No feature sets for {dataset!r} yet.", icon=":material/info:")
 else:
     st.dataframe(table, hide_index=True, width="stretch")

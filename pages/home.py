@@ -25,17 +25,17 @@ cols[4].metric("Jobs queued", n["jobs_queued"])
 with st.container(border=True):
     st.subheader("Run the demo study")
     plan, notes = submit.demo_study_plan(db)
-    strategies = ", ".join(submit.MAIN_STRATEGIES)
-    st.write(f"Builds the demo dataset if needed, extracts demo features and trains the main strategies "
-             f"({strategies}) with seeds {', '.join(map(str, submit.DEMO_SEEDS))} as study "
-             f"**{submit.DEMO_STUDY}** — all as background jobs. Then compare them on the Compare page.")
+    st.write("Builds the demo dataset if needed, extracts demo features (SmolLM2 over titles, EfficientNet-Lite0 over "
+             f"frames) and trains the main strategies ({', '.join(submit.MAIN_STRATEGIES)}) with seeds "
+             f"{', '.join(map(str, submit.DEMO_SEEDS))} as study **{submit.DEMO_STUDY}** — all as background jobs, "
+             "under a minute per training run on a laptop CPU. Then compare them on the Compare page.")
     for note in notes:
-        st.caption(f"ℹ️ {note}")
+        st.caption(f":material/info: {note}")
     if not plan:
         st.success("The demo study is stored or queued.")
         c1, c2 = st.columns(2)
-        c1.page_link("pages/jobs.py", label="Watch the jobs", icon="⏱️")
-        c2.page_link("pages/compare.py", label="Compare the runs", icon="📊")
+        c1.page_link("pages/jobs.py", label="Watch the jobs", icon=":material/pending_actions:")
+        c2.page_link("pages/compare.py", label="Compare the runs", icon=":material/leaderboard:")
     else:
         st.caption("Will queue: " + ", ".join(
             f"{kind} ({p.get('name') or p.get('features') or 'ID only'})" if kind != "demo" else "demo dataset"
@@ -45,21 +45,21 @@ with st.container(border=True):
                 ids = submit.enqueue_demo_study(db)
                 st.success(f"Queued jobs {', '.join('#' + str(i) for i in ids)}. The training jobs appear when "
                            "each sweep starts, after its features exist.")
-                st.page_link("pages/jobs.py", label="Watch them on the Jobs page", icon="⏱️")
+                st.page_link("pages/jobs.py", label="Watch them on the Jobs page", icon=":material/pending_actions:")
 
 # ------------------------------------------------------------------------------------------ stored data
 st.subheader("Datasets")
 table = views.dataset_table(db)
 if table.empty:
     st.info("No datasets yet — run the demo study above (it builds the demo dataset), or import one on the "
-            "Data page.", icon="ℹ️")
+            "Data page.", icon=":material/info:")
 else:
     st.dataframe(table, hide_index=True, width="stretch")
 
 st.subheader("Feature sets")
 features = views.feature_set_table(db)
 if features.empty:
-    st.info("No feature sets yet — extract one on the Extract page.", icon="ℹ️")
+    st.info("No feature sets yet — extract one on the Extract page.", icon=":material/info:")
 else:
     st.dataframe(features.drop(columns=["id", "created"]), hide_index=True, width="stretch")
 
@@ -72,12 +72,12 @@ else:
     frame["ETA"] = [format_seconds(e) if e is not None else "" for e in frame["eta_s"]]
     st.dataframe(frame[["id", "kind", "what", "status", "progress", "step", "ETA"]], hide_index=True,
                  width="stretch", column_config=PROGRESS_COLUMN)
-    st.page_link("pages/jobs.py", label="Watch them on the Jobs page", icon="⏱️")
+    st.page_link("pages/jobs.py", label="Watch them on the Jobs page", icon=":material/pending_actions:")
 
 st.subheader("Recent runs")
 runs = views.runs_frame(db)
 if runs.empty:
-    st.info("No finished runs yet — train one on the Train page, or run the demo study.", icon="ℹ️")
+    st.info("No finished runs yet — train one on the Train page, or run the demo study.", icon=":material/info:")
 else:
     st.dataframe(runs.sort_values("run_id", ascending=False).head(10)[
         ["run_id", "dataset", "study", "backbone", "strategy", "layers", "seed", "test NDCG@10", "test HR@10",

@@ -51,7 +51,7 @@ def _details(job) -> None:
     st.progress(min(1.0, max(0.0, float(job.progress or 0))),
                 text=f"{100 * float(job.progress or 0):.0f}% · {job.step or job.status}{eta}")
     if job.error:
-        st.error(job.error, icon="🚫")
+        st.error(job.error, icon=":material/block:")
     _control(job)
     run_id = (job.result or {}).get("run_id")
     if job.kind == "train" and run_id:
@@ -63,14 +63,17 @@ def _details(job) -> None:
             val = curves[curves["series"] != "train loss"]
             left, right = st.columns(2)
             fig = px.line(loss, x="epoch", y="value", markers=True, title=f"Run #{run_id}: training loss")
+            step = max(1, -(-int(curves["epoch"].max()) // 10))  # whole epochs, at most ~10 ticks
+            fig.update_xaxes(dtick=step)
             fig.update_layout(yaxis_title="loss", height=300, margin=dict(t=50, b=40, l=40, r=10))
             left.plotly_chart(fig, width="stretch", config=PLOT_CONFIG, key=f"loss_{job.id}")
             fig = px.line(val, x="epoch", y="value", color="series", markers=True, title="Validation")
+            fig.update_xaxes(dtick=step)
             fig.update_layout(yaxis_title="metric", height=300, margin=dict(t=50, b=40, l=40, r=10),
                               legend_title_text="")
             right.plotly_chart(fig, width="stretch", config=PLOT_CONFIG, key=f"val_{job.id}")
         if job.status == "done":
-            st.page_link("pages/compare.py", label=f"Run #{run_id} is on the Compare page", icon="📊")
+            st.page_link("pages/compare.py", label=f"Run #{run_id} is on the Compare page", icon=":material/leaderboard:")
     if job.kind == "sweep":
         children = queue.list_jobs(db, group=job.group_name)
         children = [c for c in children if c.parent_id == job.id]
@@ -83,7 +86,7 @@ def _details(job) -> None:
 @st.fragment(run_every=REFRESH_S)
 def live() -> None:
     if "jobs_flash" in st.session_state:
-        st.toast(st.session_state.pop("jobs_flash"), icon="✅")
+        st.toast(st.session_state.pop("jobs_flash"), icon=":material/check_circle:")
     jobs = queue.list_jobs(db, limit=500)
     if statuses:
         jobs = [j for j in jobs if j.status in statuses]
@@ -92,11 +95,10 @@ def live() -> None:
                     "study from Home.", "pages/train.py", "Train page")
         return
     frame = views.jobs_frame(jobs)
-    frame.insert(0, "", [STATUS_ICON.get(s, "") for s in frame["status"]])
     frame["ETA"] = [format_seconds(e) if e is not None else "" for e in frame["eta_s"]]
     counts = frame["status"].value_counts()
     st.caption(" · ".join(f"{STATUS_ICON.get(s, '')} {counts[s]} {s}" for s in counts.index))
-    st.dataframe(frame[["", "id", "kind", "what", "status", "progress", "step", "ETA", "study", "run", "error"]],
+    st.dataframe(frame[["id", "kind", "what", "status", "progress", "step", "ETA", "study", "run", "error"]],
                  hide_index=True, width="stretch", column_config=PROGRESS_COLUMN, height=min(400, 38 + 35 * len(frame)))
     ids = [j.id for j in jobs]
     by_id = {j.id: j for j in jobs}
@@ -104,8 +106,7 @@ def live() -> None:
     current = st.session_state.get("jobs_pick")
     default = current if current in by_id else (running[0] if running else ids[0])
     chosen = st.selectbox("Job", ids, index=ids.index(default), key="jobs_pick",
-                          format_func=lambda i: f"#{i} {STATUS_ICON.get(by_id[i].status, '')} {by_id[i].kind}: "
-                                                f"{views.job_label(by_id[i])}")
+                          format_func=lambda i: f"#{i} {by_id[i].kind} ({by_id[i].status}): {views.job_label(by_id[i])}")
     _details(by_id[chosen])
 
 

@@ -45,7 +45,7 @@ feature_name = c2.selectbox("Feature set", fs_names, key=f"tr_features_{dataset}
 fs = next((f for f in fsets if f.name == feature_name), None)
 if fs is None:
     st.info("No finished feature set for this dataset yet, so only the ID-only baseline can train. Extract "
-            "features on the Extract page to unlock the other strategies.", icon="ℹ️")
+            "features on the Extract page to unlock the other strategies.", icon=":material/info:")
 
 mode = st.segmented_control("What to launch", ["One run", "Sweep"], default="One run", key="tr_mode") or "One run"
 usable = list(STRATEGIES) if fs is not None else ["id"]
@@ -129,7 +129,7 @@ if mode == "One run":
         else:
             st.success(f"Queued training job #{job_id}: {strategy} on {dataset}"
                        + (f" with {fs.name} layers {layer_text}" if fs and strategy != "id" else "") + ".")
-            st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon="⏱️")
+            st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon=":material/pending_actions:")
 else:
     st.subheader("Sweep")
     default = [s for s in ("id", "replace", "gate", "dff") if s in usable]
@@ -160,4 +160,4 @@ else:
         else:
             st.success(f"Queued sweep job #{job_id} (study {study.strip()!r}); it expands into its training jobs "
                        "when it starts.")
-            st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon="⏱️")
+            st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon=":material/pending_actions:")

@@ -3,10 +3,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_MS = 60_000
+SERVER_START_TIMEOUT_S = 90.0
 
 
 def chromium_path() -> str | None:
@@ -45,7 +53,128 @@ def open_page(page, base_url: str, slug: str = "") -> float:
     return time.perf_counter() - t0
 
 
-def shot(page, artifacts: Path, name: str) -> Path:
+def shot(page, artifacts: Path, name: str, max_height: int = 6000) -> Path:
+    """Screenshot of the whole page: Streamlit scrolls inside its main container, so the viewport is
+    stretched to the content's height for the picture and restored afterwards."""
     path = artifacts / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    size = page.viewport_size
+    height = page.evaluate(
+        "() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+        " return m ? m.scrollHeight : document.body.scrollHeight; }")
+    if size and height and height > size["height"]:
+        page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, max_height)})
+        page.wait_for_timeout(300)  # let charts re-lay out
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        if size:
+            page.set_viewport_size(size)
     return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_group(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the process group led by ``pid``, then SIGKILL what is left."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _server_env(db_path: Path) -> dict:
+    return dict(os.environ, DFF_DB=str(db_path), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1",
+                TRANSFORMERS_OFFLINE="1", DFF_WORKERS="1", DFF_WORKER="1")
+
+
+@contextmanager
+def running_app(db_path: Path, worker: bool = True):
+    """``streamlit run app.py`` on ``db_path`` at 127.0.0.1 on a free port; yields the base URL.
+
+    The server runs in its own process group; on exit that group and the job worker the app started
+    (its pid file sits next to the database) are terminated."""
+    db_path = Path(db_path)
+    port = _free_port()
+    log_path = db_path.with_name(f"streamlit-{port}.log")
+    log = open(log_path, "wb")
+    env = dict(_server_env(db_path), DFF_WORKER="1" if worker else "0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none", "--server.runOnSave", "false"],
+        cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not answer within {SERVER_START_TIMEOUT_S:.0f} s:\n"
+                                   f"{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        _kill_group(proc.pid)
+        proc.wait(timeout=10)
+        log.close()
+        pid_file = db_path.with_name(db_path.name + ".worker.pid")
+        if pid_file.exists():
+            try:
+                _kill_group(int(pid_file.read_text().strip()))
+            except ValueError:
+                pass
+
+
+def add_topic_features(db, name: str = "demo-topics", layers: int = 6, dim: int = 32, seed: int = 0):
+    """A synthetic feature set for the demo dataset whose middle layers know each clip's topic.
+
+    Lets browser tests use feature strategies and the layer picker without running a backbone.
+    Returns the stored ``FeatureSetRecord`` (the existing one when ``name`` is already stored)."""
+    import json
+    import tempfile
+
+    import numpy as np
+
+    from dff_core.workflows import import_features_npz
+    from storage.datasets import get_dataset, load_items
+    from storage.features import get_feature_set, list_feature_sets
+
+    ds = get_dataset(db, "demo")
+    for fs in list_feature_sets(db, ds.id):
+        if fs.name == name:
+            return fs
+    items = load_items(db, ds.id)
+    topics = [json.loads(m or "{}").get("topic", "") for m in items["meta"]]
+    names = sorted(set(topics))
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(names), dim))
+    t = np.array([names.index(x) for x in topics])
+    strength = np.sin(np.linspace(0, np.pi, layers)) * 2.0  # 0 at the ends, strongest in the middle
+    feats = np.stack([centres[t] * s + rng.normal(size=(len(t), dim)) for s in strength], axis=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "features.npz"
+        np.savez(path, item_ids=np.asarray(items["item_id"].tolist(), dtype=str), features=feats.astype(np.float32))
+        import_features_npz(db, name, ds.id, path, backbone="synthetic-topics")
+    return get_feature_set(db, name, dataset=ds.id)

@@ -19,12 +19,7 @@ Chromium itself when it can).
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,39 +31,7 @@ for _p in (ROOT / "tests", Path(__file__).resolve().parent):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-SERVER_START_TIMEOUT_S = 90.0
-
-from browser_helpers import RUN_TIMEOUT_MS, chromium_path  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _kill_group(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM the process group led by ``pid``, then SIGKILL what is left."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _server_env(db_path: Path) -> dict:
-    return dict(os.environ, DFF_DB=str(db_path), PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1",
-                TRANSFORMERS_OFFLINE="1", DFF_WORKERS="1", DFF_WORKER="1")
+from browser_helpers import RUN_TIMEOUT_MS, chromium_path, running_app  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -83,43 +46,12 @@ def app_db(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def app_server(app_db):
-    """``streamlit run app.py`` on the demo database; yields ``http://127.0.0.1:PORT``."""
-    port = _free_port()
-    log_path = app_db.path.with_name("streamlit.log")
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none", "--server.runOnSave", "false"],
-        cwd=str(ROOT), env=_server_env(app_db.path), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not answer within {SERVER_START_TIMEOUT_S:.0f} s:\n"
-                                   f"{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+def app_server(browser, app_db):
+    """``streamlit run app.py`` on the demo database; yields ``http://127.0.0.1:PORT``.
+
+    Asks for ``browser`` first, so a machine without Chromium skips before building anything."""
+    with running_app(app_db.path) as base:
         yield base
-    finally:
-        _kill_group(proc.pid)
-        proc.wait(timeout=10)
-        log.close()
-        pid_file = app_db.path.with_name(app_db.path.name + ".worker.pid")
-        if pid_file.exists():
-            try:
-                _kill_group(int(pid_file.read_text().strip()))
-            except ValueError:
-                pass
 
 
 @pytest.fixture(scope="session")

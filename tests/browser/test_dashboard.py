@@ -1,15 +1,77 @@
-"""The dashboard in a real browser on the demo data: every page renders without an error."""
+"""The dashboard in a real browser on the demo data.
+
+A user launches a training job from the Train page, watches it reach done on the Jobs page (the page
+refreshes itself) and finds the run on the Compare page; then every page is opened once more, checked for
+errors and photographed (``tmp/artifacts/browser/*.png``).
+"""
 from __future__ import annotations
+
+import re
+import time
 
 import pytest
 
-from browser_helpers import open_page, shot
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
+
+from browser_helpers import add_topic_features, open_page, shot, wait_for_app  # noqa: E402
 
 PAGES = ["", "data", "extract", "train", "jobs", "compare"]
+TRAIN_TIMEOUT_S = 150
+
+
+def _no_exception(page) -> None:
+    errors = page.locator('[data-testid="stException"]')
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def test_train_watch_and_compare(app_server, app_db, page, artifacts):
+    from jobs.queue import get_job
+
+    fs = add_topic_features(app_db)
+    open_page(page, app_server, "train")
+    main = page.locator('[data-testid="stMain"]')
+    # the layer picker shows one usefulness bar per stored layer
+    page.wait_for_selector(".js-plotly-plot")
+    expect(main.get_by_text("Layer usefulness").first).to_be_visible()
+    shot(page, artifacts, "flow-1-train")
+    # a tiny run: the dff strategy (default with a feature set), 2 epochs
+    main.get_by_text("Hyper-parameters").click()
+    epochs = main.get_by_label("Epochs")
+    epochs.fill("2")
+    epochs.press("Enter")
+    wait_for_app(page)
+    expect(main.get_by_text(re.compile(r"^2 epochs, batch"))).to_have_count(1)
+    main.get_by_role("button", name="Launch training").click()
+    queued = main.get_by_text(re.compile(r"Queued training job #\d+"))
+    queued.wait_for()
+    job_id = int(re.search(r"#(\d+)", queued.inner_text()).group(1))
+    assert get_job(app_db, job_id).params["features"] == fs.name
+    shot(page, artifacts, "flow-2-launched")
+
+    # the Jobs page follows the job without a reload
+    open_page(page, app_server, "jobs")
+    header = main.get_by_text(f"Job #{job_id} · train · done")
+    t0 = time.monotonic()
+    header.wait_for(timeout=TRAIN_TIMEOUT_S * 1000)
+    print(f"job {job_id} reached done on the Jobs page {time.monotonic() - t0:.1f} s after opening it")
+    wait_for_app(page)
+    expect(main.get_by_text(re.compile(r"^100% ·"))).to_have_count(1)
+    expect(page.locator(".js-plotly-plot")).to_have_count(2)  # loss and validation curves
+    _no_exception(page)
+    shot(page, artifacts, "flow-3-jobs-done")
+
+    run_id = get_job(app_db, job_id).result["run_id"]
+    open_page(page, app_server, "compare")
+    expect(main.get_by_text(re.compile(rf"finished runs match: .*#{run_id}\b"))).to_have_count(1)
+    expect(page.locator(".js-plotly-plot")).to_have_count(3)  # strategies, cold vs warm, DFF layer weights
+    _no_exception(page)
+    shot(page, artifacts, "flow-4-compare")
 
 
 @pytest.mark.parametrize("slug", PAGES)
-def test_page_renders_without_error(app_server, page, artifacts, slug):
-    open_page(page, app_server, slug)
+def test_every_page_renders(app_server, page, artifacts, slug):
+    seconds = open_page(page, app_server, slug)
+    print(f"page /{slug}: ready in {seconds:.2f} s")
+    _no_exception(page)
+    assert page.locator('[data-testid="stMain"] h1').count() >= 1
     shot(page, artifacts, f"page-{slug or 'home'}")
-    assert page.locator('[data-testid="stException"]').count() == 0
