@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
-REQS = [ROOT / "requirements.txt", ROOT / "requirements-nodeps.txt"]
+REQS = [ROOT / "requirements.txt", ROOT / "requirements-nodeps.txt", ROOT / "requirements-ray.txt"]
 STAMP = VENV / ".requirements"
 
 
@@ -40,6 +40,7 @@ def ensure_venv() -> None:
     pip = [PY, "-m", "pip", "--disable-pip-version-check", "install", "-q"]
     _run(pip + ["-r", REQS[0]])
     _run(pip + ["--no-deps", "-r", REQS[1]])
+    _run(pip + ["-r", REQS[2]])  # optional Ray engine: installed so its tests run
     STAMP.write_text(digest)
 
 
