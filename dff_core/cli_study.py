@@ -14,20 +14,6 @@ from pathlib import Path
 from dff_core.cli import COMMANDS, EXTENSIONS, UsageError, _db
 
 
-def parse_seed_option(text: str) -> list[int]:
-    """``3`` -> seeds 1, 2, 3 (a count); ``1,2,5`` -> those seeds."""
-    text = str(text).strip()
-    try:
-        if "," in text:
-            return [int(s) for s in text.split(",") if s.strip()]
-        n = int(text)
-    except ValueError:
-        raise UsageError(f"--seeds takes a count (3) or a comma list (1,2,5), not {text!r}") from None
-    if n < 1:
-        raise UsageError("--seeds must be at least 1")
-    return list(range(1, n + 1))
-
-
 def _register(sub) -> None:
     p = sub.add_parser("study", help="check the paper's three findings on a dataset (queues one sweep), "
                                      "or render a study's report (--report)")
@@ -73,7 +59,8 @@ def print_verdicts(findings) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from dff_core.study.plan import StudyRequest, parse_layer_list, parse_range, plan_runs, queue_study
+    from dff_core.study.plan import (StudyRequest, parse_layer_list, parse_range, parse_seeds, plan_runs,
+                                     queue_study)
 
     db = _db(args)
     if args.report:
@@ -81,7 +68,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if not args.dataset or not args.features:
         raise UsageError("say what to study: --dataset D --features F (or render one: --report STUDY)")
     req = StudyRequest(dataset=args.dataset, features=args.features, captions=args.captions,
-                       seeds=parse_seed_option(args.seeds), layers=parse_layer_list(args.layers),
+                       seeds=parse_seeds(args.seeds), layers=parse_layer_list(args.layers),
                        layer_points=args.layer_points, intermediate=parse_range(args.intermediate),
                        epochs=args.epochs, patience=args.patience, name=args.name,
                        extra_settings={k: v for k, v in (("batch_size", args.batch_size), ("max_len", args.max_len),

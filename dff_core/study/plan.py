@@ -52,6 +52,30 @@ class StudyRequest:
         return {**self.extra_settings, "epochs": int(self.epochs), "patience": int(self.patience)}
 
 
+def parse_seeds(text: str | int) -> list[int]:
+    """``3`` -> seeds 1, 2, 3 (a count); ``1,2,5`` -> those seeds."""
+    text = str(text).strip()
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(1, int(text) + 1))
+    except ValueError:
+        raise ValueError(f"seeds: give a count (3) or a comma list (1,2,5), not {text!r}") from None
+    if not seeds:
+        raise ValueError("seeds: give at least one seed")
+    return seeds
+
+
+def list_studies(db) -> list[str]:
+    """Names of the studies queued through study mode, newest first."""
+    from jobs.queue import list_jobs
+
+    names = [j.group_name for j in sorted(list_jobs(db), key=lambda j: -j.id)
+             if j.kind == "sweep" and ((j.params or {}).get("plan") or {}).get("kind") == "study"]
+    return list(dict.fromkeys(n for n in names if n))
+
+
 def even_layers(num_layers: int, points: int) -> list[int]:
     """``points`` layers spread evenly from 0 to the last (always included); all of them if fewer exist.
 
