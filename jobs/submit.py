@@ -184,14 +184,15 @@ def demo_study_plan(db: Database) -> tuple[list[tuple[str, dict]], list[str]]:
                                      "num_frames": 4, "frame_size": int(fam.get("frame_size") or 224),
                                      "pooling": fam["default_pooling"], "batch_size": 8, "dtype": "float16",
                                      "caption": False, "text_encoder": "minilm"}))
-    swept = {(j.params or {}).get("features") for j in active if j.kind == "sweep" and j.group_name == DEMO_STUDY}
-    swept |= {r.config.get("feature_set") for r in list_runs(db, study=DEMO_STUDY)}
-    for i, name in enumerate(feature_sets or [None]):
-        if name in swept:
-            continue
-        strategies = [s for s in MAIN_STRATEGIES if (s == "id") == (name is None) or (s == "id" and i == 0)]
-        plan.append(("sweep", {"dataset": DEMO_NAME, "features": name, "strategies": strategies, "layers": ["all"],
-                               "seeds": list(DEMO_SEEDS), "study": DEMO_STUDY, "settings": dict(DEMO_SETTINGS)}))
+    already = (any(j.kind == "sweep" and j.group_name == DEMO_STUDY for j in active)
+               or bool(list_runs(db, study=DEMO_STUDY)))
+    if not already:  # one sweep, seed by seed: the ID baseline plus every strategy on every demo feature set
+        runs = [{"strategy": "id"}] + [{"strategy": s, "features": name, "layers": "all"}
+                                       for name in feature_sets for s in MAIN_STRATEGIES if s != "id"]
+        plan.append(("sweep", {"dataset": DEMO_NAME, "features": feature_sets[0] if feature_sets else None,
+                               "strategies": sorted({r["strategy"] for r in runs}, key=MAIN_STRATEGIES.index),
+                               "layers": ["all"], "runs": runs, "seeds": list(DEMO_SEEDS), "study": DEMO_STUDY,
+                               "settings": dict(DEMO_SETTINGS)}))
     return plan, notes
 
 

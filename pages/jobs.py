@@ -80,7 +80,8 @@ def _details(job) -> None:
         if children:
             done = sum(c.status == "done" for c in children)
             st.caption(f"{done} of {len(children)} training jobs done")
-    st.text_area("Log (last lines)", value=job.log or "(empty)", height=180, disabled=True, key=f"log_{job.id}")
+    st.caption("Log (last lines)")
+    st.code(job.log or "(empty)", language=None, height=200)
 
 
 @st.fragment(run_every=REFRESH_S)

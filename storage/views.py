@@ -213,6 +213,9 @@ def job_label(job) -> str:
         if p.get("features"):
             what += f" · {p.get('features')} layers {p.get('layers') or 'all'}"
         return what + f" · seed {p.get('seed', 42)}"
+    if job.kind == "sweep" and p.get("runs"):
+        return (f"study {p.get('study')}: {len(p['runs'])} strategy/feature choices × seeds "
+                f"{', '.join(str(s) for s in p.get('seeds') or [])}")
     if job.kind == "sweep":
         return (f"study {p.get('study')}: {', '.join(p.get('strategies', []))} × layers "
                 f"{'; '.join(p.get('layers') or ['all'])} × seeds {', '.join(str(s) for s in p.get('seeds') or [])}")

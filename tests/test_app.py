@@ -87,10 +87,29 @@ def test_home_demo_study_button_queues_jobs(tmp_path, monkeypatch):
     assert not at.exception
     jobs = sorted(list_jobs(Database(tmp_path / "demo.duckdb")), key=lambda j: j.id)
     assert [j.kind for j in jobs] == ["demo", "sweep"]
-    assert jobs[1].params["strategies"] == ["id"] and jobs[1].params["seeds"] == submit.DEMO_SEEDS
+    assert jobs[1].params["runs"] == [{"strategy": "id"}] and jobs[1].params["seeds"] == submit.DEMO_SEEDS
     assert jobs[1].group_name == submit.DEMO_STUDY
     at.run()  # queued now: the plan is empty, the button is gone
     assert not any(b.key == "demo_study" for b in at.button)
+
+
+def test_demo_study_plan_with_backbones(tmp_path, monkeypatch):
+    """With both demo backbones available: two extractions, then one sweep over ID + every strategy x feature set."""
+    from jobs import submit
+    from jobs.handlers import expand_sweep
+    from storage import Database
+
+    fams = [dict(FAKE_FAMILIES[0], family="smollm2", inputs=["title"], default_inputs=["title"]),
+            dict(FAKE_FAMILIES[0], family="efficientnet-lite0", inputs=["frames", "cover"], default_inputs=["frames"])]
+    monkeypatch.setattr(submit, "backbone_families", lambda: (fams, None))
+    plan, notes = submit.demo_study_plan(Database(tmp_path / "p.duckdb"))
+    assert [k for k, _ in plan] == ["demo", "extract", "extract", "sweep"] and notes == []
+    assert [p["inputs"] for k, p in plan if k == "extract"] == [["title"], ["frames"]]
+    runs = expand_sweep(plan[-1][1])
+    per_seed = 1 + 2 * (len(submit.MAIN_STRATEGIES) - 1)
+    assert len(runs) == per_seed * len(submit.DEMO_SEEDS)
+    assert [r["seed"] for r in runs[:per_seed]] == [submit.DEMO_SEEDS[0]] * per_seed  # seed by seed
+    assert {r["features"] for r in runs if r["strategy"] == "dff"} == {"smollm2-titles", "effnet-frames"}
 
 
 def test_data_page_stats_plots_and_import_errors(filled, tmp_path, monkeypatch):
