@@ -6,8 +6,11 @@ float16), so a million videos is ~270 GB. A feature set with ``storage = 'parque
 ``location`` holds the folder relative to the database's folder, so the two move together). The file stem
 in the path keeps two databases in one folder from sharing set ids.
 
-Shard layout — the same columns as the table kind: ``item INT32, layer INT16, vec`` (a list of ``dim``
-values; float16 as its raw bits in INT16 like the table kind, float32 as FLOAT). Rows are sorted by
+Shard layout — the same columns as the table kind: ``item INT32, layer INT16, vec`` where ``vec`` is one
+fixed-length binary value of ``dim`` little-endian float16 (or float32) numbers, as the schema metadata
+``dff.vec`` says. A Parquet list of numbers would cost repetition levels per number, and DuckDB would widen
+float16 lists to float32; a fixed-length binary stores exactly 2 bytes a number, uncompressed (hidden
+states do not compress), and comes back as one buffer numpy views without copying. Rows are sorted by
 (layer, item) with one row group per layer, so a query for a few layers skips the other row groups by
 their min/max statistics: training, probes and neighbours read only the layers they ask for.
 
@@ -79,19 +82,40 @@ def _table(item_idx: np.ndarray, values: np.ndarray) -> pa.Table:
     """Rows sorted by (layer, item) from ``values[n, layers, dim]`` (storage dtype: int16 bits or float32)."""
     n, layers, dim = values.shape
     order = np.argsort(item_idx, kind="stable")
-    by_layer = np.ascontiguousarray(values[order].transpose(1, 0, 2)).reshape(-1)
-    return pa.table({
-        "item": pa.array(np.tile(item_idx[order].astype(np.int32), layers)),
-        "layer": pa.array(np.repeat(np.arange(layers, dtype=np.int16), n)),
-        "vec": pa.FixedSizeListArray.from_arrays(pa.array(by_layer), dim),
-    })
+    by_layer = np.ascontiguousarray(values[order].transpose(1, 0, 2))
+    kind = "float16" if by_layer.dtype.itemsize == 2 else "float32"
+    vec = pa.FixedSizeBinaryArray.from_buffers(pa.binary(dim * by_layer.dtype.itemsize), n * layers,
+                                               [None, pa.py_buffer(by_layer.astype(by_layer.dtype.newbyteorder("<"),
+                                                                                   copy=False).tobytes())])
+    table = pa.table({"item": pa.array(np.tile(item_idx[order].astype(np.int32), layers)),
+                      "layer": pa.array(np.repeat(np.arange(layers, dtype=np.int16), n)), "vec": vec})
+    return table.replace_schema_metadata({"dff.vec": f"{kind} little-endian x {dim}"})
+
+
+def _vectors(col: pa.Array, row_bytes: int) -> np.ndarray:
+    """The bytes of a binary ``vec`` column (fixed or variable width, as DuckDB returns BLOBs) as uint8
+    ``[rows, row_bytes]``, without copying; a row of another width means foreign shards."""
+    n = len(col)
+    buffers = col.buffers()
+    if pa.types.is_fixed_size_binary(col.type):
+        if col.type.byte_width != row_bytes:
+            raise ValueError(f"vectors are {col.type.byte_width} bytes, not {row_bytes}")
+        start, stop = col.offset * row_bytes, (col.offset + n) * row_bytes
+    else:
+        width = np.int64 if pa.types.is_large_binary(col.type) else np.int32
+        offsets = np.frombuffer(buffers[1], dtype=width)[col.offset:col.offset + n + 1]
+        if n and not (np.diff(offsets) == row_bytes).all():
+            raise ValueError(f"vectors are not all {row_bytes} bytes")
+        start, stop = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
+    return np.frombuffer(buffers[2], dtype=np.uint8)[start:stop].reshape(n, row_bytes)
 
 
 def _write(path: Path, table: pa.Table, rows_per_layer: int, key: str | None = None) -> Path:
     """One shard, atomically: a temporary file renamed into place once complete."""
     target = _new_name(path, key)
     tmp = path / f".tmp-{target.name}"
-    pq.write_table(table, tmp, row_group_size=max(1, rows_per_layer), compression="snappy",
+    pq.write_table(table, tmp, row_group_size=max(1, rows_per_layer),
+                   compression={"item": "snappy", "layer": "snappy", "vec": "none"},
                    use_dictionary=["item", "layer"], write_statistics=["item", "layer"])
     os.replace(tmp, target)
     return target
@@ -156,12 +180,12 @@ def _fill(db_path, fs, layers, position, out, present) -> None:
             for batch in reader:
                 if batch.num_rows == 0:
                     continue
-                flat = batch.column("vec").flatten().to_numpy(zero_copy_only=False)
-                if len(flat) != batch.num_rows * fs.dim:
-                    raise ValueError(f"feature set {fs.name!r}: a shard in {fs.location} holds vectors that are "
-                                     f"not {fs.dim} long; the shards do not belong to this set")
-                if fs.dtype == "float16":
-                    flat = flat.view(np.float16)
+                store = np.dtype(np.float16 if fs.dtype == "float16" else np.float32).newbyteorder("<")
+                try:
+                    flat = _vectors(batch.column("vec"), fs.dim * store.itemsize).view(store)
+                except ValueError as exc:
+                    raise ValueError(f"feature set {fs.name!r}: a shard in {fs.location} does not belong to this "
+                                     f"set ({exc}; expected {fs.dim} {fs.dtype} numbers)") from None
                 items = batch.column("item").to_numpy()
                 if items.size and items.max() >= num_items:
                     raise ValueError(f"feature set {fs.name!r}: shard rows name item {int(items.max())} but the "
@@ -193,13 +217,15 @@ def compact(db_path: str | Path, fs: "FeatureSetRecord", target_bytes: int = TAR
         merged = pa.concat_tables([t.cast(tables[0].schema) for t in tables])
         items = merged.column("item").to_numpy()
         layers = merged.column("layer").to_numpy()
-        vec = merged.column("vec").combine_chunks()
+        vec = merged.column("vec").combine_chunks()  # fixed-size binary: pyarrow keeps the schema
         # newest wins: keep the last occurrence of each (item, layer)
         key = items.astype(np.int64) * fs.num_layers + layers
         _, last = np.unique(key[::-1], return_index=True)
         keep = len(key) - 1 - last
         keep = keep[np.lexsort((items[keep], layers[keep]))]
         table = pa.table({"item": pa.array(items[keep]), "layer": pa.array(layers[keep]), "vec": vec.take(pa.array(keep))})
+        table = table.replace_schema_metadata({k: v for k, v in (tables[-1].schema.metadata or {}).items()
+                                               if k == b"dff.vec"})
         n_items = len(np.unique(items[keep]))
         _write(path, table, n_items, key=_key(group[-1]))  # sorts where the group's newest shard was
         for f in group:

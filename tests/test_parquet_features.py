@@ -164,3 +164,20 @@ def test_training_from_parquet_equals_training_from_the_table(db, tmp_path):
         for metric, value in runs["ft"].result[split_name].items():
             assert runs["fp"].result[split_name][metric] == pytest.approx(value, abs=1e-9), (split_name, metric)
     assert runs["fp"].result["layer_weights"].keys() == {"1", "2"}
+
+
+def test_shards_describe_their_vectors_and_foreign_shards_are_refused(db, dataset):
+    fs = create_feature_set(db, "d", "f", "test", 2, 3, storage="parquet")
+    x = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    write_vectors(db, fs, [1, 0], x)
+    (shard,) = _shards(db, fs)
+    schema = pq.read_schema(shard)
+    assert schema.metadata[b"dff.vec"] == b"float16 little-endian x 3"
+    raw = pq.read_table(shard)
+    row = raw.slice(0, 1).to_pylist()[0]  # layer 0 of item 0 (rows sorted by layer, item)
+    assert (row["item"], row["layer"]) == (0, 0)
+    np.testing.assert_array_equal(np.frombuffer(row["vec"], dtype="<f2"), x[1, 0])
+    other = create_feature_set(db, "d", "g", "test", 2, 4, storage="parquet")  # another dim
+    shard.rename(parquet_features.folder(db.path, other.location) / shard.name)
+    with pytest.raises(ValueError, match="does not belong to this set"):
+        read_features(db, other)
