@@ -1,0 +1,123 @@
+"""What the Explore page shows besides the indices: the catalogue with media and popularity, who
+watched what together, and how much different representations agree about neighbours."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from storage import Database
+from storage.datasets import get_dataset, load_items, load_split
+
+from ..data.split import SplitData
+
+
+@dataclass
+class Catalog:
+    """Items of one dataset (row = item index) with absolute media paths and interaction counts, and
+    its leave-one-out split (histories for co-occurrence and user pages)."""
+
+    dataset: str
+    items: pd.DataFrame = field(repr=False)   # idx, item_id, title, cover, video, popularity
+    split: SplitData = field(repr=False)
+    _by_id: dict | None = field(default=None, repr=False)
+    _train_sets: list | None = field(default=None, repr=False)
+
+    def index_of(self, item_id: str) -> int:
+        """Dataset item index of an external item id, with a helpful error for unknown ids."""
+        if self._by_id is None:
+            self._by_id = {str(v): i for i, v in enumerate(self.items["item_id"].tolist())}
+        try:
+            return self._by_id[str(item_id)]
+        except KeyError:
+            examples = ", ".join(self.items["item_id"].astype(str).head(3))
+            raise ValueError(f"no item {item_id!r} in dataset {self.dataset!r} (item ids look like: {examples})") \
+                from None
+
+    def search(self, text: str, limit: int = 100) -> pd.DataFrame:
+        """Items whose id or title contains ``text`` (case-insensitive), exact id first, then by popularity."""
+        text = (text or "").strip().lower()
+        items = self.items
+        if text:
+            ids = items["item_id"].astype(str).str.lower()
+            hit = ids.str.contains(text, regex=False) | items["title"].fillna("").str.lower().str.contains(
+                text, regex=False)
+            items = items[hit].assign(_exact=(ids[hit] == text))
+            items = items.sort_values(["_exact", "popularity"], ascending=False).drop(columns="_exact")
+        else:
+            items = items.sort_values("popularity", ascending=False)
+        return items.head(limit)
+
+    def user_history(self, user: str, last: int | None = None) -> list[int]:
+        """The user's test input (training items + validation item), oldest first."""
+        users = {str(u): i for i, u in enumerate(self.split.user_ids)}
+        if str(user) not in users:
+            raise ValueError(f"no user {user!r} in dataset {self.dataset!r}")
+        seq = self.split.test_input(users[str(user)]).tolist()
+        return seq[-last:] if last else seq
+
+    def cooccurrence(self, item: int) -> dict[int, int]:
+        """``{other item: number of users whose training history holds both}`` for users who trained on
+        ``item`` (validation and test items are held out, so they never count)."""
+        if self._train_sets is None:
+            self._train_sets = [np.unique(s) for s in self.split.train]
+        counts: dict[int, int] = {}
+        for s in self._train_sets:
+            pos = np.searchsorted(s, item)
+            if pos < len(s) and s[pos] == item:
+                for other in s.tolist():
+                    if other != item:
+                        counts[other] = counts.get(other, 0) + 1
+        return counts
+
+
+def load_catalog(db: Database, dataset: str | int) -> Catalog:
+    ds = get_dataset(db, dataset)
+    items = load_items(db, ds.id)
+    split = load_split(db, ds.id)
+    root = Path(ds.root) if ds.root else None
+
+    def media(value) -> str | None:
+        if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value):
+            return None
+        p = Path(str(value))
+        p = p if p.is_absolute() or root is None else root / p
+        return str(p) if p.exists() else None
+
+    pop = np.bincount(np.concatenate([*split.train, split.val_target, split.test_target]).astype(np.int64),
+                      minlength=split.num_items) if split.train else np.zeros(len(items), dtype=np.int64)
+    frame = pd.DataFrame({
+        "idx": items["idx"].to_numpy(), "item_id": np.asarray(items["item_id"].tolist(), dtype=str),
+        "title": [t if isinstance(t, str) else "" for t in items["title"].tolist()],
+        "cover": [media(v) for v in items["cover_path"].tolist()],
+        "video": [media(v) for v in items["video_path"].tolist()],
+        "popularity": pop[: len(items)],
+    })
+    return Catalog(dataset=ds.name, items=frame, split=split)
+
+
+def overlap_at_k(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Mean ``|top-k(a) ∩ top-k(b)| / k`` over rows of two ``[queries, >=k]`` neighbour-id arrays."""
+    vals = [len(set(x[:k][x[:k] >= 0]) & set(y[:k][y[:k] >= 0])) / k for x, y in zip(a, b)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def agreement(indices: dict[str, object], k: int = 10, queries: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Overlap@k matrix between the neighbour lists of several indices (label -> ``NeighbourIndex``),
+    over a seeded sample of items that every index can query."""
+    labels = list(indices)
+    if not labels:
+        return pd.DataFrame()
+    common = np.logical_and.reduce([indices[l].present for l in labels])
+    pool = np.flatnonzero(common)
+    if len(pool) == 0:
+        raise ValueError("no item has a vector in every chosen representation")
+    sample = np.random.default_rng(seed).choice(pool, size=min(queries, len(pool)), replace=False)
+    lists = {l: indices[l].search_many(sample, k)[0] for l in labels}
+    m = np.eye(len(labels))
+    for i, a in enumerate(labels):
+        for j in range(i + 1, len(labels)):
+            m[i, j] = m[j, i] = overlap_at_k(lists[a], lists[labels[j]], k)
+    return pd.DataFrame(m, index=labels, columns=labels)
