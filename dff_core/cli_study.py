@@ -31,6 +31,7 @@ def _register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-len", type=int, default=None)
     p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per training run (default: torch's)")
     p.add_argument("--name", default=None, help="study name (default study-<dataset>-<features>)")
     p.add_argument("--dry-run", action="store_true", help="print the runs it would queue and stop")
     p.add_argument("--wait", action="store_true",
@@ -72,7 +73,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                        layer_points=args.layer_points, intermediate=parse_range(args.intermediate),
                        epochs=args.epochs, patience=args.patience, name=args.name,
                        extra_settings={k: v for k, v in (("batch_size", args.batch_size), ("max_len", args.max_len),
-                                                         ("hidden", args.hidden)) if v is not None})
+                                                         ("hidden", args.hidden),
+                                                         ("num_threads", args.threads)) if v is not None})
     if args.dry_run:
         from storage.features import get_feature_set
         runs = plan_runs(req, get_feature_set(db, req.features, dataset=req.dataset).num_layers)
