@@ -11,7 +11,7 @@ import pandas as pd
 from storage.datasets import DatasetRecord, NotFound, get_dataset, list_datasets, load_interactions
 from storage.db import Database
 from storage.features import FeatureSetRecord, list_feature_sets
-from storage.runs import RunRecord, get_run, list_runs, run_metrics
+from storage.runs import RunRecord, list_runs, run_metrics
 
 METRICS = ("NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR")
 USABLE_FEATURE_STATUS = ("complete", "partial")
@@ -175,8 +175,9 @@ def layer_weights_frame(db: Database, runs: pd.DataFrame) -> pd.DataFrame:
     """Learned DFF layer weights per run: the final ones from the run result, else the last epoch's stored ones."""
     dff = runs[runs["strategy"] == "dff"]
     rows, missing = [], []
+    results = {r.id: r.result or {} for r in list_runs(db)} if len(dff) else {}  # one query, not one per run
     for row in dff.itertuples():
-        weights = (get_run(db, int(row.run_id)).result or {}).get("layer_weights")
+        weights = results.get(int(row.run_id), {}).get("layer_weights")
         if weights:
             rows += [{"run_id": int(row.run_id), "run": run_label(row), "layer": int(k), "weight": float(v)}
                      for k, v in weights.items()]

@@ -1,0 +1,74 @@
+"""Dashboard page load times in a real browser (Chromium via Playwright), on the demo data.
+
+    python bench/bench_pages.py [--db FILE] [--repeats 3]
+
+Without ``--db`` a temporary database with the demo dataset, a synthetic 6-layer feature set and four
+one-epoch runs is built first (about a minute on an idle 2-core machine). For every page it prints the time
+from navigation until Streamlit has finished the run (title rendered, no "running" indicator): the first
+visit of each page (cold: imports, first queries) and the median of the repeats (warm). Numbers only.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "browser")]
+
+PAGES = ["", "data", "extract", "train", "jobs", "compare"]
+
+
+def _prepare(folder: Path) -> Path:
+    from browser_helpers import add_topic_features
+    from dff_core.data.load import ensure_demo
+    from dff_core.workflows import run_training
+    from storage import Database
+
+    db = Database(folder / "bench.duckdb")
+    ensure_demo(db)
+    fs = add_topic_features(db)
+    settings = {"epochs": 1}
+    for seed in (1, 2):
+        run_training(db, "demo", "id", settings=settings, seed=seed, study="bench")
+        run_training(db, "demo", "dff", features=fs.name, settings=settings, seed=seed, study="bench")
+    return db.path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", default=None, help="an existing database (default: build a demo one)")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    from browser_helpers import chromium_path, open_page, running_app
+
+    exe = chromium_path()
+    if exe is None:
+        print("no Chromium found: apt-get install -y chromium", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        db_path = Path(args.db) if args.db else _prepare(Path(tmp))
+        print(f"database: {db_path} (prepared in {time.perf_counter() - t0:.1f} s)")
+        with running_app(db_path, worker=False) as base, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"])
+            page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+            cold = {slug: open_page(page, base, slug) for slug in PAGES}
+            warm = {slug: [] for slug in PAGES}
+            for _ in range(args.repeats):
+                for slug in PAGES:
+                    warm[slug].append(open_page(page, base, slug))
+            browser.close()
+    print(f"{'page':10} {'first visit s':>14} {'warm median s':>14} {'warm min s':>11}")
+    for slug in PAGES:
+        print(f"{'/' + slug:10} {cold[slug]:14.2f} {statistics.median(warm[slug]):14.2f} {min(warm[slug]):11.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
