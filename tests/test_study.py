@@ -281,3 +281,35 @@ def test_cli_user_errors(db, feature_sets, capsys):
     assert "no study named" in capsys.readouterr().err
     assert main(["--db", str(db.path), "study", "--dataset", "d", "--features", "hs", "--dry-run"]) == 0
     assert "12 runs x 3 seeds = 36 training runs" in capsys.readouterr().out
+
+
+def test_subsample_keeps_whole_sequences_and_copies_features(db, feature_sets):
+    from dff_core.study.subsample import subsample_dataset
+    from storage.datasets import get_dataset, load_interactions, load_items, load_split
+    from storage.features import get_feature_set, read_features
+
+    out = subsample_dataset(db, "d", "d-half", users=20, seed=7, feature_sets=["hs"], log=lambda line: None)
+    assert out["users"] == 20 and out["feature_sets"] == ["hs"]
+    src, dst = get_dataset(db, "d"), get_dataset(db, "d-half")
+    assert dst.params["subsample"] == {"source": "d", "users": 20, "seed": 7}
+    # every kept user keeps the whole sequence in order, so the leave-one-out targets are unchanged
+    sid = lambda ds: np.asarray(load_items(db, ds.id)["item_id"].tolist(), dtype=str)  # noqa: E731
+    s_items, d_items = sid(src), sid(dst)
+    s_split, d_split = load_split(db, src.id), load_split(db, dst.id)
+    s_seq = {tuple(s_items[np.r_[t, v, x]]) for t, v, x in zip(s_split.train, s_split.val_target, s_split.test_target)}
+    d_seq = [tuple(d_items[np.r_[t, v, x]]) for t, v, x in zip(d_split.train, d_split.val_target, d_split.test_target)]
+    assert len(d_seq) == 20 and all(seq in s_seq for seq in d_seq)
+    assert out["items"] == len(np.unique(load_interactions(db, dst.id)["item_idx"]))
+    # the copied vectors belong to the same external item ids
+    f_src, _ = read_features(db, get_feature_set(db, "hs", dataset="d"))
+    f_dst, present = read_features(db, get_feature_set(db, "hs", dataset="d-half"))
+    assert present.all() and f_dst.shape == (out["items"], NUM_LAYERS, 8)
+    pos = {item: i for i, item in enumerate(s_items)}
+    np.testing.assert_allclose(f_dst, f_src[[pos[i] for i in d_items]], rtol=1e-3)
+    # the same seed draws the same users
+    again = subsample_dataset(db, "d", "d-half-2", users=20, seed=7, log=lambda line: None)
+    assert again["items"] == out["items"] and again["interactions"] == out["interactions"]
+    with pytest.raises(ValueError, match="already exists"):
+        subsample_dataset(db, "d", "d-half", users=5)
+    with pytest.raises(ValueError, match="only 40 users"):
+        subsample_dataset(db, "d", "d-all", users=40)

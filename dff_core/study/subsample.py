@@ -50,7 +50,7 @@ def subsample_dataset(db, source: str, name: str, users: int, seed: int = 0,
                               "ts": pd.array(inter["pos"].to_numpy(), dtype="Int64"),
                               "order": np.arange(len(inter))})
     raw = RawDataset(items=raw_items, interactions=raw_inter, root=None, source=f"sample of {ds.name}")
-    prepared = prepare(raw, Preprocessing(min_interactions=1))
+    prepared = prepare(raw, Preprocessing(min_interactions=3))  # kept users passed the source filter
     params = {**prepared.params, "subsample": {"source": ds.name, "users": int(users), "seed": int(seed)}}
     new = store_dataset(db, name, raw.source, ds.root, params, prepared.stats, prepared.warnings,
                         prepared.items, prepared.users, prepared.interactions)
