@@ -27,7 +27,7 @@ if problem or not families:
              "`python -m dff_core import-features NAME --dataset D --npz FILE`.", icon=":material/block:")
     st.stop()
 
-by_name = {f["family"]: f for f in families}
+by_name = {f["family"]: f for f in sorted(families, key=lambda f: not f.get("available", True))}
 left, right = st.columns([3, 2], gap="large")
 with left:
     dataset = st.selectbox("Dataset", datasets, key="ex_dataset")
@@ -35,8 +35,10 @@ with left:
                           format_func=lambda n: f"{n} — {by_name[n]['description']}"[:110] if by_name[n]["description"]
                           else n)
     fam = by_name[family]
-    if not fam.get("available", True):
-        st.warning(f"{family} is not usable on this machine: {fam.get('why') or fam.get('reason') or 'missing package'}.")
+    available = bool(fam.get("available", True))
+    if not available:
+        st.warning(fam.get("why") or fam.get("reason") or f"{family} is not usable on this machine.",
+                   icon=":material/warning:")
     needs_source = bool(fam.get("needs_source"))
     checkpoint = st.text_input(
         "Checkpoint (Hugging Face id or local folder)" + ("" if needs_source else " — empty: the built-in weights"),
@@ -44,8 +46,10 @@ with left:
         placeholder="e.g. Qwen/Qwen2-VL-2B-Instruct or /models/qwen2-vl")
     inputs = st.multiselect("Inputs", fam["inputs"], default=[i for i in fam["default_inputs"] if i in fam["inputs"]],
                             key=f"ex_inputs_{family}")
-    frames = st.slider("Frames per video", 1, 32, 8, key="ex_frames", disabled="frames" not in inputs,
-                       help="sampled uniformly over each clip")
+    frames = 8
+    if "frames" in fam["inputs"]:
+        frames = st.slider("Frames per video", 1, 32, 8, key="ex_frames", disabled="frames" not in inputs,
+                           help="sampled uniformly over each clip")
     poolings = fam["poolings"] or ["all_mean"]
     default_pool = fam["default_pooling"] if fam["default_pooling"] in poolings else poolings[0]
     pooling = st.selectbox("Pooling", poolings, index=poolings.index(default_pool), key=f"ex_pooling_{family}")
@@ -66,7 +70,9 @@ with right:
     c1, c2 = st.columns(2)
     layers = c1.number_input("Layers stored", 1, 512, int(known_layers or 25), key=f"ex_layers_{family}",
                              disabled=caption, help="from the registry when known, else your best guess")
-    dim = c2.number_input("Hidden size", 1, 16384, int(known_dim or 1024), key=f"ex_dim_{family}")
+    dim = c2.number_input("Hidden size", 1, 16384, 384 if caption else int(known_dim or 1024),
+                          key=f"ex_dim_{family}_{caption}",
+                          help="with the caption route: the sentence encoder's size (384 for MiniLM)")
     layers = 1 if caption else int(layers)
     est = extraction_estimate(items, layers, int(dim), family, inputs, int(frames), dtype=dtype,
                               measured_items_per_s=views.family_throughput(db, family))
@@ -78,7 +84,7 @@ with right:
     st.caption(f"Disk = {items:,} items × {layers} layers × {int(dim)} dims × {2 if dtype == 'float16' else 4} "
                f"bytes. Time at {rate}.")
 
-if st.button("Launch extraction", type="primary", key="ex_launch"):
+if st.button("Launch extraction", type="primary", key="ex_launch", disabled=not available):
     try:
         if needs_source and not checkpoint.strip():
             raise ValueError(f"{family} needs a checkpoint: a Hugging Face id or a local folder")

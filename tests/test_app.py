@@ -257,3 +257,25 @@ def test_compare_page_empty_state(tmp_path, monkeypatch):
     monkeypatch.setenv("DFF_DB", str(tmp_path / "empty.duckdb"))
     at = open_app("compare")
     assert any("No finished runs yet" in i.value for i in at.info)
+
+
+def test_extract_page_queues_a_job_with_the_real_registry(filled, monkeypatch):
+    from jobs.queue import list_jobs, request_cancel
+
+    families = pytest.importorskip("dff_core.backbones").list_families()
+    if not any(f["family"] == "smollm2" and f.get("available") for f in families):
+        pytest.skip("the smollm2 backbone is not available here")
+    db, _ = filled
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = open_app("extract")
+    assert at.selectbox(key="ex_family").value == "smollm2"  # available families first
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Disk"] == "1.1 MB"  # 30 items x 31 layers x 576 dims x 2 bytes = 1,071,360 bytes
+    before = {j.id for j in list_jobs(db)}
+    at.button(key="ex_launch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    new = [j for j in list_jobs(db) if j.id not in before]
+    assert len(new) == 1 and new[0].kind == "extract"
+    p = new[0].params
+    assert (p["backbone"], p["inputs"], p["pooling"], p["name"]) == ("smollm2", ["title"], "all_mean", "smollm2-title")
+    request_cancel(db, new[0].id)
