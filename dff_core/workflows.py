@@ -278,9 +278,12 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
                                     on_batch=on_batch_caption, on_failure=on_failure, progress=on_progress,
                                     should_stop=should_stop)
     else:
-        fs = create_feature_set(db, ds.id, name, backbone, model.num_layers, model.dim, inputs=list(inputs),
-                                pooling=pooling, params=params, dtype=dtype,
-                                layer_names=getattr(model, "layer_names", None), exist_ok=True)
+        # a backbone whose pooling changes the layer count (minilm: "sentence" = 1 vector) says so
+        num_layers = model.layers_for(pooling) if hasattr(model, "layers_for") else model.num_layers
+        layer_names = (model.layer_names_for(pooling) if hasattr(model, "layer_names_for")
+                       else getattr(model, "layer_names", None))
+        fs = create_feature_set(db, ds.id, name, backbone, num_layers, model.dim, inputs=list(inputs),
+                                pooling=pooling, params=params, dtype=dtype, layer_names=layer_names, exist_ok=True)
         skip = stored_items(db, fs)
         if skip and log:
             log(f"resuming: {len(skip)} items already stored are skipped")
