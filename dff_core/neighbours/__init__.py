@@ -10,7 +10,7 @@ from __future__ import annotations
 from storage import Database
 
 from .cache import get_index, get_run_model
-from .explore import Catalog, agreement, load_catalog, overlap_at_k
+from .explore import Catalog, agreement, load_catalog, overlap_at_k, placeholder
 from .index import NeighbourIndex, build_index, exact_search, recall_at_k
 from .runs import Recommendation, RunModel, checkpoint_path, load_run_model
 from .sources import (Source, available_sources, dataset_of, describe, feature_source, fingerprint, layers_label,
@@ -19,7 +19,7 @@ from .sources import (Source, available_sources, dataset_of, describe, feature_s
 __all__ = ["Catalog", "NeighbourIndex", "Recommendation", "RunModel", "Source", "agreement", "available_sources",
            "build_index", "checkpoint_path", "dataset_of", "describe", "exact_search", "feature_source",
            "fingerprint", "get_index", "get_run_model", "layers_label", "load_catalog", "load_run_model",
-           "load_vectors", "neighbours_of", "overlap_at_k", "recall_at_k", "run_source"]
+           "load_vectors", "neighbours_of", "overlap_at_k", "placeholder", "recall_at_k", "run_source"]
 
 
 def neighbours_of(db: Database, source: Source, item_id: str, k: int = 10,

@@ -14,6 +14,13 @@ from storage.datasets import get_dataset, load_items, load_split
 from ..data.split import SplitData
 
 
+def placeholder(size: int = 96) -> np.ndarray:
+    """A neutral grey tile for items without a cover (so thumbnail grids stay aligned)."""
+    tile = np.full((size, size, 3), 225, dtype=np.uint8)
+    tile[size // 2 - 1: size // 2 + 1, size // 4: 3 * size // 4] = 170
+    return tile
+
+
 @dataclass
 class Catalog:
     """Items of one dataset (row = item index) with absolute media paths and interaction counts, and
@@ -36,6 +43,11 @@ class Catalog:
             raise ValueError(f"no item {item_id!r} in dataset {self.dataset!r} (item ids look like: {examples})") \
                 from None
 
+    def media(self, item: int, kind: str = "cover") -> str | None:
+        """Absolute path of an item's ``cover`` or ``video``, or None when it has none."""
+        value = self.items.at[int(item), kind]
+        return value if isinstance(value, str) and value else None
+
     def search(self, text: str, limit: int = 100) -> pd.DataFrame:
         """Items whose id or title contains ``text`` (case-insensitive), exact id first, then by popularity."""
         text = (text or "").strip().lower()
@@ -49,6 +61,15 @@ class Catalog:
         else:
             items = items.sort_values("popularity", ascending=False)
         return items.head(limit)
+
+    def search_users(self, text: str, limit: int = 200) -> list[str]:
+        """User ids containing ``text`` (exact match first), longest histories first otherwise."""
+        text = (text or "").strip().lower()
+        users = [str(u) for u in self.split.user_ids]
+        lengths = {u: len(s) for u, s in zip(users, self.split.train)}
+        hits = [u for u in users if text in u.lower()] if text else users
+        hits.sort(key=lambda u: (u.lower() != text, -lengths[u]))
+        return hits[:limit]
 
     def user_history(self, user: str, last: int | None = None) -> list[int]:
         """The user's test input (training items + validation item), oldest first."""

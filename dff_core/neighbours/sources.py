@@ -34,6 +34,17 @@ class Source:
             return f"run:{self.run_id}"
         return f"fs:{self.feature_set}:" + (",".join(str(l) for l in self.layers) or "all")
 
+    @classmethod
+    def from_key(cls, key: str) -> "Source":
+        """Inverse of ``key`` (caches and widgets pass keys, not objects)."""
+        parts = key.split(":")
+        if parts[0] == "run" and len(parts) == 2:
+            return cls("run", run_id=int(parts[1]))
+        if parts[0] == "fs" and len(parts) == 3:
+            layers = () if parts[2] == "all" else tuple(int(l) for l in parts[2].split(","))
+            return cls("features", feature_set=int(parts[1]), layers=layers)
+        raise ValueError(f"not a representation key: {key!r}")
+
 
 def layers_label(layers: tuple[int, ...] | list[int], num_layers: int | None = None) -> str:
     """``L12`` | ``L8-20 mean`` | ``L1,4,9 mean`` | ``all layers mean`` (one layer sets: empty)."""

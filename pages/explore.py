@@ -1,0 +1,221 @@
+"""Explore: a video's nearest neighbours under several representations side by side, a user's history and
+two runs' top-10 for them, and how much representations agree about neighbours."""
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from dff_core import neighbours as nb
+from pages.common import PLOT_CONFIG, database, empty_state, reported, show_error, user_errors
+from storage import Database, views
+from storage.datasets import get_dataset
+
+THUMB = 96
+
+db = database()
+st.title("Explore")
+st.caption("What does a representation do? Nearest videos by cosine similarity under feature-set layers and "
+           "trained runs' item vectors, and what runs recommend to a user.")
+
+datasets = views.dataset_names(db)
+if not datasets:
+    empty_state("No datasets yet — build the demo from Home, or import one on the Data page.",
+                "pages/data.py", "Data page")
+    st.stop()
+dataset = st.selectbox("Dataset", datasets, key="ex_dataset") if len(datasets) > 1 else datasets[0]
+
+
+@st.cache_resource(show_spinner="Loading the catalogue…", max_entries=4)
+def _catalog(path: str, dataset: str, stamp: str) -> nb.Catalog:
+    return nb.load_catalog(Database(path), dataset)
+
+
+@st.cache_resource(show_spinner="Building the neighbour index…", max_entries=32)
+def _index(path: str, key: str, fingerprint: str) -> nb.NeighbourIndex:
+    return nb.get_index(Database(path), nb.Source.from_key(key))
+
+
+@st.cache_resource(show_spinner="Loading the run's model…", max_entries=8)
+def _run_model(path: str, run_id: int, fingerprint: str) -> nb.RunModel:
+    return nb.get_run_model(Database(path), run_id)
+
+
+@st.cache_data(show_spinner="Comparing neighbour lists…", max_entries=16)
+def _agreement(path: str, keys: tuple[str, ...], labels: tuple[str, ...], fingerprints: tuple[str, ...], k: int):
+    return nb.agreement({label: _index(path, key, fp) for key, label, fp in zip(keys, labels, fingerprints)}, k=k)
+
+
+def index_for(source: nb.Source) -> nb.NeighbourIndex:
+    return _index(str(db.path), source.key, nb.fingerprint(db, source))
+
+
+def thumb(where, item: int, caption: str | None = None) -> None:
+    cover = catalog.media(item, "cover")
+    where.image(cover if cover else nb.placeholder(THUMB), width=THUMB, caption=caption)
+
+
+def item_line(item: int, extra: str = "") -> str:
+    row = catalog.items.iloc[item]
+    title = row["title"] or "(no title)"
+    return f"**{title[:60]}**  \n`{row['item_id']}` {extra}"
+
+
+ds = get_dataset(db, dataset)
+catalog = _catalog(str(db.path), dataset, f"{ds.id}:{ds.created_at}")
+sources = nb.available_sources(db, dataset)
+feature_sets = [obj for kind, obj in sources if kind == "features"]
+runs = [obj for kind, obj in sources if kind == "run"]
+if not sources:
+    empty_state("Nothing to explore for this dataset yet: extract features on the Extract page (or import them "
+                "with `python -m dff_core import-features`), or train a run on the Train page.",
+                "pages/extract.py", "Extract page")
+    st.stop()
+
+# ------------------------------------------------------------------------------------- pick a video
+st.subheader("Video")
+c_search, c_pick = st.columns([1, 2])
+text = c_search.text_input("Search by title or id", key="ex_search", placeholder="e.g. cat, or an item id")
+matches = catalog.search(text, limit=200)
+if matches.empty:
+    st.warning(f"No video matches {text!r} — try part of a title or an id.")
+    st.stop()
+item = c_pick.selectbox("Video", matches["idx"].tolist(), key="ex_item",
+                        format_func=lambda i: f"{catalog.items.at[i, 'title'][:80] or '(no title)'} · "
+                                              f"{catalog.items.at[i, 'item_id']}",
+                        help=f"{len(matches)} of {len(catalog.items)} videos match; most watched first")
+row = catalog.items.iloc[item]
+c_cover, c_video, c_info = st.columns([1, 1.4, 2])
+c_cover.image(catalog.media(item, "cover") or nb.placeholder(224), width=200)
+if catalog.media(item, "video"):
+    c_video.video(catalog.media(item, "video"))
+else:
+    c_video.caption("no clip for this video")
+popularity_rank = int((catalog.items["popularity"] > row["popularity"]).sum()) + 1
+c_info.markdown(f"### {row['title'] or '(no title)'}\n`{row['item_id']}`")
+c_info.metric("Popularity", f"{int(row['popularity'])} views", help="interactions in the dataset",
+              delta=f"#{popularity_rank} of {len(catalog.items)}", delta_color="off")
+cowatch = catalog.cooccurrence(item)
+c_info.caption(f"watched together with {len(cowatch)} other videos in users' training histories")
+
+# ------------------------------------------------------------------------------- representations
+st.subheader("Nearest videos")
+labels = {}
+for fs in feature_sets:
+    labels[f"fs:{fs.id}"] = f"{fs.name} ({fs.kind}, {fs.num_layers} layers × {fs.dim})"
+for run in runs:
+    labels[f"run:{run.id}"] = nb.describe(db, nb.Source("run", run_id=run.id))
+choices = list(labels)
+c_n, c_k = st.columns([1, 1])
+count = c_n.segmented_control("Representations side by side", [2, 3, 4], default=min(3, max(2, len(choices))),
+                              key="ex_count") or 2
+k = c_k.slider("Neighbours per representation", 5, 20, 10, key="ex_k")
+
+chosen: list[nb.Source] = []
+pick_cols = st.columns(count)
+for slot, col in enumerate(pick_cols):
+    choice = col.selectbox(f"Representation {slot + 1}", choices, index=slot % len(choices),
+                           format_func=labels.get, key=f"ex_rep_{slot}")
+    if choice.startswith("fs:"):
+        fs = next(f for f in feature_sets if f"fs:{f.id}" == choice)
+        if fs.num_layers > 1:
+            default = str([fs.num_layers - 1, fs.num_layers // 2, 0, "all"][slot % 4])
+            spec = col.text_input("Layers", default, key=f"ex_layers_{slot}_{fs.id}",
+                                  help=f"0 = embedding output … {fs.num_layers - 1}; A-B or i,j,k = their mean; "
+                                       "all = mean of every layer")
+        else:
+            spec = "all"
+        try:
+            chosen.append(nb.feature_source(db, fs.id, spec))
+        except user_errors() as exc:
+            col.error(str(exc), icon=":material/block:")
+    else:
+        chosen.append(nb.Source("run", run_id=int(choice.split(":")[1])))
+
+shown_cols = st.columns(count)
+for col, source in zip(shown_cols, chosen):
+    with col, reported(f"{nb.describe(db, source)}"):
+        index = index_for(source)
+        st.markdown(f"**{nb.describe(db, source)}**")
+        quality = ("exact" if index.kind == "exact" else
+                   f"HNSW, recall@10 {index.recall_at_10:.2f} vs exact")
+        st.caption(f"{quality} · {index.size} items · built in {index.build_seconds * 1000:.0f} ms")
+        if not index.present[item]:
+            st.warning("This video has no vector here (its extraction failed or has not run).")
+            continue
+        ids, scores = index.search(item, k)
+        together = sum(1 for i in ids if cowatch.get(int(i)))
+        st.caption(f":orange-badge[:material/group: {together} of {len(ids)} co-watched] with this video")
+        for rank, (n, score) in enumerate(zip(ids.tolist(), scores.tolist()), 1):
+            left, right = st.columns([1, 2.2], vertical_alignment="center")
+            thumb(left, n)
+            badge = f" :orange-badge[co-watched ×{cowatch[n]}]" if cowatch.get(n) else ""
+            right.markdown(f"{rank}. {item_line(n, f'· cos {score:.3f}')}{badge}")
+
+# ---------------------------------------------------------------------------------------- users
+st.subheader("A user's recommendations")
+if not runs:
+    empty_state("No finished runs for this dataset yet — train one on the Train page to see what it recommends.",
+                "pages/train.py", "Train page")
+else:
+    u_search, u_pick = st.columns([1, 2])
+    utext = u_search.text_input("Search users by id", key="ex_user_search")
+    users = catalog.search_users(utext)
+    if not users:
+        st.warning(f"No user id contains {utext!r}.")
+    else:
+        user = u_pick.selectbox("User", users, key="ex_user", help="longest histories first")
+        history = catalog.user_history(user)
+        st.markdown(f"**Recent history** (last {min(10, len(history))} of {len(history)} videos, newest last)")
+        hist_cols = st.columns(10)
+        for col, h in zip(hist_cols, history[-10:]):
+            thumb(col, h, caption=(catalog.items.at[h, "title"] or catalog.items.at[h, "item_id"])[:28])
+        run_labels = {r.id: labels[f"run:{r.id}"] for r in runs}
+        run_ids = list(run_labels)
+        rc = st.columns(2)
+        for slot, col in enumerate(rc):
+            run_id = col.selectbox(f"Run {slot + 1}", run_ids, index=min(slot, len(run_ids) - 1),
+                                   format_func=run_labels.get, key=f"ex_run_{slot}")
+            with col, reported(f"run #{run_id}"):
+                model = _run_model(str(db.path), run_id, nb.fingerprint(db, nb.Source("run", run_id=run_id)))
+                rec = model.recommend(user, k=10)
+                test = catalog.items.iloc[rec.test_item]
+                verdict = (f":green-badge[:material/target: test item hit at #{rec.test_rank + 1}]" if rec.hit else
+                           f":gray-badge[test item ranked #{rec.test_rank + 1}]")
+                st.markdown(f"{verdict} — held-out next video: *{(test['title'] or test['item_id'])[:50]}*")
+                for rank, (n, score) in enumerate(zip(rec.items, rec.scores), 1):
+                    left, right = st.columns([1, 2.2], vertical_alignment="center")
+                    thumb(left, n)
+                    mark = " :green-badge[:material/target: test item]" if n == rec.test_item else ""
+                    right.markdown(f"{rank}. {item_line(n, f'· score {score:.2f}')}{mark}")
+
+# ------------------------------------------------------------------------------------- agreement
+st.subheader("Agreement between representations")
+st.caption("Overlap@k of neighbour lists (share of the k nearest videos two representations have in common), "
+           "over a sample of up to 300 videos. Add every layer of a feature set to see which layers see videos "
+           "alike.")
+layered = [fs for fs in feature_sets if fs.num_layers > 1]
+extra_layers = []
+if layered:
+    a1, a2 = st.columns([2, 1])
+    per_layer = a1.selectbox("Add every layer of", [None] + [fs.id for fs in layered], key="ex_agree_fs",
+                             format_func=lambda i: "—" if i is None else next(f.name for f in layered if f.id == i))
+    step = a2.number_input("every n-th layer", 1, 8, 1, key="ex_agree_step")
+    if per_layer is not None:
+        fs = next(f for f in layered if f.id == per_layer)
+        extra_layers = [nb.Source("features", feature_set=fs.id, layers=(l,))
+                        for l in range(0, fs.num_layers, int(step))]
+sources_for_matrix = list(dict.fromkeys(chosen + extra_layers))
+if len(sources_for_matrix) >= 2:
+    try:
+        matrix = _agreement(str(db.path), tuple(s.key for s in sources_for_matrix),
+                            tuple(nb.describe(db, s) for s in sources_for_matrix),
+                            tuple(nb.fingerprint(db, s) for s in sources_for_matrix), k)
+        fig = px.imshow(matrix, text_auto=".2f" if len(matrix) <= 12 else False, zmin=0, zmax=1,
+                        color_continuous_scale="Viridis", aspect="auto",
+                        labels={"color": f"overlap@{k}"}, title=f"Overlap@{k} of neighbour lists")
+        fig.update_layout(height=max(360, 28 * len(matrix) + 160))
+        st.plotly_chart(fig, config=PLOT_CONFIG, key="ex_agreement")
+    except user_errors() as exc:
+        show_error(exc, "agreement")
+else:
+    st.info("Choose at least two different representations above to compare them.", icon=":material/info:")
