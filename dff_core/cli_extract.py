@@ -21,6 +21,10 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     p.add_argument("--caption", action="store_true", help="caption route: the LVLM captions, --text-encoder embeds")
     p.add_argument("--text-encoder", default="minilm")
+    add_storage_option(p)
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process; ray: model replicas on a Ray cluster (pip install -r requirements-ray.txt)")
+    p.add_argument("--address", default=None, help="Ray cluster address for --engine ray (default: a local instance)")
 
 
 STORAGE_CHOICES = {"table": "duckdb", "parquet": "parquet"}  # CLI word -> feature_sets.storage
@@ -49,10 +53,25 @@ def extract_params(db, args: argparse.Namespace) -> dict:
         raise ValueError(f"backbone {args.backbone!r} cannot write captions; use an LVLM family")
     if args.frames < 1 or args.batch_size < 1:
         raise ValueError("--frames and --batch-size must be at least 1")
-    return {"dataset": args.dataset, "backbone": args.backbone, "name": args.name, "inputs": inputs,
-            "num_frames": args.frames, "frame_size": args.frame_size, "pooling": pooling,
-            "batch_size": args.batch_size, "dtype": args.dtype, "caption": args.caption,
-            "text_encoder": args.text_encoder}
+    params = {"dataset": args.dataset, "backbone": args.backbone, "name": args.name, "inputs": inputs,
+              "num_frames": args.frames, "frame_size": args.frame_size, "pooling": pooling,
+              "batch_size": args.batch_size, "dtype": args.dtype, "caption": args.caption,
+              "text_encoder": args.text_encoder}
+    # scale-out choices are passed only when asked for, so job params of the default path stay as they were
+    storage = STORAGE_CHOICES[getattr(args, "storage", None) or "table"]
+    engine, address = getattr(args, "engine", None) or "local", getattr(args, "address", None)
+    if engine == "ray" and args.caption:
+        raise ValueError("the caption route runs on the local engine only; leave out --engine ray")
+    if address and engine != "ray":
+        raise ValueError("--address is the Ray cluster's; add --engine ray")
+    if engine == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("--engine ray needs Ray: pip install -r requirements-ray.txt")
+    extra = {"storage": storage if storage != "duckdb" else None, "engine": engine if engine != "local" else None,
+             "address": address}
+    return {**params, **{k: v for k, v in extra.items() if v}}
 
 
 def cmd_extract(args: argparse.Namespace) -> int:

@@ -218,13 +218,16 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
                    inputs: list[str] | tuple[str, ...] = ("frames", "title"), num_frames: int = 8,
                    frame_size: int = 224, pooling: str = "video_mean", batch_size: int = 8,
                    dtype: str = "float16", caption: bool = False, text_encoder: str = "minilm",
+                   storage: str = "duckdb", engine: str = "local", address: str | None = None,
                    progress: Progress | None = None, log: Callable[[str], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> FeatureSetRecord:
     """Extract a feature set into storage, resumably: items already stored are skipped, each batch is
     written as it finishes, and a failing item is recorded with its reason while the rest go on.
 
     ``caption=True`` takes the caption route: the LVLM writes a caption per item and ``text_encoder``
-    embeds it (a one-layer feature set of kind ``caption``)."""
+    embeds it (a one-layer feature set of kind ``caption``). ``storage="parquet"`` keeps the vectors in
+    Parquet shards beside the database; ``engine="ray"`` runs the model replicas on a Ray cluster
+    (``address``; a local instance when None) through ``dff_core.extraction.ray_engine``."""
     from dff_core.backbones import load_backbone
     from dff_core.extraction import ExtractItem, caption_and_embed, extract
     from storage.datasets import load_items
@@ -246,7 +249,16 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
             for r in items.itertuples()]
     if log:
         log(f"loading backbone {backbone}")
-    model = load_backbone(backbone)
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be local or ray, not {engine!r}")
+    if engine == "ray":
+        if caption:
+            raise ValueError("the caption route runs on the local engine only; leave out --engine ray")
+        from dff_core.extraction import ray_engine
+
+        model, extract = ray_engine.ray_backbone(backbone, address, dtype=dtype), ray_engine.extract
+    else:
+        model = load_backbone(backbone)
     params = {"num_frames": num_frames, "frame_size": frame_size, "batch_size": batch_size}
     failed = 0
 
@@ -266,7 +278,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
         encoder = load_backbone(text_encoder)
         fs = create_feature_set(db, ds.id, name, f"{backbone} -> {text_encoder}", 1, encoder.dim, kind="caption",
                                 inputs=list(inputs), pooling="sentence", params={**params, "text_encoder": text_encoder},
-                                dtype=dtype, exist_ok=True)
+                                dtype=dtype, exist_ok=True, storage=storage)
         skip = stored_items(db, fs)
 
         def on_batch_caption(idx: list[int], feats: np.ndarray, texts: list[str]) -> None:
@@ -283,7 +295,8 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
         layer_names = (model.layer_names_for(pooling) if hasattr(model, "layer_names_for")
                        else getattr(model, "layer_names", None))
         fs = create_feature_set(db, ds.id, name, backbone, num_layers, model.dim, inputs=list(inputs),
-                                pooling=pooling, params=params, dtype=dtype, layer_names=layer_names, exist_ok=True)
+                                pooling=pooling, params=params, dtype=dtype, layer_names=layer_names, exist_ok=True,
+                                storage=storage)
         skip = stored_items(db, fs)
         if skip and log:
             log(f"resuming: {len(skip)} items already stored are skipped")
