@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import start_worker
+from pages.common import start_worker, warm_up_registry
 
 st.set_page_config(page_title="DFF Studio", page_icon="🎞️", layout="wide")
 
@@ -28,5 +28,6 @@ PAGES = [
 ROOT = Path(__file__).resolve().parent
 
 start_worker()
+warm_up_registry()
 st.navigation([st.Page(f, title=t, icon=i, default=(f == "pages/home.py"))
                for f, t, i in PAGES if (ROOT / f).exists()]).run()

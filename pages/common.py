@@ -71,6 +71,22 @@ def start_worker() -> int | None:
             return None
 
 
+@st.cache_resource(show_spinner=False)
+def _registry_warmup() -> threading.Thread:
+    from jobs.submit import backbone_families
+
+    thread = threading.Thread(target=backbone_families, name="backbone-registry-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up_registry() -> None:
+    """Import the backbone registry (torch, transformers: seconds) once per server process, in the background,
+    so the first visit of Home or Extract does not wait for it."""
+    if os.environ.get("DFF_WORKER", "1") != "0" and not _under_apptest():
+        _registry_warmup()
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     from dff_core.cli import user_errors as errors
     return errors()

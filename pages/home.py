@@ -20,32 +20,7 @@ cols[1].metric("Feature sets", n["feature_sets"])
 cols[2].metric("Finished runs", n["runs_done"])
 cols[3].metric("Jobs running", n["jobs_running"])
 cols[4].metric("Jobs queued", n["jobs_queued"])
-
-# ------------------------------------------------------------------------------------------ demo study
-with st.container(border=True):
-    st.subheader("Run the demo study")
-    plan, notes = submit.demo_study_plan(db)
-    st.write("Builds the demo dataset if needed, extracts demo features (SmolLM2 over titles, EfficientNet-Lite0 over "
-             f"frames) and trains the main strategies ({', '.join(submit.MAIN_STRATEGIES)}) with seeds "
-             f"{', '.join(map(str, submit.DEMO_SEEDS))} as study **{submit.DEMO_STUDY}** — all as background jobs, "
-             "under a minute per training run on a laptop CPU. Then compare them on the Compare page.")
-    for note in notes:
-        st.caption(f":material/info: {note}")
-    if not plan:
-        st.success("The demo study is stored or queued.")
-        c1, c2 = st.columns(2)
-        c1.page_link("pages/jobs.py", label="Watch the jobs", icon=":material/pending_actions:")
-        c2.page_link("pages/compare.py", label="Compare the runs", icon=":material/leaderboard:")
-    else:
-        st.caption("Will queue: " + ", ".join(
-            f"{kind} ({p.get('name') or p.get('features') or 'ID only'})" if kind != "demo" else "demo dataset"
-            for kind, p in plan))
-        if st.button("Run the demo study", type="primary", key="demo_study"):
-            with reported("could not queue the demo study"):
-                ids = submit.enqueue_demo_study(db)
-                st.success(f"Queued jobs {', '.join('#' + str(i) for i in ids)}. The training jobs appear when "
-                           "each sweep starts, after its features exist.")
-                st.page_link("pages/jobs.py", label="Watch them on the Jobs page", icon=":material/pending_actions:")
+demo_box = st.container()  # filled last: listing the backbones can take a while on a cold start
 
 # ------------------------------------------------------------------------------------------ stored data
 st.subheader("Datasets")
@@ -82,3 +57,30 @@ else:
     st.dataframe(runs.sort_values("run_id", ascending=False).head(10)[
         ["run_id", "dataset", "study", "backbone", "strategy", "layers", "seed", "test NDCG@10", "test HR@10",
          "epochs"]], hide_index=True, width="stretch")
+
+# ------------------------------------------------------------------------------------------ demo study
+with demo_box.container(border=True):
+    st.subheader("Run the demo study")
+    with st.spinner("Checking which backbones are available…"):
+        plan, notes = submit.demo_study_plan(db)
+    st.write("Builds the demo dataset if needed, extracts demo features (SmolLM2 over titles, EfficientNet-Lite0 over "
+             f"frames) and trains the main strategies ({', '.join(submit.MAIN_STRATEGIES)}) with seeds "
+             f"{', '.join(map(str, submit.DEMO_SEEDS))} as study **{submit.DEMO_STUDY}** — all as background jobs, "
+             "under a minute per training run on a laptop CPU. Then compare them on the Compare page.")
+    for note in notes:
+        st.caption(f":material/info: {note}")
+    if not plan:
+        st.success("The demo study is stored or queued.")
+        c1, c2 = st.columns(2)
+        c1.page_link("pages/jobs.py", label="Watch the jobs", icon=":material/pending_actions:")
+        c2.page_link("pages/compare.py", label="Compare the runs", icon=":material/leaderboard:")
+    else:
+        what = {"demo": lambda p: "the demo dataset", "extract": lambda p: f"extraction of {p['name']}",
+                "sweep": lambda p: f"a sweep of {len(p.get('runs') or [None]) * len(p['seeds'])} training runs"}
+        st.caption("Will queue: " + ", ".join(what[kind](p) for kind, p in plan) + ".")
+        if st.button("Run the demo study", type="primary", key="demo_study"):
+            with reported("could not queue the demo study"):
+                ids = submit.enqueue_demo_study(db)
+                st.success(f"Queued jobs {', '.join('#' + str(i) for i in ids)}. The training jobs appear when "
+                           "each sweep starts, after its features exist.")
+                st.page_link("pages/jobs.py", label="Watch them on the Jobs page", icon=":material/pending_actions:")

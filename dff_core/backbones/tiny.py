@@ -165,7 +165,7 @@ def _smolvlm():
         vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                        "image_size": side, "patch_size": patch},
         image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=scale, pad_token_id=tok.pad_token_id)
-    image_processor = T.SmolVLMImageProcessorPil(size={"longest_edge": 2 * side}, max_image_size={"longest_edge": side},
+    image_processor = T.SmolVLMImageProcessorPil(size={"longest_edge": side}, max_image_size={"longest_edge": side},
                                                  do_image_splitting=False)
     video_processor = SmolVLMVideoProcessor(size={"longest_edge": side}, max_image_size={"longest_edge": side})
     processor = T.SmolVLMProcessor(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,

@@ -30,19 +30,19 @@ def chromium_path() -> str | None:
 
 
 def wait_for_app(page, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
-    """Wait until the page has rendered and Streamlit's "running" indicator has gone (twice in a row)."""
-    page.wait_for_selector('[data-testid="stAppViewContainer"]', timeout=timeout_ms)
+    """Wait until the page has a title and Streamlit's script run has finished (``stApp`` reports
+    ``data-test-script-state="notRunning"`` twice in a row, 150 ms apart; a self-refreshing fragment runs
+    again later, which is fine)."""
     page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout_ms)
+    app = page.locator('[data-testid="stApp"]')
     deadline = time.monotonic() + timeout_ms / 1000
     calm = 0
     while time.monotonic() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').filter(has_text="Running").count()
-        skeleton = page.locator('[data-testid="stSkeleton"]').count()
-        calm = calm + 1 if not running and not skeleton else 0
+        calm = calm + 1 if app.get_attribute("data-test-script-state") == "notRunning" else 0
         if calm >= 2:
             return
         page.wait_for_timeout(150)
-    raise TimeoutError("the Streamlit run did not finish in time")
+    raise TimeoutError(f"the Streamlit run did not finish within {timeout_ms / 1000:.0f} s")
 
 
 def open_page(page, base_url: str, slug: str = "") -> float:

@@ -34,13 +34,14 @@ def test_train_watch_and_compare(app_server, app_db, page, artifacts):
     page.wait_for_selector(".js-plotly-plot")
     expect(main.get_by_text("Layer usefulness").first).to_be_visible()
     shot(page, artifacts, "flow-1-train")
-    # a tiny run: the dff strategy (default with a feature set), 2 epochs
+    # a tiny run: the dff strategy (default with a feature set), 2 epochs of 2 large batches
     main.get_by_text("Hyper-parameters").click()
-    epochs = main.get_by_label("Epochs")
-    epochs.fill("2")
-    epochs.press("Enter")
-    wait_for_app(page)
-    expect(main.get_by_text(re.compile(r"^2 epochs, batch"))).to_have_count(1)
+    for label, value in (("Epochs", "2"), ("Batch size", "1024")):
+        box = main.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        wait_for_app(page)
+    expect(main.get_by_text(re.compile(r"^2 epochs, batch 1024"))).to_have_count(1)
     main.get_by_role("button", name="Launch training").click()
     queued = main.get_by_text(re.compile(r"Queued training job #\d+"))
     queued.wait_for()
