@@ -68,10 +68,12 @@ with right:
     st.subheader("Estimate")
     known_layers, known_dim = fam.get("num_layers") or fam.get("layers"), fam.get("dim") or fam.get("hidden_size")
     c1, c2 = st.columns(2)
+    known = bool(known_layers and known_dim and not checkpoint.strip())  # a custom checkpoint may differ
     layers = c1.number_input("Layers stored", 1, 512, int(known_layers or 25), key=f"ex_layers_{family}",
-                             disabled=caption, help="from the registry when known, else your best guess")
+                             disabled=caption or known,
+                             help="known for the built-in weights; for another checkpoint, its hidden layers + 1")
     dim = c2.number_input("Hidden size", 1, 16384, 384 if caption else int(known_dim or 1024),
-                          key=f"ex_dim_{family}_{caption}",
+                          key=f"ex_dim_{family}_{caption}", disabled=known and not caption,
                           help="with the caption route: the sentence encoder's size (384 for MiniLM)")
     layers = 1 if caption else int(layers)
     est = extraction_estimate(items, layers, int(dim), family, inputs, int(frames), dtype=dtype,
