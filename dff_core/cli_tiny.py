@@ -20,8 +20,11 @@ def _register(sub) -> None:
 
 
 def cmd_tiny_checkpoint(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
     from dff_core.backbones.tiny import TINY_FAMILIES, build_tiny_checkpoint
 
+    hf_logging.disable_progress_bar()  # a sub-second save needs no progress bars
     family = args.family.strip().lower()
     if family not in TINY_FAMILIES:
         raise ValueError(f"no tiny checkpoint for family {args.family!r}; one of {', '.join(TINY_FAMILIES)}")
