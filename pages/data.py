@@ -1,6 +1,7 @@
 """Data: import a dataset (MicroLens folder, generic CSV/Parquet by path or upload) and look at it."""
 from __future__ import annotations
 
+import pandas as pd
 import plotly.express as px
 import streamlit as st
 
@@ -40,8 +41,9 @@ def _import(name: str, read, min_inter: int, max_items: int | None) -> None:
     s = ds.stats
     st.success(f"Imported {ds.name!r}: {s['users']:,} users, {s['items']:,} items, {s['interactions']:,} interactions.")
     if ds.warnings:
-        st.warning(f"{len(ds.warnings)} warning(s) — the data was imported, but some items lack media:\n\n"
-                   + "\n".join(f"- {w}" for w in ds.warnings[:50]))
+        st.warning(f"{len(ds.warnings)} validation warning(s) — the data was imported, but these items lack "
+                   "something (usually a media file):", icon=":material/warning:")
+        st.dataframe(pd.DataFrame({"warning": ds.warnings}), hide_index=True, width="stretch", height=200)
 
 
 tab_ml, tab_paths, tab_upload = st.tabs(["MicroLens folder", "Generic files by path", "Upload generic files"])
@@ -122,8 +124,8 @@ cols[5].metric("Items seen once", f"{summary['items_seen_once']:,}")
 st.caption(f"source: {ds.source} · root: {ds.root or '—'} · preprocessing: {ds.params} · "
            f"videos: {summary['videos']}, covers: {summary['covers']}")
 if ds.warnings:
-    with st.expander(f"{len(ds.warnings)} import warning(s)"):
-        st.write("\n".join(f"- {w}" for w in ds.warnings[:200]))
+    with st.expander(f"{len(ds.warnings)} validation warning(s) from the import"):
+        st.dataframe(pd.DataFrame({"warning": ds.warnings}), hide_index=True, width="stretch")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

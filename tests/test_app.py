@@ -138,6 +138,20 @@ def test_data_page_stats_plots_and_import_errors(filled, tmp_path, monkeypatch):
     delete_dataset(db, "second")
 
 
+def test_data_page_shows_validation_warnings_in_a_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFF_DB", str(tmp_path / "warn.duckdb"))
+    inter, items = write_generic(tmp_path / "m", n_users=10, n_items=14, seq=6, media=True)  # videos are missing
+    at = open_app("data")
+    at.text_input(key="gen_name").input("withmedia")
+    at.text_input(key="gen_inter").input(str(inter))
+    at.text_input(key="gen_items").input(str(items))
+    [b for b in at.button if b.label == "Import"][1].click().run()
+    assert not at.exception
+    assert any("validation warning(s)" in w.value for w in at.warning)
+    warnings = at.dataframe[0].value["warning"].tolist()
+    assert len(warnings) == 1 and warnings[0].startswith("7 video file(s) are missing"), warnings
+
+
 FAKE_FAMILIES = [{"family": "fakenet", "description": "a test family", "inputs": ["frames", "title"],
                   "default_inputs": ["title"], "poolings": ["all_mean", "last"], "default_pooling": "all_mean",
                   "can_caption": False, "needs_source": False, "frame_size": 224, "available": True,
