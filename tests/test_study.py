@@ -165,6 +165,7 @@ def test_known_supported_study(db, feature_sets):
     assert {f: found[f].verdict for f in found} == {1: SUPPORTED, 2: SUPPORTED, 3: SUPPORTED}
     parts = {c.part: c for f in found.values() for c in f.parts}
     assert (parts["3a"].a, parts["3a"].b) == ("gate@4", "gate@6")   # best intermediate chosen on val
+    assert (parts["1a"].a, parts["1a"].b, parts["1b"].a) == ("gate@4", "caption", "gate@6")
     assert (parts["3b"].a, parts["3b"].b) == ("dff all", "gate@4")
     assert parts["3c"].a == "dff 1-4" and parts["3c"].verdict == SUPPORTED
     assert parts["2a"].mean_a == pytest.approx(0.100, abs=0.005) and parts["2a"].n == 3
@@ -235,7 +236,7 @@ def test_csv_exports(db, feature_sets):
     data = load_study(db, "syn")
     v = pd.read_csv(io.StringIO(verdicts_csv(evaluate(data))))
     assert list(v.columns[:5]) == ["finding", "finding_title", "finding_verdict", "part", "claim"]
-    assert v["part"].tolist() == ["1", "2a", "2b", "2c", "3a", "3b", "3c"]
+    assert v["part"].tolist() == ["1a", "1b", "2a", "2b", "2c", "3a", "3b", "3c"]
     assert set(v["verdict"]) == {SUPPORTED} and (v["n"] == 3).all()
     r = pd.read_csv(io.StringIO(runs_csv(data)))
     assert len(r) == 3 * len(SUPPORTING)
@@ -269,7 +270,7 @@ def test_cli_study_end_to_end_trains_every_planned_run(db, feature_sets, tmp_pat
     assert "8 finished runs" in out and "finding 3:" in out
     assert html_path.read_text().count("Plotly.newPlot") == 4
     v = pd.read_csv(csv_path)
-    assert len(v) == 7 and set(v["verdict"]) == {INCONCLUSIVE}  # one seed: never a verdict
+    assert len(v) == 8 and set(v["verdict"]) == {INCONCLUSIVE}  # one seed: never a verdict
 
 
 def test_cli_user_errors(db, feature_sets, capsys):

@@ -226,7 +226,7 @@ class Finding:
 
 
 FINDING_TITLES = {
-    1: "Intermediate hidden states beat the caption route (same backbone)",
+    1: "Hidden states beat the caption route (same backbone)",
     2: "ID embeddings are essential, and fusion beats replacement",
     3: "Intermediate layers beat the last one, and DFF beats the best single layer",
 }
@@ -256,8 +256,12 @@ def evaluate(data: StudyData, metric: str = "NDCG@10") -> list[Finding]:
     def part(finding, name, claim, a, b, primary=True):
         return compare(Comparison(finding, name, claim, a, b, primary=primary, metric=metric), seeds(a), seeds(b))
 
-    f1 = Finding(1, FINDING_TITLES[1], [part(1, "1", "hidden states (last layer, gate) > caption route",
-                                             gate_last, "caption")])
+    inner = best_layer(runs, metric, exclude={0, last} if last is not None else {0})
+    best = best_layer(runs, metric)
+    inner_role = f"gate@{inner}" if inner is not None else "gate@(intermediate)"
+    f1 = Finding(1, FINDING_TITLES[1], [
+        part(1, "1a", "best intermediate hidden state (gate) > caption route (gate)", inner_role, "caption"),
+        part(1, "1b", "last hidden state (gate) > caption route (gate)", gate_last, "caption", primary=False)])
     if not data.captions and seeds("caption").empty:
         f1.notes.append("no caption feature set was given (--captions), so the caption route was not run")
 
@@ -268,10 +272,7 @@ def evaluate(data: StudyData, metric: str = "NDCG@10") -> list[Finding]:
     ])
 
     f3 = Finding(3, FINDING_TITLES[3], [])
-    inner = best_layer(runs, metric, exclude={0, last} if last is not None else {0})
-    best = best_layer(runs, metric)
-    f3.parts.append(part(3, "3a", "best intermediate layer > last layer",
-                         f"gate@{inner}" if inner is not None else "gate@(intermediate)", gate_last))
+    f3.parts.append(part(3, "3a", "best intermediate layer > last layer", inner_role, gate_last))
     dff_roles = sorted({r for r in runs["role"] if r.startswith("dff ")}, key=lambda r: (r != "dff all", r))
     best_role = f"gate@{best}" if best is not None else "gate@(best)"
     f3.parts.append(part(3, "3b", "DFF over all layers > best single layer", "dff all", best_role))
