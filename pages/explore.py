@@ -2,6 +2,8 @@
 two runs' top-10 for them, and how much representations agree about neighbours."""
 from __future__ import annotations
 
+import re
+
 import plotly.express as px
 import streamlit as st
 
@@ -49,15 +51,21 @@ def index_for(source: nb.Source) -> nb.NeighbourIndex:
     return _index(str(db.path), source.key, nb.fingerprint(db, source))
 
 
+def md(text: str) -> str:
+    """Titles are user data: escape Markdown so '#', '*' or '_' in a title show as typed."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~:$])", r"\\\1", text)
+
+
 def thumb(where, item: int, caption: str | None = None) -> None:
     cover = catalog.media(item, "cover")
-    where.image(cover if cover else nb.placeholder(THUMB), width=THUMB, caption=caption)
+    title = catalog.items.at[item, "title"] or catalog.items.at[item, "item_id"]
+    where.image(cover if cover else nb.placeholder(THUMB), width=THUMB, caption=caption, alt=title)
 
 
 def item_line(item: int, extra: str = "") -> str:
     row = catalog.items.iloc[item]
-    title = row["title"] or "(no title)"
-    return f"**{title[:60]}**  \n`{row['item_id']}` {extra}"
+    title = md(row["title"][:60]) if row["title"] else "(no title)"
+    return f"**{title}**  \n`{row['item_id']}` {extra}"
 
 
 ds = get_dataset(db, dataset)
@@ -91,9 +99,11 @@ if catalog.media(item, "video"):
 else:
     c_video.caption("no clip for this video")
 popularity_rank = int((catalog.items["popularity"] > row["popularity"]).sum()) + 1
-c_info.markdown(f"### {row['title'] or '(no title)'}\n`{row['item_id']}`")
-c_info.metric("Popularity", f"{int(row['popularity'])} views", help="interactions in the dataset",
-              delta=f"#{popularity_rank} of {len(catalog.items)}", delta_color="off")
+with c_info:
+    st.subheader(row["title"] or "(no title)", anchor=False)
+    st.markdown(f"`{row['item_id']}`")
+    st.metric("Popularity", f"{int(row['popularity'])} views", help="interactions in the dataset",
+              delta=f"#{popularity_rank} of {len(catalog.items)} by views", delta_color="off", delta_arrow="off")
 cowatch = catalog.cooccurrence(item)
 c_info.caption(f"watched together with {len(cowatch)} other videos in users' training histories")
 
@@ -118,7 +128,7 @@ for slot, col in enumerate(pick_cols):
     if choice.startswith("fs:"):
         fs = next(f for f in feature_sets if f"fs:{f.id}" == choice)
         if fs.num_layers > 1:
-            default = str([fs.num_layers - 1, fs.num_layers // 2, 0, "all"][slot % 4])
+            default = str([fs.num_layers // 2, fs.num_layers - 1, 0, "all"][slot % 4])  # middle layers first
             spec = col.text_input("Layers", default, key=f"ex_layers_{slot}_{fs.id}",
                                   help=f"0 = embedding output … {fs.num_layers - 1}; A-B or i,j,k = their mean; "
                                        "all = mean of every layer")
@@ -138,7 +148,8 @@ for col, source in zip(shown_cols, chosen):
         st.markdown(f"**{nb.describe(db, source)}**")
         quality = ("exact" if index.kind == "exact" else
                    f"HNSW, recall@10 {index.recall_at_10:.2f} vs exact")
-        st.caption(f"{quality} · {index.size} items · built in {index.build_seconds * 1000:.0f} ms")
+        ms = index.build_seconds * 1000
+        st.caption(f"{quality} · {index.size} items · built in {f'{ms:.0f} ms' if ms >= 1 else '< 1 ms'}")
         if not index.present[item]:
             st.warning("This video has no vector here (its extraction failed or has not run).")
             continue
@@ -213,7 +224,7 @@ if len(sources_for_matrix) >= 2:
         fig = px.imshow(matrix, text_auto=".2f" if len(matrix) <= 12 else False, zmin=0, zmax=1,
                         color_continuous_scale="Viridis", aspect="auto",
                         labels={"color": f"overlap@{k}"}, title=f"Overlap@{k} of neighbour lists")
-        fig.update_layout(height=max(360, 28 * len(matrix) + 160))
+        fig.update_layout(height=max(300, 28 * len(matrix) + 140))
         st.plotly_chart(fig, config=PLOT_CONFIG, key="ex_agreement")
     except user_errors() as exc:
         show_error(exc, "agreement")

@@ -83,7 +83,7 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
     catalog = nb.load_catalog(db, "demo")
     # default: three different representations side by side, ten neighbours each
     labels = [m.value for m in at.markdown if m.value.startswith("**") and " · " in m.value and "`" not in m.value]
-    assert labels[:3] == ["**syn · L3**", f"**run #{runs[0].id} · id**", f"**run #{runs[1].id} · gate (syn)**"]
+    assert labels[:3] == ["**syn · L2**", f"**run #{runs[0].id} · id**", f"**run #{runs[1].id} · gate (syn)**"]
     assert len([m for m in at.markdown if "· cos " in m.value]) == 30
     assert at.selectbox(key="ex_item").value == int(catalog.items["popularity"].idxmax())
 
