@@ -247,3 +247,27 @@ def test_run_extraction_of_the_demo_with_a_tiny_checkpoint(demo_db, tiny_root, f
     direct = family_cls(family)(str(tiny_root / family)).encode(batch, "video_mean")
     np.testing.assert_allclose(feats[rows.idx.to_numpy()], direct, rtol=2e-3, atol=2e-3 * np.abs(direct).max())
     clear_cache()
+
+
+def test_legacy_checkpoint_layout_loads_the_same(backbones, tiny_root, tmp_path):
+    """Older hub checkpoints (e.g. Qwen2-VL-2B-Instruct) carry one ``preprocessor_config.json`` with
+    ``min_pixels``/``max_pixels``, a ``chat_template.json`` and no ``processor_config.json``: the video
+    processor falls back to the image settings, as upstream does, and features do not change."""
+    import json
+    import shutil
+
+    src, legacy = tiny_root / "qwen2-vl", tmp_path / "legacy"
+    shutil.copytree(src, legacy)
+    nested = json.loads((legacy / "processor_config.json").read_text())
+    image = nested["image_processor"]
+    size = image.pop("size")
+    image.update(min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"], processor_class="Qwen2VLProcessor")
+    (legacy / "preprocessor_config.json").write_text(json.dumps(image))
+    (legacy / "chat_template.json").write_text(json.dumps({"chat_template": (legacy / "chat_template.jinja").read_text()}))
+    (legacy / "processor_config.json").unlink()
+    (legacy / "chat_template.jinja").unlink()
+    old = family_cls("qwen2-vl")(str(legacy))
+    assert old.processor.video_processor.size == {"shortest_edge": size["shortest_edge"],
+                                                  "longest_edge": size["longest_edge"]}
+    np.testing.assert_allclose(old.encode(items(2), "video_mean"), backbones["qwen2-vl"].encode(items(2), "video_mean"),
+                               rtol=1e-6, atol=1e-7)
