@@ -127,6 +127,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         rows.append({"id": fs.id, "name": fs.name, "dataset": get_dataset(db, fs.dataset_id).name,
                      "backbone": fs.backbone, "kind": fs.kind, "layers": fs.num_layers, "dim": fs.dim,
                      "dtype": fs.dtype, "pooling": fs.pooling, "inputs": fs.inputs, "status": fs.status,
+                     "storage": "parquet" if fs.storage == "parquet" else "table",
                      "stats": fs.stats})
     if args.json:
         print(json.dumps(rows, default=str))

@@ -25,7 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 MAX_CPU_REPLICAS = int(os.environ.get("DFF_RAY_CPU_REPLICAS", "2"))
 WRITE_BLOCK_BYTES = 64 * 2**20  # the driver writes vectors in blocks of about this size (one shard each)
+FLUSH_SECONDS = 2.0             # ... or whatever arrived within this long, so progress and resume stay fresh
 FLOAT16_SAFE = 60000.0
+_SHAPES: dict[tuple[str, bool], dict] = {}  # spec -> what one remote load reported (once per driver process)
 
 
 class RayUnavailable(RuntimeError):
@@ -144,7 +146,10 @@ def ray_backbone(spec: str, address: str | None = None, *, replicas: int | None 
         if replicas is None:
             replicas = gpus if gpus else max(1, min(MAX_CPU_REPLICAS, int(resources.get("CPU", 1))))
         per_gpu = 1.0 if gpus else 0.0
-        shape = ray.get(ray.remote(num_cpus=1, num_gpus=per_gpu)(_shape).remote(spec, bool(gpus)))
+        key = (spec, bool(gpus))
+        if key not in _SHAPES:
+            _SHAPES[key] = ray.get(ray.remote(num_cpus=1, num_gpus=per_gpu)(_shape).remote(spec, bool(gpus)))
+        shape = _SHAPES[key]
     except BaseException:
         if owns:
             ray.shutdown()
@@ -250,8 +255,11 @@ def extract(model: RayBackbone, items: Sequence, *, inputs: tuple[str, ...] = ("
                           "title": _column(it.title for it in todo),
                           "video_path": _column(it.video_path for it in todo),
                           "cover_path": _column(it.cover_path for it in todo)})
-        # enough blocks that every replica has work queued, each at least one model batch
-        block = max(batch_size, -(-len(todo) // (4 * model.replicas)))
+        item_bytes = model.layers_for(pooling) * model.dim * (2 if model.dtype == "float16" else 4)
+        write_rows = int(max(batch_size, min(4096, WRITE_BLOCK_BYTES // max(1, item_bytes))))
+        # input blocks: enough that every replica has work queued (4 each), small enough that one block's
+        # vectors stay around one write block (a retried or last block is short), at least one model batch
+        block = max(batch_size, min(-(-len(todo) // (4 * model.replicas)), write_rows, 1024))
         blocks = [table.slice(s, block) for s in range(0, len(todo), block)]
         options = {"inputs": tuple(inputs), "num_frames": num_frames, "frame_size": frame_size,
                    "pooling": pooling, "batch_size": batch_size}
@@ -261,10 +269,15 @@ def extract(model: RayBackbone, items: Sequence, *, inputs: tuple[str, ...] = ("
             fn_constructor_kwargs={"spec": model.spec, "options": options, "gpu": model.gpus_per_replica > 0,
                                    "dtype": model.dtype},
             num_cpus=1, num_gpus=model.gpus_per_replica)
-        item_bytes = model.layers_for(pooling) * model.dim * (2 if model.dtype == "float16" else 4)
-        write_rows = int(max(batch_size, min(4096, WRITE_BLOCK_BYTES // max(1, item_bytes))))
         done = 0
-        for batch in out.iter_batches(batch_size=write_rows, batch_format="numpy"):
+        pending: list[dict] = []
+        last_flush = time.perf_counter()
+
+        def flush() -> None:
+            nonlocal done, last_flush
+            batch = {k: np.concatenate([b[k] for b in pending]) for k in ("idx", "ok", "feats", "reason")}
+            pending.clear()
+            last_flush = time.perf_counter()
             ok = batch["ok"].astype(bool)
             if ok.any() and on_batch:
                 on_batch([int(i) for i in batch["idx"][ok]], batch["feats"][ok])
@@ -275,15 +288,25 @@ def extract(model: RayBackbone, items: Sequence, *, inputs: tuple[str, ...] = ("
             summary.done += int(ok.sum())
             summary.failed += int((~ok).sum())
             done += len(ok)
-            elapsed = time.perf_counter() - start
             if progress:
+                elapsed = time.perf_counter() - start
                 rate = summary.done / max(elapsed, 1e-9)
                 progress(done, summary.total, {"items_per_second": rate, "done": summary.done,
                                                "failed": summary.failed, "elapsed": elapsed,
                                                "eta_seconds": (summary.total - done) / rate if rate > 0 else None})
-            if should_stop and should_stop():
+
+        # blocks arrive as replicas finish them; the driver writes ~64 MB at a time, or every FLUSH_SECONDS
+        for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
+            pending.append(batch)
+            stop = bool(should_stop and should_stop())  # polled per arriving block, like the local engine per batch
+            if (stop or sum(len(b["idx"]) for b in pending) >= write_rows
+                    or time.perf_counter() - last_flush >= FLUSH_SECONDS):
+                flush()  # what the replicas finished is kept, also on cancel
+            if stop:
                 summary.cancelled = True
                 break
+        if pending:
+            flush()
         return summary
     finally:
         summary.seconds = time.perf_counter() - start
