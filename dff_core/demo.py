@@ -491,7 +491,9 @@ def render_item(catalog: Catalog, index: int, *, seed: int = 0, video: Path | No
             stream.pix_fmt = "yuv420p"
             stream.codec_context.thread_count = 1   # reproducible bytes, and polite on shared cores
             if codec == "libx264":
-                stream.options = {"crf": "26", "preset": "veryfast"}
+                # no macroblock-tree rate control: with it, x264 wrote different bytes for the same frames from run to
+                # run in one process; without it every clip is byte-for-byte reproducible (tests/test_demo.py)
+                stream.options = {"crf": "26", "preset": "veryfast", "x264-params": "mbtree=0"}
             else:
                 stream.bit_rate = 600_000
             for f in range(clip.n_frames):

@@ -123,7 +123,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
             if weights:
                 log_metrics(db, run.id, epoch, "layer_weight",
                             {str(layer_ids[int(k)] if layer_ids else k): w for k, w in weights.items()})
-            if log:
+            if log and not event.get("replayed"):
                 val = event.get("val") or {}
                 log(f"epoch {epoch}: loss {event['loss']:.4f}, val NDCG@10 {val.get('NDCG@10', float('nan')):.4f}, "
                     f"{event['seconds']:.1f} s")

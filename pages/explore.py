@@ -181,7 +181,7 @@ else:
         for col, h in zip(hist_cols, history[-10:]):
             thumb(col, h, caption=(catalog.items.at[h, "title"] or catalog.items.at[h, "item_id"])[:28])
         run_labels = {r.id: labels[f"run:{r.id}"] for r in runs}
-        run_ids = list(run_labels)
+        run_ids = list(run_labels)[::-1]          # newest first: the runs just trained are the ones to see
         rc = st.columns(2)
         for slot, col in enumerate(rc):
             run_id = col.selectbox(f"Run {slot + 1}", run_ids, index=min(slot, len(run_ids) - 1),

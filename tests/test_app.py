@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import write_generic
+from data_helpers import write_generic
 from dff_core.data.load import import_generic
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

@@ -63,7 +63,7 @@ def test_explore_empty_states(tmp_path, monkeypatch):
     from dff_core.data.load import import_generic
     from storage import Database
 
-    from conftest import write_generic
+    from data_helpers import write_generic
 
     monkeypatch.setenv("DFF_DB", str(tmp_path / "empty.duckdb"))
     at = open_explore()
@@ -104,7 +104,7 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
     at.selectbox(key="ex_user").set_value(user).run()
     rec_lines = [m.value for m in at.markdown if "· score " in m.value]
     assert len(rec_lines) == 20
-    for run, block in zip(runs, (rec_lines[:10], rec_lines[10:])):
+    for run, block in zip(runs[::-1], (rec_lines[:10], rec_lines[10:])):  # newest run first
         rec = nb.load_run_model(db, run.id).recommend(user)
         assert [l.split("`")[1] for l in block] == catalog.items["item_id"].to_numpy()[rec.items].tolist()
         assert sum("test item]" in l for l in block) == int(rec.hit)

@@ -181,7 +181,7 @@ def test_cli_extract_each_builtin(demo_db, backbone, extra, shape, pooling, inpu
 
 
 def test_cli_corrupt_video_is_recorded_and_the_rest_stored(tmp_path):
-    from conftest import write_generic
+    from data_helpers import write_generic
 
     from dff_core.data.load import import_generic
     from storage import Database

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_generic
+from data_helpers import write_generic
 from dff_core.data.importers import DataError, Preprocessing, prepare, read_generic
 from dff_core.data.load import import_generic, import_microlens
 from storage.datasets import list_datasets, load_items, load_split

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, write_generic
+from data_helpers import ROOT, write_generic
 from dff_core.data.load import import_generic
 from jobs import queue
 from jobs.handlers import expand_sweep

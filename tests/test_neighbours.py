@@ -116,7 +116,7 @@ def test_cache_reuses_and_rebuilds_when_the_source_changes(demo, tmp_path):
     from storage import Database
     from storage.features import create_feature_set, finish_feature_set, write_vectors
 
-    from conftest import write_generic
+    from data_helpers import write_generic
 
     db = Database(tmp_path / "c.duckdb")
     import_generic(db, "small", *write_generic(tmp_path / "d", n_users=10, n_items=20))

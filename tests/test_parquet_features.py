@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_generic
+from data_helpers import write_generic
 from dff_core.data.load import import_generic
 from storage import NotFound, parquet_features
 from storage.datasets import delete_dataset
@@ -164,6 +164,13 @@ def test_training_from_parquet_equals_training_from_the_table(db, tmp_path):
         for metric, value in runs["ft"].result[split_name].items():
             assert runs["fp"].result[split_name][metric] == pytest.approx(value, abs=1e-9), (split_name, metric)
     assert runs["fp"].result["layer_weights"].keys() == {"1", "2"}
+    # and it explores like any other: the same nearest neighbours as the table copy
+    from dff_core.neighbours import feature_source, neighbours_of
+
+    near = {name: neighbours_of(db, feature_source(db, name, "1-2", dataset="c"), ids[0], k=5) for name in ("fp", "ft")}
+    assert len(near["fp"]) == 5
+    assert [n["item_id"] for n in near["fp"]] == [n["item_id"] for n in near["ft"]]
+    np.testing.assert_allclose([n["score"] for n in near["fp"]], [n["score"] for n in near["ft"]], atol=1e-6)
 
 
 def test_shards_describe_their_vectors_and_foreign_shards_are_refused(db, dataset):

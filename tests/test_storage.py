@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from conftest import write_generic
+from data_helpers import write_generic
 from dff_core.data.load import import_generic
 from storage import Database, NotFound
 from storage.features import (create_feature_set, delete_feature_set, failures, get_feature_set, read_features,

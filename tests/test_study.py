@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_generic
+from data_helpers import write_generic
 from dff_core.data.load import import_generic
 from dff_core.study import plan as study_plan
 from dff_core.study.plan import StudyRequest, even_layers, plan_runs, queue_study, sweep_params

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import write_generic
+from data_helpers import write_generic
 from dff_core.data.load import import_generic
 from test_study import CONTRADICTING, SUPPORTING, store_study
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dff_core.video import VideoError, load_cover, load_item_visual, sample_frames, sample_frames_with_times
-from tests.conftest import MICROLENS
+from data_helpers import MICROLENS
 from tests.media_helpers import frame_value, write_image, write_video
 
 

@@ -17,11 +17,16 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-EXACT_MAX_ITEMS = int(os.environ.get("DFF_EXACT_MAX_ITEMS", "10000"))
+# Exact search over 50k x 576 is a few ms per query (bench/bench_neighbours.py) while an HNSW graph of 20k
+# items takes tens of seconds to build on two cores: exact up to here, approximate above.
+EXACT_MAX_ITEMS = int(os.environ.get("DFF_EXACT_MAX_ITEMS", "50000"))
 HNSW_M = 32                 # graph degree: higher = better recall, more memory and build time
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128        # candidate list at query time: recall@10 stays ~0.99 on 576-d text features
 RECALL_QUERIES = 200
+# Fewer queries than this run single-threaded: one query has nothing to split, and OpenMP's spin-waiting
+# threads made a single exact 20k x 576 query ~10x slower on a busy two-core machine (bench_neighbours.py).
+SMALL_BATCH = 16
 
 
 def normalise(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,9 +87,20 @@ class NeighbourIndex:
             raise ValueError("k must be at least 1")
         return self._search(self.vectors[items], items, k)
 
+    def _raw_search(self, queries: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss-style (scores, rows into ``ids``) for normalised ``queries``."""
+        if len(queries) >= SMALL_BATCH:
+            return self.index.search(queries, want)
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return self.index.search(queries, want)
+        finally:
+            faiss.omp_set_num_threads(threads)
+
     def _search(self, queries: np.ndarray, exclude: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         want = min(k + 1, self.size)
-        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), want)
+        scores, rows = self._raw_search(np.ascontiguousarray(queries, dtype=np.float32), want)
         found = np.where(rows >= 0, self.ids[np.maximum(rows, 0)], -1)
         out_ids = np.full((len(queries), k), -1, dtype=np.int64)
         out_scores = np.full((len(queries), k), np.nan, dtype=np.float32)

@@ -218,6 +218,10 @@ def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
             torch.cuda.set_rng_state(saved["rng_cuda"], device)
         shuffle_gen.set_state(saved["rng_shuffle"])
         st.update(saved["state"])
+        # The checkpoint is written before each epoch's event, so a kill between the two leaves an epoch that
+        # the listener never saw: replay the whole history (listeners upsert, so nothing is stored twice).
+        for record in st["history"]:
+            callback({"type": "epoch", **record, "replayed": True})
 
     def save_checkpoint():
         if ckpt_path is None:
