@@ -3,6 +3,7 @@ workers and the dashboard all run, so the three never disagree about what a "tra
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -13,6 +14,7 @@ from storage import Database
 from storage.datasets import get_dataset, load_split
 from storage.features import FeatureSetRecord, get_feature_set, read_features
 from storage.runs import RunRecord, create_run, finish_run, get_run, log_metrics, set_run_status
+from storage.runs import checkpoint_dir as run_checkpoint_dir
 
 Progress = Callable[[float, str], None]
 METRIC_NAMES = ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR")
@@ -103,7 +105,10 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
         set_run_status(db, run.id, "running")
     if on_run:
         on_run(run.id)
-    checkpoint_dir = db.path.parent / "checkpoints" / f"run_{run.id}"
+    checkpoint_dir = run_checkpoint_dir(db, run.id)
+    if run_id is None and checkpoint_dir.exists():
+        # a new run never resumes: a folder under its id is left over from a deleted database of the same name
+        shutil.rmtree(checkpoint_dir)
     if log and missing:
         log(f"warning: {missing} items have no stored vectors (failed extraction); they use zero features")
 

@@ -107,7 +107,9 @@ def live() -> None:
     current = st.session_state.get("jobs_pick")
     default = current if current in by_id else (running[0] if running else ids[0])
     chosen = st.selectbox("Job", ids, index=ids.index(default), key="jobs_pick",
-                          format_func=lambda i: f"#{i} {by_id[i].kind} ({by_id[i].status}): {views.job_label(by_id[i])}")
+                          # no status in the option text: the open dropdown keeps the text it was drawn with, so a
+                          # live status there went stale ("running" beside a finished job); the heading shows it
+                          format_func=lambda i: f"#{i} {by_id[i].kind}: {views.job_label(by_id[i])}")
     _details(by_id[chosen])
 
 

@@ -81,6 +81,12 @@ class Database:
         sa.event.listen(self.engine, "do_connect", self._do_connect)
         self._ensure_schema()
 
+    def side_dir(self, kind: str) -> Path:
+        """``<db dir>/<kind>/<db file stem>``: files that belong to this database (checkpoints, caches).
+
+        The file stem keeps two databases in one folder apart: their run and feature-set ids overlap."""
+        return self.path.parent / kind / self.path.stem
+
     def _do_connect(self, dialect, conn_rec, cargs, cparams):
         return retry_on_lock(lambda: dialect.connect(*cargs, **cparams), self.path, self.timeout)
 

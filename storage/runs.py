@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
@@ -72,6 +73,11 @@ def list_runs(db: Database, dataset_id: int | None = None, study: str | None = N
     with db.session() as conn:
         rows = conn.execute(sa.text(query + " ORDER BY id"), args).fetchall()
     return [_record(r) for r in rows]
+
+
+def checkpoint_dir(db: Database, run_id: int) -> Path:
+    """The folder of one run's training checkpoint, beside (and named after) its database."""
+    return db.side_dir("checkpoints") / f"run_{int(run_id)}"
 
 
 def log_metrics(db: Database, run_id: int, epoch: int, split: str, values: dict[str, float]) -> None:

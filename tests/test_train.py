@@ -158,3 +158,33 @@ def test_feature_strategy_without_features_fails(small):
         train(data, small_cfg(strategy="dff"))
     with pytest.raises(ValueError, match="unknown strategy"):
         train(data, small_cfg(strategy="bogus"))
+
+
+def test_two_databases_in_one_folder_keep_their_checkpoints_apart(tmp_path):
+    """Run ids restart in every database: run 1 of one file must never resume from run 1 of another, nor from
+    a leftover of a deleted file of the same name."""
+    from data_helpers import write_generic
+    from dff_core.data.load import import_generic
+    from dff_core.neighbours.runs import checkpoint_path
+    from dff_core.workflows import run_training
+    from storage import Database
+
+    settings = {"epochs": 2, "hidden": 16, "batch_size": 64, "max_len": 10}
+    small, big = Database(tmp_path / "small.duckdb"), Database(tmp_path / "big.duckdb")
+    import_generic(small, "d", *write_generic(tmp_path / "s", n_users=30, n_items=20))
+    import_generic(big, "d", *write_generic(tmp_path / "b", n_users=40, n_items=35))
+    a = run_training(small, "d", "id", settings=settings, seed=1)
+    b = run_training(big, "d", "id", settings=settings, seed=1)   # same run id, other item count: no clash
+    assert a.id == b.id == 1 and a.status == b.status == "done"
+    assert checkpoint_path(small, 1) != checkpoint_path(big, 1)
+    assert checkpoint_path(small, 1).exists() and checkpoint_path(big, 1).exists()
+    assert torch.load(checkpoint_path(big, 1), weights_only=True)["num_items"] == 35
+
+    # the small file deleted and made again: its new run 1 starts fresh instead of resuming the old one
+    small.path.unlink()
+    Database._migrated.discard(str(small.path.resolve()))
+    again = Database(tmp_path / "small.duckdb")
+    import_generic(again, "d", *write_generic(tmp_path / "s2", n_users=30, n_items=25))
+    c = run_training(again, "d", "id", settings={**settings, "epochs": 1}, seed=1)
+    assert c.id == 1 and c.status == "done" and c.epochs_run == 1
+    assert torch.load(checkpoint_path(again, 1), weights_only=True)["num_items"] == 25

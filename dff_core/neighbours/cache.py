@@ -33,7 +33,7 @@ def clear() -> None:
 
 
 def _disk_path(db: Database, source: Source, fp: str) -> Path:
-    return db.path.parent / "neighbours" / f"{source.key.replace(':', '_').replace(',', '-')}-{fp}.faiss"
+    return db.side_dir("neighbours") / f"{source.key.replace(':', '_').replace(',', '-')}-{fp}.faiss"
 
 
 def get_index(db: Database, source: Source, *, kind: str = "auto", exact_max_items: int | None = None,

@@ -24,7 +24,9 @@ def checkpoint_path(db: Database, run_id: int) -> Path:
     """Where ``workflows.run_training`` keeps the run's checkpoint."""
     from dff_core.train.trainer import CHECKPOINT_NAME
 
-    return db.path.parent / "checkpoints" / f"run_{int(run_id)}" / CHECKPOINT_NAME
+    from storage.runs import checkpoint_dir
+
+    return checkpoint_dir(db, run_id) / CHECKPOINT_NAME
 
 
 @dataclass

@@ -15,7 +15,7 @@ expect = pytest.importorskip("playwright.sync_api", reason="playwright is not in
 
 from browser_helpers import add_topic_features, open_page, shot, wait_for_app  # noqa: E402
 
-PAGES = ["", "data", "extract", "train", "jobs", "compare"]
+PAGES = ["", "data", "extract", "train", "jobs", "compare", "explore", "study"]
 TRAIN_TIMEOUT_S = 150
 
 
