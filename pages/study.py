@@ -86,9 +86,12 @@ if done < total:
 
 metric = st.selectbox("Metric", list(views.METRICS), key="st_metric")
 findings = verdicts.evaluate(data, metric)
-ICON = {verdicts.SUPPORTED: "✅", verdicts.CONTRADICTED: "❌", verdicts.INCONCLUSIVE: "❔"}
+# Streamlit's own icon font and badges: emoji need a colour-emoji font, which many Linux browsers lack
+ICON = {verdicts.SUPPORTED: ":green-badge[:material/check_circle: supported]",
+        verdicts.CONTRADICTED: ":red-badge[:material/cancel: contradicted]",
+        verdicts.INCONCLUSIVE: ":orange-badge[:material/help: inconclusive]"}
 for f in findings:
-    st.subheader(f"{ICON[f.verdict]} Finding {f.number}: {f.title} — {f.verdict}")
+    st.subheader(f"Finding {f.number}: {f.title} {ICON[f.verdict]}")
     st.dataframe(verdicts.verdict_frame([f])[["part", "claim", "a", "mean_a", "std_a", "b", "mean_b", "std_b", "diff",
                                               "n", "p", "p_perm", "verdict", "reason"]],
                  hide_index=True, width="stretch")

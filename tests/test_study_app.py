@@ -87,9 +87,9 @@ def test_study_page_shows_verdicts_plots_and_exports(filled):
     at.selectbox(key="st_study").set_value("syn").run()
     heads = [h.value for h in at.subheader]
     for n in (1, 2, 3):
-        assert any(h.startswith(f"✅ Finding {n}:") and h.endswith("supported") for h in heads), heads
+        assert any(h.startswith(f"Finding {n}:") and h.endswith(":material/check_circle: supported]") for h in heads), heads
     assert len(at.get("plotly_chart")) == 4
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["Download report (HTML)", "Download verdicts (CSV)", "Download runs (CSV)"]
     at.selectbox(key="st_study").set_value("con").run()
-    assert any(h.startswith("❌ Finding 2:") for h in (h.value for h in at.subheader))
+    assert any(h.startswith("Finding 2:") and "contradicted]" in h for h in (h.value for h in at.subheader))
