@@ -114,8 +114,11 @@ def bench_browser(x: np.ndarray) -> None:
         (tmp / "items.csv").write_text("item_id,title\n" + "".join(f"v{i},video number {i}\n" for i in range(n)))
         users = 6000
         lines = ["user_id,item_id,timestamp"]
+        order = rng.permutation(n)               # every item is watched by someone (else the import drops it)
         for u in range(users):
-            for t, i in enumerate(rng.choice(n, size=8, replace=False)):
+            own = list(order[u::users])
+            extra = [i for i in rng.choice(n, size=8, replace=False) if i not in own]
+            for t, i in enumerate((own + extra)[:max(8, len(own))]):
                 lines.append(f"u{u},v{i},{t}")
         (tmp / "inter.csv").write_text("\n".join(lines) + "\n")
         db = Database(tmp / "dff.duckdb")

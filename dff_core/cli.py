@@ -61,7 +61,8 @@ def cmd_import_dataset(args: argparse.Namespace) -> int:
     from dff_core.data.importers import Preprocessing
     from dff_core.data.load import import_generic, import_microlens
 
-    pre = Preprocessing(min_interactions=args.min_interactions, max_items_per_user=args.max_items)
+    pre = Preprocessing(min_interactions=args.min_interactions, max_items_per_user=args.max_items,
+                        top_items=args.top_items)
     db = _db(args)
     start = time.perf_counter()
     if args.microlens:
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--media", metavar="DIR", help="folder that media paths are relative to")
     p.add_argument("--min-interactions", type=int, default=5, help="drop users with fewer (default 5)")
     p.add_argument("--max-items", type=int, default=None, help="keep only each user's last N items")
+    p.add_argument("--top-items", type=int, default=None,
+                   help="keep only the N most-interacted items (applied first; e.g. a cheaper MicroLens subset)")
 
     p = sub.add_parser("datasets", help="list stored datasets")
     p.add_argument("--json", action="store_true")

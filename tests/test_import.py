@@ -67,6 +67,27 @@ def test_preprocessing_min_interactions_and_last_n(tmp_path):
     assert prepared.interactions["role"].tolist()[-2:] == ["val", "test"]
 
 
+def test_top_items_keeps_the_most_interacted_items_then_filters_users(tmp_path):
+    d = tmp_path / "top"
+    d.mkdir()
+    (d / "items.csv").write_text("item_id,title\n" + "".join(f"{i},t{i}\n" for i in range(6)))
+    # interactions per item: 0 x5, 1 x4, 2 x4, 3 x3, 4 x2, 5 x2
+    seqs = {"a": [0, 1, 2, 3, 4], "b": [0, 1, 2, 3, 5], "c": [0, 1, 2, 0, 1], "d": [0, 5, 4, 3, 2]}
+    rows = ["user_id,item_id,timestamp"] + [f"{u},{i},{k}" for u, s in seqs.items() for k, i in enumerate(s)]
+    (d / "inter.csv").write_text("\n".join(rows) + "\n")
+    prepared = prepare(read_generic(d / "inter.csv", d / "items.csv"), Preprocessing(min_interactions=3, top_items=3))
+    items = prepared.items.set_index("idx")["item_id"]
+    users = prepared.users.set_index("idx")["user_id"]
+    kept = {users[u]: items[g["item_idx"]].tolist() for u, g in prepared.interactions.groupby("user_idx")}
+    # items 3-5 go first; then d has only 2 interactions left and is dropped
+    assert kept == {"a": ["0", "1", "2"], "b": ["0", "1", "2"], "c": ["0", "1", "2", "0", "1"]}
+    assert sorted(items) == ["0", "1", "2"] and prepared.stats["interactions"] == 11
+    assert any("kept the 3 most-interacted of 6 items" in w for w in prepared.warnings)
+    assert prepared.params["top_items"] == 3
+    with pytest.raises(DataError):
+        Preprocessing(top_items=0)
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing_file", "interactions file not found"),
     ("missing_column", "missing column 'item_id'"),
