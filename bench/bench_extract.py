@@ -156,13 +156,13 @@ def caption_rate(titles: list[str], batch_size: int, max_new_tokens: int) -> Non
 
     lvlm, encoder = load_backbone("smollm2"), load_backbone("minilm")
     items = [ExtractItem(i, str(i), t) for i, t in enumerate(titles)]
-    texts = []
+    texts: dict[int, str] = {}   # batches come in title-length order: keep each caption with its item
     summary = caption_and_embed(lvlm, encoder, items, inputs=("title",), batch_size=batch_size,
-                                max_new_tokens=max_new_tokens, on_batch=lambda idx, f, t: texts.extend(t))
+                                max_new_tokens=max_new_tokens, on_batch=lambda idx, f, t: texts.update(zip(idx, t)))
     rate = summary.items_per_second
     print(f"\ncaption route (smollm2 -> minilm, <= {max_new_tokens} new tokens, batch {batch_size}) on {len(titles)} "
           f"MicroLens titles: {rate:.2f} items/s -> {19220 / max(rate, 1e-9) / 60:.0f} min for 19,220 items")
-    print(f"  e.g. {titles[0][:70]!r} -> {texts[0][:110]!r}" if texts else "  no captions")
+    print(f"  e.g. {titles[0][:70]!r} -> {texts[0][:110]!r}" if 0 in texts else "  no caption for the first title")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "browser")]
 
-PAGES = ["", "data", "extract", "train", "jobs", "compare"]
+PAGES = ["", "data", "extract", "train", "jobs", "compare", "explore", "study"]
 
 
 def _prepare(folder: Path) -> Path:
