@@ -134,7 +134,7 @@ def test_cache_reuses_and_rebuilds_when_the_source_changes(demo, tmp_path):
     # on disk: an approximate index is written once and read back by a fresh process cache
     cache.clear()
     built = nb.get_index(db, source, kind="hnsw", disk=True)
-    files = list((tmp_path / "neighbours").glob("*.faiss"))
+    files = list(db.side_dir("neighbours").glob("*.faiss"))
     assert len(files) == 1
     cache.clear()
     loads = cache.stats["disk_loads"]
