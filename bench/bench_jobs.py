@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from jobs import queue  # noqa: E402
+from jobs.runner import REPORT_EVERY_S  # noqa: E402
+from jobs.worker import POLL_S  # noqa: E402
 from storage import Database  # noqa: E402
 
 
@@ -97,8 +99,7 @@ def main() -> None:
                 f"max {v.max():6.2f} s") if len(v) else f"{name:34} n=0"
 
     print(f"{args.jobs} train jobs ({args.epochs} epochs, 2,000 users x 300 items) through one worker "
-          f"(poll every {__import__('jobs.worker', fromlist=['POLL_S']).POLL_S} s, progress throttle "
-          f"{__import__('jobs.runner', fromlist=['REPORT_EVERY_S']).REPORT_EVERY_S} s):")
+          f"(poll every {POLL_S} s, progress throttle {REPORT_EVERY_S} s):")
     print(line("queued -> running", starts))
     print(line("queued -> first progress in storage", first_progress))
     print(line("between progress updates", gaps))

@@ -1,12 +1,11 @@
 """Neighbour search at catalogue scale: index build time and query latency, exact (IndexFlatIP) vs
 approximate (HNSW), with recall@10 against exact, for ~20,000 items x 576 dims.
 
-Vectors: the real MicroLens-50k SmolLM2 title features (feature set "smollm2-title" in
-/work/bench_data/microlens.duckdb, one layer) when that set is complete, else synthetic clustered vectors
-of the same shape. ``--browser`` also times the Explore page in Chromium on a 20,000-item catalogue
+Vectors: one layer of a stored, complete feature set (``--db FILE --features NAME [--dataset D]``, e.g.
+SmolLM2 title features of MicroLens-50k), else synthetic clustered vectors of the same shape. ``--browser`` also times the Explore page in Chromium on a 20,000-item catalogue
 (pick a video -> neighbours shown), cold (index built on the way) and warm.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_neighbours.py [--items 20000] [--layer 15] [--browser]
+    PYTHONPATH=. .venv/bin/python bench/bench_neighbours.py [--db F --features NAME --layer 15] [--items 20000] [--browser]
 """
 from __future__ import annotations
 
@@ -26,27 +25,25 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from dff_core.neighbours.index import build_index, exact_search  # noqa: E402
 
-MICROLENS_DB = Path("/work/bench_data/microlens.duckdb")
-
-
-def real_vectors(layer: int) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """One layer of the MicroLens SmolLM2 title features, when the set is complete."""
-    if not MICROLENS_DB.exists():
-        return None
+def real_vectors(db_path: str, name: str, dataset: str | None, layer: int) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """One layer of a stored feature set, when the set is complete."""
     from storage import Database
     from storage.features import get_feature_set, read_features
 
-    db = Database(MICROLENS_DB)
+    if not Path(db_path).exists():
+        print(f"(no database at {db_path}; using synthetic vectors)")
+        return None
+    db = Database(db_path)
     try:
-        fs = get_feature_set(db, "smollm2-title", dataset="microlens")
+        fs = get_feature_set(db, name, dataset=dataset)
     except Exception as exc:  # not there (yet)
-        print(f"(no real features: {exc})")
+        print(f"(no features {name!r}: {exc}; using synthetic vectors)")
         return None
     if fs.status != "complete":
-        print(f"(feature set smollm2-title is {fs.status}; using synthetic vectors)")
+        print(f"(feature set {name!r} is {fs.status}; using synthetic vectors)")
         return None
     feats, present = read_features(db, fs, layers=[layer])
-    return feats[:, 0], present, f"MicroLens-50k SmolLM2 titles, layer {layer} ({fs.num_layers} layers)"
+    return feats[:, 0], present, f"feature set {name!r}, layer {layer} ({fs.num_layers} layers)"
 
 
 def synthetic_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -133,7 +130,7 @@ def bench_browser(x: np.ndarray) -> None:
             page.set_default_timeout(180_000)
             print(f"browser: Explore first open (index build included) {open_page(page, base, 'explore'):.2f} s")
             main = page.locator('[data-testid="stMain"]')
-            for attempt, item in enumerate((123, 4567, 9876)):
+            for item in (123, 4567, 9876):
                 search = main.get_by_label("Search by title or id")
                 search.fill(f"v{item}")
                 search.press("Enter")
@@ -154,12 +151,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20000, help="synthetic catalogue size")
     parser.add_argument("--dim", type=int, default=576)
+    parser.add_argument("--db", default=None, help="database holding real features (default: synthetic vectors)")
+    parser.add_argument("--features", default="smollm2-title", help="feature set name in --db")
+    parser.add_argument("--dataset", default=None, help="dataset of --features, when several have that name")
     parser.add_argument("--layer", type=int, default=15, help="layer of the real features")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--synthetic", action="store_true", help="never use the real features")
     parser.add_argument("--browser", action="store_true", help="also time the Explore page in Chromium")
     args = parser.parse_args()
-    real = None if args.synthetic else real_vectors(args.layer)
+    real = None if args.synthetic or not args.db else real_vectors(args.db, args.features, args.dataset, args.layer)
     if real is not None:
         x, present, what = real
     else:

@@ -90,7 +90,7 @@ def _cache_path(db: Database, fs: FeatureSetRecord, params: dict) -> Path:
     key = json.dumps({"fs": fs.id, "name": fs.name, "created": str(fs.created_at), "status": fs.status,
                       "items": fs.stats.get("items"), "layers": fs.num_layers, **params}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return db.path.parent / "cache" / f"{db.path.stem}-layer-scores" / f"fs{fs.id}-{digest}.json"
+    return db.side_dir("cache") / "layer-scores" / f"fs{fs.id}-{digest}.json"
 
 
 def cached_layer_usefulness(db: Database, fs: FeatureSetRecord, **params) -> pd.DataFrame:

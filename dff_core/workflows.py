@@ -13,8 +13,8 @@ import numpy as np
 from storage import Database
 from storage.datasets import get_dataset, load_split
 from storage.features import FeatureSetRecord, get_feature_set, read_features
-from storage.runs import RunRecord, create_run, finish_run, get_run, log_metrics, set_run_status
-from storage.runs import checkpoint_dir as run_checkpoint_dir
+from storage.runs import (RunRecord, create_run, finish_run, get_run, log_metrics, set_run_status,
+                          checkpoint_dir as run_checkpoint_dir)
 
 Progress = Callable[[float, str], None]
 METRIC_NAMES = ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR")

@@ -298,10 +298,9 @@ def prepare(raw: RawDataset, pre: Preprocessing | None = None) -> PreparedDatase
         # ties broken by item id so the same file always gives the same catalogue
         ranked = counts.rename("n").reset_index().sort_values(["n", "item_id"], ascending=[False, True], kind="stable")
         keep = set(ranked["item_id"].head(pre.top_items))
-        before = inter["item_id"].nunique()
         inter = inter.loc[inter["item_id"].isin(keep)]
-        if before > len(keep):
-            warnings.append(f"kept the {len(keep)} most-interacted of {before} items (top_items)")
+        if len(counts) > len(keep):
+            warnings.append(f"kept the {len(keep)} most-interacted of {len(counts)} items (top_items)")
     if pre.max_items_per_user is not None:
         inter = inter.groupby("user_id", sort=False).tail(pre.max_items_per_user)
     length = inter.groupby("user_id", sort=False)["item_id"].transform("size")

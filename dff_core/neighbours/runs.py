@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from storage import Database
-from storage.runs import get_run
+from storage.runs import checkpoint_dir, get_run
 
 from ..data.split import SplitData
 
@@ -23,8 +23,6 @@ from ..data.split import SplitData
 def checkpoint_path(db: Database, run_id: int) -> Path:
     """Where ``workflows.run_training`` keeps the run's checkpoint."""
     from dff_core.train.trainer import CHECKPOINT_NAME
-
-    from storage.runs import checkpoint_dir
 
     return checkpoint_dir(db, run_id) / CHECKPOINT_NAME
 

@@ -218,10 +218,11 @@ def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
             torch.cuda.set_rng_state(saved["rng_cuda"], device)
         shuffle_gen.set_state(saved["rng_shuffle"])
         st.update(saved["state"])
-        # The checkpoint is written before each epoch's event, so a kill between the two leaves an epoch that
-        # the listener never saw: replay the whole history (listeners upsert, so nothing is stored twice).
-        for record in st["history"]:
-            callback({"type": "epoch", **record, "replayed": True})
+        # The checkpoint is written just before each epoch's event, so a kill between the two leaves the last
+        # checkpointed epoch unseen by the listener (every earlier event ran before that epoch trained): replay
+        # it. Listeners upsert, so an epoch they did see is not stored twice.
+        if st["history"]:
+            callback({"type": "epoch", **st["history"][-1], "replayed": True})
 
     def save_checkpoint():
         if ckpt_path is None:
