@@ -181,7 +181,7 @@ def _load_extensions() -> None:
     import importlib
 
     for module in ("dff_core.cli_extract", "dff_core.cli_train", "dff_core.cli_jobs", "dff_core.cli_tiny",
-                   "dff_core.cli_neighbours", "dff_core.cli_study"):
+                   "dff_core.cli_neighbours", "dff_core.cli_study", "dff_core.cli_runs"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -27,6 +27,8 @@ def _register(sub) -> None:
     s.add_argument("--seeds", default="42", help="comma list, e.g. 1,2,3")
     s.add_argument("--study", required=True)
     s.add_argument("--epochs", type=int, default=50)
+    s.add_argument("--threads", type=int, default=None, help="torch threads per training run (default: torch's)")
+    add_engine_options(s)
     e = kinds.add_parser("extract", help="feature extraction")
     from dff_core.cli_extract import add_extract_options
     add_extract_options(e)
@@ -39,6 +41,24 @@ def _register(sub) -> None:
     p = sub.add_parser("worker", help="run a job worker in the foreground")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--once", action="store_true", help="exit when the queue is empty")
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """``--engine local|ray [--address ray://HEAD:10001]`` for sweeps and studies."""
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: one train job per run on this machine's worker; ray: every run a Ray task, "
+                        "this job the driver (pip install -r requirements-ray.txt)")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: a running cluster (ray://HEAD:10001); default a local instance")
+
+
+def engine_params(args: argparse.Namespace) -> dict:
+    """The sweep-job parameters for the engine options ({} for the local engine), checked."""
+    if args.address and args.engine != "ray":
+        raise UsageError("--address names a Ray cluster; add --engine ray")
+    if args.engine != "ray":
+        return {}
+    return {"engine": "ray", "address": args.address or None}
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -78,7 +98,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise UsageError(f"--seeds must be a comma list of integers, not {args.seeds!r}") from None
         params = {"dataset": args.dataset, "features": args.features, "strategies": strategies,
                   "layers": [l.strip() for l in args.layers.split(";") if l.strip()], "seeds": seeds,
-                  "study": args.study, "settings": {"epochs": args.epochs}}
+                  "study": args.study, "settings": {"epochs": args.epochs}, **engine_params(args)}
+        if args.threads:
+            params["settings"]["num_threads"] = args.threads
         for layers in params["layers"]:
             _check_train_params(db, {"dataset": args.dataset, "features": args.features,
                                      "strategy": next((s for s in strategies if s != "id"), "id"), "layers": layers})

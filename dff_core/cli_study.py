@@ -42,6 +42,8 @@ def _register(sub) -> None:
     p.add_argument("--runs-csv", metavar="FILE", default=None, help="with --report: write the per-run CSV here")
     p.add_argument("--metric", default="NDCG@10", choices=["NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR"])
     p.add_argument("--note", default=None, help="with --report: a line on the compute, shown in the report")
+    from dff_core.cli_jobs import add_engine_options
+    add_engine_options(p)
 
     s = sub.add_parser("study-sample", help="store a seeded user subsample of a dataset with its feature sets")
     s.add_argument("source")
@@ -68,7 +70,10 @@ def cmd_study(args: argparse.Namespace) -> int:
         return _report(db, args.report, args)
     if not args.dataset or not args.features:
         raise UsageError("say what to study: --dataset D --features F (or render one: --report STUDY)")
-    req = StudyRequest(dataset=args.dataset, features=args.features, captions=args.captions,
+    from dff_core.cli_jobs import engine_params
+
+    engine = engine_params(args)
+    req = StudyRequest(engine=engine.get("engine", "local"), address=engine.get("address"), dataset=args.dataset, features=args.features, captions=args.captions,
                        seeds=parse_seeds(args.seeds), layers=parse_layer_list(args.layers),
                        layer_points=args.layer_points, intermediate=parse_range(args.intermediate),
                        epochs=args.epochs, patience=args.patience, name=args.name,

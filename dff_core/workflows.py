@@ -49,9 +49,9 @@ def parse_layers(spec: str | list[int] | None, num_layers: int) -> list[int] | N
 
 
 def load_training_features(db: Database, dataset_id: int, fs: FeatureSetRecord,
-                           layers: list[int] | None) -> tuple[np.ndarray, list[int], int]:
-    """The chosen layers of a feature set as float32 ``[items, len(layers), dim]``, checked against the
-    dataset. Returns (features, layer ids, items without vectors)."""
+                           layers: list[int] | None, dtype=np.float32) -> tuple[np.ndarray, list[int], int]:
+    """The chosen layers of a feature set as ``[items, len(layers), dim]`` (float32 unless ``dtype`` says),
+    checked against the dataset. Returns (features, layer ids, items without vectors)."""
     if fs.dataset_id != dataset_id:
         other = get_dataset(db, fs.dataset_id).name
         raise ValueError(f"feature set {fs.name!r} was extracted for dataset {other!r}, not this one; extract "
@@ -59,7 +59,7 @@ def load_training_features(db: Database, dataset_id: int, fs: FeatureSetRecord,
     if fs.status == "running":
         raise ValueError(f"feature set {fs.name!r} is still being extracted; wait for its job to finish")
     layer_ids = list(range(fs.num_layers)) if layers is None else layers
-    feats, present = read_features(db, fs, layers=layer_ids)
+    feats, present = read_features(db, fs, layers=layer_ids, dtype=dtype)
     missing = int((~present).sum())
     if missing == len(present):
         raise ValueError(f"feature set {fs.name!r} has no vectors stored")
@@ -96,7 +96,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     split = load_split(db, ds.id)
 
     config = {**cfg.to_dict(), "layers": layer_ids, "feature_set": fs.name if fs else None,
-              "backbone": fs.backbone if fs else None, "items_without_features": missing}
+              "backbone": fs.backbone if fs else None, "items_without_features": missing, "engine": "local"}
     if run_id is None:
         run = create_run(db, ds.id, strategy, config, feature_set_id=fs.id if fs else None, layers=layer_ids,
                          seed=seed, study=study, job_id=job_id)
@@ -120,14 +120,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
                                f"loss {event['loss']:.4f}")
         elif event["type"] == "epoch":
             epoch = event["epoch"]
-            train_values = {"loss": event["loss"], "seconds": event["seconds"], "gate_mean": event.get("gate_mean")}
-            log_metrics(db, run.id, epoch, "train", train_values)
-            if event.get("val"):
-                log_metrics(db, run.id, epoch, "val", {k: event["val"][k] for k in METRIC_NAMES if k in event["val"]})
-            weights = event.get("layer_weights")
-            if weights:
-                log_metrics(db, run.id, epoch, "layer_weight",
-                            {str(layer_ids[int(k)] if layer_ids else k): w for k, w in weights.items()})
+            store_epoch(db, run.id, event, layer_ids)
             if log and not event.get("replayed"):
                 val = event.get("val") or {}
                 log(f"epoch {epoch}: loss {event['loss']:.4f}, val NDCG@10 {val.get('NDCG@10', float('nan')):.4f}, "
@@ -145,19 +138,41 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     if result.cancelled:
         finish_run(db, run.id, "cancelled", epochs_run=result.epochs_run, seconds=result.seconds)
         return get_run(db, run.id)
-    weights = ({str(layer_ids[int(k)] if layer_ids else k): float(w) for k, w in result.layer_weights.items()}
-               if result.layer_weights else None)
-    log_metrics(db, run.id, result.best_epoch, "test", {k: result.test[k] for k in METRIC_NAMES})
-    summary = {
-        "val": {k: result.val[k] for k in METRIC_NAMES}, "test": {k: result.test[k] for k in METRIC_NAMES},
-        "val_buckets": result.val_buckets, "test_buckets": result.test_buckets, "layer_weights": weights,
-        "gate_mean": result.gate_mean, "stopped_early": result.stopped_early,
-        "popularity_test": {k: v for k, v in popularity_baseline(split, "test").metrics.items()},
-        "wall_seconds": time.perf_counter() - start,
-    }
-    finish_run(db, run.id, "done", result=summary, best_epoch=result.best_epoch, epochs_run=result.epochs_run,
-               seconds=result.seconds, seconds_per_epoch=result.seconds_per_epoch)
+    store_result(db, run.id, result.to_dict(), layer_ids, popularity_baseline(split, "test").metrics,
+                 time.perf_counter() - start)
     return get_run(db, run.id)
+
+
+def store_epoch(db: Database, run_id: int, event: dict, layer_ids: list[int] | None) -> None:
+    """One epoch event (or history record) of ``train`` into the metrics table: train loss and seconds,
+    validation metrics, DFF layer weights keyed by the stored layer number. Upserts: replaying is harmless."""
+    epoch = event["epoch"]
+    train_values = {"loss": event["loss"], "seconds": event["seconds"], "gate_mean": event.get("gate_mean")}
+    log_metrics(db, run_id, epoch, "train", train_values)
+    if event.get("val"):
+        log_metrics(db, run_id, epoch, "val", {k: event["val"][k] for k in METRIC_NAMES if k in event["val"]})
+    weights = event.get("layer_weights")
+    if weights:
+        log_metrics(db, run_id, epoch, "layer_weight",
+                    {str(layer_ids[int(k)] if layer_ids else k): w for k, w in weights.items()})
+
+
+def store_result(db: Database, run_id: int, result: dict, layer_ids: list[int] | None, popularity_test: dict,
+                 wall_seconds: float) -> None:
+    """A finished ``train`` result (``TrainResult.to_dict()``) as the run's test metrics and summary; status done.
+
+    Shared by the local engine and the Ray sweep driver, so both store exactly the same fields."""
+    weights = ({str(layer_ids[int(k)] if layer_ids else k): float(w) for k, w in result["layer_weights"].items()}
+               if result.get("layer_weights") else None)
+    log_metrics(db, run_id, result["best_epoch"], "test", {k: result["test"][k] for k in METRIC_NAMES})
+    summary = {
+        "val": {k: result["val"][k] for k in METRIC_NAMES}, "test": {k: result["test"][k] for k in METRIC_NAMES},
+        "val_buckets": result["val_buckets"], "test_buckets": result["test_buckets"], "layer_weights": weights,
+        "gate_mean": result["gate_mean"], "stopped_early": result["stopped_early"],
+        "popularity_test": dict(popularity_test), "wall_seconds": wall_seconds,
+    }
+    finish_run(db, run_id, "done", result=summary, best_epoch=result["best_epoch"], epochs_run=result["epochs_run"],
+               seconds=result["seconds"], seconds_per_epoch=result["seconds_per_epoch"])
 
 
 def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: str | Path,

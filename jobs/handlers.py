@@ -57,7 +57,12 @@ def expand_sweep(params: dict) -> list[dict]:
 
 
 def handle_sweep(db: Database, job: queue.Job, ctx: JobContext) -> None:
-    """Expand into train jobs grouped under the study name; they queue behind this one."""
+    """Expand into train jobs grouped under the study name; they queue behind this one.
+
+    ``engine: ray`` instead runs every training run as a Ray task with this job as the driver
+    (``dff_core.ray_sweep``): progress, cancel and resume stay on this one job."""
+    if job.params.get("engine") == "ray":
+        return handle_sweep_ray(db, job, ctx)
     children = (job.result or {}).get("children")
     if children:
         ctx.log(f"sweep already expanded into jobs {children}")
@@ -65,6 +70,20 @@ def handle_sweep(db: Database, job: queue.Job, ctx: JobContext) -> None:
     ids = [queue.enqueue(db, "train", p, group=job.params["study"], parent_id=job.id) for p in expand_sweep(job.params)]
     ctx.progress(1.0, f"queued {len(ids)} training runs", force=True, result_update={"children": ids})
     ctx.log(f"queued {len(ids)} training jobs for study {job.params['study']!r}: {ids}")
+
+
+def handle_sweep_ray(db: Database, job: queue.Job, ctx: JobContext) -> None:
+    from dff_core.ray_sweep import run_sweep_ray
+
+    out = run_sweep_ray(db, expand_sweep(job.params), study=job.params["study"], job_id=job.id,
+                        address=job.params.get("address"), progress=lambda f, s: ctx.progress(f, s),
+                        log=ctx.log, should_stop=ctx.should_stop)
+    summary = {k: out[k] for k in ("total", "skipped", "done", "failed", "cancelled")}
+    ctx.progress(ctx.job.progress, None, force=True, result_update={"ray": summary})
+    if out["failed"] and not ctx.should_stop():
+        first = next(iter(out["failures"].items()))
+        raise RuntimeError(f"{out['failed']} of {out['total']} runs failed on Ray (run {first[0]}: {first[1]}); "
+                           "resume re-runs them, finished runs are kept")
 
 
 def handle_extract(db: Database, job: queue.Job, ctx: JobContext) -> None:

@@ -117,3 +117,9 @@ def finish_run(db: Database, run_id: int, status: str, *, result: dict | None = 
 def set_run_status(db: Database, run_id: int, status: str) -> None:
     with db.session() as conn:
         conn.execute(sa.text("UPDATE runs SET status = :s WHERE id = :i"), {"s": status, "i": run_id})
+
+
+def clear_metrics(db: Database, run_id: int) -> None:
+    """Forget a run's per-epoch metrics (a run that starts over from scratch, e.g. a resumed Ray sweep run)."""
+    with db.session() as conn:
+        conn.execute(sa.text("DELETE FROM metrics WHERE run_id = :i"), {"i": int(run_id)})

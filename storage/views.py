@@ -167,6 +167,29 @@ def _run_row(r: RunRecord, datasets: dict, fsets: dict) -> dict:
     return row
 
 
+def run_summaries(db: Database, dataset: str | None = None, study: str | None = None) -> list[dict]:
+    """Every stored run (finished, running, failed, cancelled), oldest first, as plain values:
+    ``{run_id, status, dataset, features, strategy, layers, seed, study, engine, metrics: {val, test}}`` plus
+    epochs, best epoch, seconds and the error of a failed run. ``metrics`` holds the final (best-epoch) values of
+    a finished run, ``None`` before. Runs stored before the engine was recorded ran on the local engine."""
+    datasets = {d.id: d.name for d in list_datasets(db)}
+    fsets = {fs.id: fs for fs in list_feature_sets(db)}
+    dataset_id = None
+    if dataset is not None:
+        dataset_id = get_dataset(db, dataset).id
+    out = []
+    for r in list_runs(db, dataset_id=dataset_id, study=study):
+        fs = fsets.get(r.feature_set_id)
+        res = r.result or {}
+        out.append({"run_id": r.id, "status": r.status, "dataset": datasets.get(r.dataset_id, str(r.dataset_id)),
+                    "features": (fs.name if fs else r.config.get("feature_set")) if r.strategy != "id" else None,
+                    "strategy": r.strategy, "layers": r.layers if r.strategy != "id" else None, "seed": r.seed,
+                    "study": r.study, "engine": r.config.get("engine") or "local",
+                    "metrics": {"val": res.get("val"), "test": res.get("test")},
+                    "epochs": r.epochs_run, "best_epoch": r.best_epoch, "seconds": r.seconds, "error": r.error})
+    return out
+
+
 def run_label(row) -> str:
     return f"#{row.run_id} {row.backbone} {row.layers} s{row.seed}"
 
@@ -214,12 +237,14 @@ def job_label(job) -> str:
         if p.get("features"):
             what += f" · {p.get('features')} layers {p.get('layers') or 'all'}"
         return what + f" · seed {p.get('seed', 42)}"
+    on_ray = " · on Ray" if p.get("engine") == "ray" else ""
     if job.kind == "sweep" and p.get("runs"):
         return (f"study {p.get('study')}: {len(p['runs'])} strategy/feature choices × seeds "
-                f"{', '.join(str(s) for s in p.get('seeds') or [])}")
+                f"{', '.join(str(s) for s in p.get('seeds') or [])}{on_ray}")
     if job.kind == "sweep":
         return (f"study {p.get('study')}: {', '.join(p.get('strategies', []))} × layers "
-                f"{'; '.join(p.get('layers') or ['all'])} × seeds {', '.join(str(s) for s in p.get('seeds') or [])}")
+                f"{'; '.join(p.get('layers') or ['all'])} × seeds {', '.join(str(s) for s in p.get('seeds') or [])}"
+                f"{on_ray}")
     if job.kind == "extract":
         return f"{p.get('backbone')} → {p.get('name')} on {p.get('dataset')}"
     return "build the demo dataset"

@@ -43,6 +43,8 @@ class StudyRequest:
     patience: int = DEFAULT_SETTINGS["patience"]
     name: str | None = None
     extra_settings: dict = field(default_factory=dict)  # other TrainConfig fields (batch_size, max_len, ...)
+    engine: str = "local"                    # "ray": every run a Ray task (dff_core.ray_sweep)
+    address: str | None = None               # with engine "ray": a running cluster; None = a local instance
 
     @property
     def study(self) -> str:
@@ -168,7 +170,8 @@ def sweep_params(request: StudyRequest, num_layers: int) -> dict:
             "runs": [{k: r[k] for k in ("strategy", "features", "layers")} for r in runs],
             "seeds": [int(s) for s in request.seeds], "settings": request.settings(),
             "plan": {"kind": "study", "captions": request.captions, "layer_points": points,
-                     "intermediate": list(span), "num_layers": num_layers}}
+                     "intermediate": list(span), "num_layers": num_layers},
+            **({"engine": "ray", "address": request.address} if request.engine == "ray" else {})}
 
 
 def queue_study(db, request: StudyRequest) -> int:

@@ -104,6 +104,15 @@ def load_study(db, study: str) -> StudyData:
     progress = {status: sum(j.status == status for j in train_jobs)
                 for status in ("queued", "running", "done", "failed", "cancelled", "interrupted")}
     progress["total"] = len(train_jobs)
+    if p.get("engine") == "ray":  # no train jobs: the runs are Ray tasks, counted from their run records
+        from jobs.handlers import expand_sweep
+        from storage.runs import list_runs
+
+        records = [r for r in list_runs(db, study=study) if r.job_id == sweep.id]
+        progress = {status: sum(r.status == status for r in records)
+                    for status in ("running", "done", "failed", "cancelled", "interrupted")}
+        progress["total"] = len(expand_sweep(p))
+        progress["queued"] = max(0, progress["total"] - len(records))
     progress["sweep"] = sweep.status if sweep else None
     return StudyData(study=study, runs=runs, num_layers=num_layers, dataset=str(dataset), features=str(features),
                      captions=plan.get("captions"), weights=weights, progress=progress)
