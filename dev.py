@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
-REQS = [ROOT / "requirements.txt", ROOT / "requirements-nodeps.txt", ROOT / "requirements-ray.txt"]
+REQS = [ROOT / "requirements.txt", ROOT / "requirements-nodeps.txt", ROOT / "requirements-ray.txt",
+        ROOT / "requirements-mlflow.txt"]
 STAMP = VENV / ".requirements"
 
 
@@ -41,6 +42,7 @@ def ensure_venv() -> None:
     _run(pip + ["-r", REQS[0]])
     _run(pip + ["--no-deps", "-r", REQS[1]])
     _run(pip + ["-r", REQS[2]])  # optional Ray engine: installed so its tests run
+    _run(pip + ["-r", REQS[3]])  # optional MLflow export: likewise
     STAMP.write_text(digest)
 
 

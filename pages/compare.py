@@ -5,7 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 from dff_core import compare
-from pages.common import PLOT_CONFIG, database, empty_state
+from pages.common import PLOT_CONFIG, database, empty_state, reported
 from storage import views
 
 db = database()
@@ -48,6 +48,15 @@ d1.download_button("Download leaderboard (CSV)", board.to_csv(index=False).encod
                    key="dl_board", icon=":material/download:")
 d2.download_button("Download all matching runs (CSV)", shown.to_csv(index=False).encode(), "runs.csv", "text/csv",
                    key="dl_runs", icon=":material/download:")
+with st.expander("Export these runs to MLflow"):
+    target = st.text_input("MLflow folder (inside the database's folder)", "mlruns", key="cmp_mlflow_dir")
+    if st.button(f"Export {len(ids)} runs", key="cmp_mlflow_export", icon=":material/upload:"):
+        with reported("MLflow export failed"):
+            from dff_core.export_mlflow import export_dir, export_runs
+            out = export_runs(db, str(export_dir(db.path, target)), run_ids=ids)
+            st.success(f"Exported {out['runs']} runs ({out['created']} new, {out['updated']} updated) to:",
+                       icon=":material/check_circle:")
+            st.code(out["tracking_uri"], language=None)
 
 # ------------------------------------------------------------------------------------------ strategies
 bars = compare.strategy_bars(shown, metric, split)
