@@ -123,3 +123,15 @@ def test_compare_button_exports_the_runs_it_shows(runs_db, monkeypatch):
     assert any("Exported 2 runs" in s.value for s in at.success)
     _, got = _mlflow_runs(db.path.parent / "exported")
     assert set(got) == {runs[0].id, runs[1].id}
+
+
+def test_runs_lists_config_and_final_metrics(runs_db, capsys):
+    db, (id_run, dff_run, other) = runs_db
+    assert cli.main(["--db", str(db.path), "runs", "--study", "s"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].split()[:3] == ["run", "status", "dataset"]
+    row = next(line.split() for line in lines if line.split()[0] == str(dff_run.id))
+    assert row[1:7] == ["done", "small", "dff", "feats", "1-3", "2"] and row[7] == "local"
+    assert row[9] == f"{dff_run.result['test']['NDCG@10']:.4f}"
+    assert cli.main(["--db", str(db.path), "runs", "--dataset", "nope"]) == 2
+    assert "no dataset 'nope'" in capsys.readouterr().err
