@@ -79,7 +79,8 @@ def handle_sweep_ray(db: Database, job: queue.Job, ctx: JobContext) -> None:
                         address=job.params.get("address"), progress=lambda f, s: ctx.progress(f, s),
                         log=ctx.log, should_stop=ctx.should_stop)
     summary = {k: out[k] for k in ("total", "skipped", "done", "failed", "cancelled")}
-    ctx.progress(ctx.job.progress, None, force=True, result_update={"ray": summary})
+    ended = out["skipped"] + out["done"] + out["failed"]
+    ctx.progress(ended / max(1, out["total"]), None, force=True, result_update={"ray": summary})
     if out["failed"] and not ctx.should_stop():
         first = next(iter(out["failures"].items()))
         raise RuntimeError(f"{out['failed']} of {out['total']} runs failed on Ray (run {first[0]}: {first[1]}); "
