@@ -27,6 +27,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="dff: learning rate of the layer logits = lr x this (default: TrainConfig.layer_lr_mult)")
     p.add_argument("--layer-init", default=None, choices=("uniform", "probe"),
                    help="dff: start the layer weights uniform, or from the layers' usefulness scores (default: uniform)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the run (default: torch's)")
     p.add_argument("--study", default=None, help="group runs under a study name")
 
 
@@ -37,6 +38,8 @@ def train_settings(args: argparse.Namespace) -> dict:
         out["layer_lr_mult"] = args.layer_lr_mult
     if getattr(args, "layer_init", None) is not None:
         out["layer_init"] = args.layer_init
+    if getattr(args, "threads", None) is not None:
+        out["num_threads"] = args.threads
     return out
 
 
