@@ -23,12 +23,24 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--layer-lr-mult", type=float, default=None,
+                   help="dff: learning rate of the layer logits = lr x this (default: TrainConfig.layer_lr_mult)")
+    p.add_argument("--layer-init", default=None, choices=("uniform", "probe"),
+                   help="dff: start the layer weights uniform, or from the layers' usefulness scores (default: uniform)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the run (default: torch's)")
     p.add_argument("--study", default=None, help="group runs under a study name")
 
 
 def train_settings(args: argparse.Namespace) -> dict:
-    return {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
-            "max_len": args.max_len, "patience": args.patience, "dropout": args.dropout}
+    out = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
+           "max_len": args.max_len, "patience": args.patience, "dropout": args.dropout}
+    if getattr(args, "layer_lr_mult", None) is not None:  # unset: the TrainConfig default is stored with the run
+        out["layer_lr_mult"] = args.layer_lr_mult
+    if getattr(args, "layer_init", None) is not None:
+        out["layer_init"] = args.layer_init
+    if getattr(args, "threads", None) is not None:
+        out["num_threads"] = args.threads
+    return out
 
 
 def _register(sub) -> None:

@@ -4,6 +4,7 @@ Input is the run table of ``storage.views.runs_frame`` (one row per run, ``"<spl
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 GROUP = ["dataset", "backbone", "features", "strategy", "layers"]
@@ -77,3 +78,36 @@ def bucket_frame(runs: pd.DataFrame, metric: str = "NDCG@10") -> pd.DataFrame:
     out = pd.concat(parts, ignore_index=True)
     out["std"] = out["std"].fillna(0.0)
     return out[cols]
+
+
+SPREAD_COLUMNS = ["layers", "top layer", "max weight", "max / uniform", "entropy / max", "effective layers", "reading"]
+
+
+def weight_spread(weights: pd.DataFrame, by: str | list[str] = "run_id") -> pd.DataFrame:
+    """Did DFF choose layers or average them? One row per ``by`` group of a ``layer, weight`` frame.
+
+    ``max / uniform`` = largest weight × number of layers (1 = exactly uniform, L = all weight on one layer);
+    ``entropy / max`` = H(a) / log L (1 = uniform, 0 = one layer); ``effective layers`` = exp(H(a)), the number of
+    equally weighted layers with the same entropy. ``reading`` says it in words: "averaged" below 1.5 × uniform,
+    "chose layer N" when one layer holds at least half the weight, else "leans to layer N".
+    """
+    keys = [by] if isinstance(by, str) else list(by)
+    if weights.empty:
+        return pd.DataFrame(columns=keys + SPREAD_COLUMNS)
+    rows = []
+    for key, g in weights.groupby(keys, sort=False):
+        w = g["weight"].astype(float).to_numpy()
+        n = len(w)
+        total = w.sum()
+        a = w / total if total > 0 else w
+        top = int(a.argmax())
+        nz = a[a > 0]
+        entropy = float(-(nz * np.log(nz)).sum())
+        ratio = float(a[top] * n)
+        layer = int(g["layer"].iloc[top])
+        reading = ("averaged" if ratio < 1.5 else f"chose layer {layer}" if a[top] >= 0.5 else f"leans to layer {layer}")
+        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), "layers": n, "top layer": layer,
+                     "max weight": float(a[top]), "max / uniform": ratio,
+                     "entropy / max": entropy / np.log(n) if n > 1 else 0.0, "effective layers": float(np.exp(entropy)),
+                     "reading": reading})
+    return pd.DataFrame(rows, columns=keys + SPREAD_COLUMNS)

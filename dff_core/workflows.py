@@ -93,6 +93,11 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     if fs is not None and strategy in FEATURE_STRATEGIES:
         feats, layer_ids, missing = load_training_features(db, ds.id, fs, layer_ids)
         cfg.layers = None  # the loaded tensor holds exactly the chosen layers, in order
+        if strategy == "dff" and cfg.layer_init == "probe" and cfg.layer_scores is None:
+            from dff_core.probes import cached_layer_usefulness
+
+            lift = cached_layer_usefulness(db, fs).set_index("layer")["lift"]
+            cfg.layer_scores = [float(lift[layer]) for layer in layer_ids]
     split = load_split(db, ds.id)
 
     config = {**cfg.to_dict(), "layers": layer_ids, "feature_set": fs.name if fs else None,

@@ -38,6 +38,18 @@ def check_train_params(db: Database, params: dict) -> None:
         if fs.status not in USABLE_FEATURE_STATUS:
             raise ValueError(f"feature set {fs.name!r} is {fs.status}; wait for its extraction to finish")
         parse_layers(params.get("layers"), fs.num_layers)
+    check_settings(params["strategy"], params.get("settings") or {})
+
+
+def check_settings(strategy: str, settings: dict) -> None:
+    """Training settings as ``TrainConfig`` fields (e.g. ``layer_lr_mult``, ``layer_init``), refused before queueing."""
+    from dff_core.train.trainer import TrainConfig
+
+    known = {f for f in TrainConfig.__dataclass_fields__}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {', '.join(unknown)}")
+    TrainConfig(**{**settings, "strategy": strategy}).validate()
 
 
 def enqueue_train(db: Database, dataset: str, strategy: str, features: str | None, layers: str | None,

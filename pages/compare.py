@@ -103,8 +103,17 @@ if weights.empty:
     st.info("No DFF runs among these — train the `dff` strategy to see which layers it learns to use.", icon=":material/info:")
 else:
     grid = weights.pivot_table(index="run", columns="layer", values="weight", aggfunc="mean")
+    heat, spread_col = st.columns([3, 2])
     fig = px.imshow(grid, aspect="auto", color_continuous_scale="Viridis", labels=dict(color="weight"),
                     zmin=0.0, zmax=float(max(grid.max().max(), 1e-6)), text_auto=".2f" if grid.size <= 400 else False,
                     title="softmax(w) per run and layer (uniform = 1 / number of layers)")
     fig.update_layout(xaxis_title="layer", yaxis_title="", height=max(320, 80 + 30 * len(grid)))
-    st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
+    heat.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
+    spread = compare.weight_spread(weights, by="run")
+    spread_col.dataframe(spread, hide_index=True, width="stretch", column_config={
+        "max weight": st.column_config.NumberColumn(format="%.3f"),
+        "max / uniform": st.column_config.NumberColumn(format="%.2f", help="1 = uniform (averaged), L = one layer"),
+        "entropy / max": st.column_config.NumberColumn(format="%.2f", help="1 = uniform, 0 = one layer"),
+        "effective layers": st.column_config.NumberColumn(format="%.1f", help="exp(entropy)")})
+    spread_col.caption("Did DFF choose layers or average them? max / uniform near 1 means the softmax stayed "
+                       "uniform: the run is close to the gated mean of its layers.")

@@ -110,6 +110,14 @@ with st.expander("Hyper-parameters", expanded=False):
     settings["hidden"] = int(h[0].number_input("Hidden size", 8, 1024, 64, step=8, key="tr_hidden"))
     settings["max_len"] = int(h[1].number_input("Max sequence length", 5, 500, 50, key="tr_maxlen"))
     settings["dropout"] = float(h[2].number_input("Dropout", 0.0, 0.9, 0.2, step=0.05, key="tr_dropout"))
+    from dff_core.train.trainer import LAYER_INITS, TrainConfig
+    settings["layer_lr_mult"] = float(h[3].number_input(
+        "DFF layer lr ×", 0.0, 1000.0, float(TrainConfig.layer_lr_mult), key="tr_layer_lr",
+        help="dff only: the layer logits learn at learning rate × this (1 = the shared rate, which leaves the "
+             "softmax near uniform)"))
+    settings["layer_init"] = st.columns(4)[0].selectbox(
+        "DFF layer start", list(LAYER_INITS), key="tr_layer_init",
+        help="dff only: uniform weights, or start from the layers' usefulness scores shown above")
 st.caption(f"{settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['lr']:g}, hidden "
            f"{settings['hidden']}, patience {settings['patience']}.")
 

@@ -159,5 +159,13 @@ def test_cli_submit_jobs_json(db, dataset):
     assert listed[0]["progress"] == 0
     r = cli("submit", "train", "--dataset", "d", "--strategy", "dff", "--epochs", "1")
     assert r.returncode == 2 and "needs --features" in r.stderr and "Traceback" not in r.stderr
+    r = cli("submit", "train", "--dataset", "d", "--strategy", "id", "--layer-lr-mult", "-1")
+    assert r.returncode == 2 and "layer_lr_mult must be a number >= 0" in r.stderr and "Traceback" not in r.stderr
+    r = cli("submit", "train", "--dataset", "d", "--strategy", "id", "--layer-lr-mult", "30", "--layer-init", "probe",
+            "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    settings = queue.get_job(db, int(r.stdout.strip().splitlines()[-1])).params["settings"]
+    assert settings["layer_lr_mult"] == 30.0 and settings["layer_init"] == "probe" and settings["num_threads"] == 1
+    assert cli("cancel", r.stdout.strip().splitlines()[-1]).returncode == 0
     assert cli("cancel", str(job_id)).returncode == 0
     assert queue.get_job(db, job_id).status == "cancelled"

@@ -181,3 +181,17 @@ def test_build_errors():
         build_item_encoder("dff", N_ITEMS, H, bad)
     with pytest.raises(ValueError, match="divisible"):
         SASRec(SASRecConfig(hidden=H, heads=3), build_item_encoder("id", N_ITEMS, H))
+
+
+def test_layer_logits_from_scores():
+    from dff_core.models.item_encoders import layer_logits_from_scores
+
+    assert torch.equal(layer_logits_from_scores(None, 3), torch.zeros(3))       # uniform start
+    z = layer_logits_from_scores([1.0, 2.0, 3.0], 3)
+    assert torch.allclose(z, torch.tensor([-1.0, 0.0, 1.0]))                   # z-scores: unit-free
+    assert torch.allclose(layer_logits_from_scores([10.0, 20.0, 30.0], 3), z)
+    assert torch.equal(layer_logits_from_scores([2.0, 2.0], 2), torch.zeros(2))  # equal scores: uniform
+    with pytest.raises(ValueError, match="one per chosen layer"):
+        layer_logits_from_scores([1.0, 2.0], 3)
+    with pytest.raises(ValueError, match="finite"):
+        layer_logits_from_scores([1.0, float("nan")], 2)

@@ -106,6 +106,22 @@ def test_layer_curve_strategy_bars_and_buckets():
     assert compare.leaderboard(runs.iloc[0:0]).empty
 
 
+def test_weight_spread_says_chose_or_averaged():
+    w = pd.DataFrame({"run": ["a"] * 4 + ["b"] * 4 + ["c"] * 4, "layer": [0, 8, 15, 30] * 3,
+                      "weight": [0.25] * 4 + [0.1, 0.7, 0.1, 0.1] + [0.2, 0.2, 0.2, 0.4]})
+    s = compare.weight_spread(w, by="run").set_index("run")
+    assert s.loc["a", "max / uniform"] == pytest.approx(1.0) and s.loc["a", "entropy / max"] == pytest.approx(1.0)
+    assert s.loc["a", "effective layers"] == pytest.approx(4.0) and s.loc["a", "reading"] == "averaged"
+    assert s.loc["b", "top layer"] == 8 and s.loc["b", "max weight"] == pytest.approx(0.7)
+    assert s.loc["b", "max / uniform"] == pytest.approx(2.8) and s.loc["b", "reading"] == "chose layer 8"
+    h = -(0.7 * np.log(0.7) + 3 * 0.1 * np.log(0.1))
+    assert s.loc["b", "entropy / max"] == pytest.approx(h / np.log(4)) and s.loc["b", "effective layers"] == pytest.approx(np.exp(h))
+    assert s.loc["c", "reading"] == "leans to layer 30" and s.loc["c", "max / uniform"] == pytest.approx(1.6)
+    one = compare.weight_spread(pd.DataFrame({"run_id": [1], "layer": [5], "weight": [1.0]}))
+    assert one["max / uniform"].item() == 1.0 and one["entropy / max"].item() == 0.0
+    assert compare.weight_spread(w.iloc[0:0], by="run").empty
+
+
 def test_extraction_estimate_disk_and_time():
     est = extraction_estimate(1000, 25, 896, "smollm2", ["title"], 8)
     assert est["bytes"] == 1000 * 25 * 896 * 2 and not est["measured"]

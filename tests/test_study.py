@@ -12,7 +12,7 @@ from data_helpers import write_generic
 from dff_core.data.load import import_generic
 from dff_core.study import plan as study_plan
 from dff_core.study.plan import StudyRequest, even_layers, plan_runs, queue_study, sweep_params
-from dff_core.study.report import render_html, runs_csv, verdicts_csv
+from dff_core.study.report import figure_weights, render_html, runs_csv, spread_table, verdicts_csv
 from dff_core.study.verdicts import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, Comparison, compare, evaluate,
                                      layer_curve, load_study, sign_flip_p, weights_table)
 from jobs import queue
@@ -219,6 +219,14 @@ def test_html_report_is_self_contained_and_has_each_verdict(db, feature_sets):
     for n in (1, 2, 3):
         assert f"Finding {n}:" in page
     assert page.count(">supported</span>") >= 3 and "2 CPU cores" in page
+    # the weights' spread beside the weights: these DFF runs stayed near uniform (max 1/7 + 0.03 of 7 layers)
+    spread = spread_table(data)
+    assert len(spread) == 6 and set(spread["role"]) == {"dff all", "dff 1-4"}
+    dff_all = spread[spread["role"] == "dff all"]
+    assert dff_all["max / uniform"].tolist() == pytest.approx([7 * (1 / 7 + 0.03)] * 3)
+    assert (dff_all["top layer"] == 6).all() and (dff_all["reading"] == "averaged").all()
+    assert "max / uniform" in page and "<td>averaged</td>" in page
+    assert "dff all: max / uniform 1.21" in figure_weights(data).layout.title.text
     con = render_html(load_study(db, "con"))
     assert ">contradicted</span>" in con and ">supported</span>" not in con
 

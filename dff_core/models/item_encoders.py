@@ -23,7 +23,8 @@ caption    gate fusion of ``e`` with a frozen caption embedding (usually ``L = 1
 add        ``e + v``
 concat     ``Linear([e; v])``
 gate       ``g * e + (1 - g) * v``, ``g = sigmoid(W_g [e; v])`` per dimension
-dff        gate fusion with ``h = sum_l softmax(w)_l h_l`` over the chosen layers, ``w`` init 1
+dff        gate fusion with ``h = sum_l softmax(w)_l h_l`` over the chosen layers, ``w`` init 0
+           (uniform) or from per-layer usefulness scores (``layer_scores``)
 =========  ===========================================================================
 
 All trainable item vectors start at the same scale (``init_std``, default ``hidden ** -0.5``): the
@@ -287,15 +288,35 @@ class CaptionEncoder(GateEncoder):
     strategy = "caption"
 
 
+def layer_logits_from_scores(scores: Sequence[float] | None, num_layers: int) -> torch.Tensor:
+    """Initial DFF logits ``w``: zeros (uniform softmax) without scores, else the scores' z-scores.
+
+    z-scores make the start independent of the score's unit: a layer one standard deviation above the mean
+    starts with ``e`` times the weight of an average one, so a useful layer is favoured but no layer is
+    switched off before training has seen any data. Equal scores give the uniform start.
+    """
+    if scores is None:
+        return torch.zeros(num_layers)
+    s = torch.as_tensor([float(v) for v in scores], dtype=torch.float64)
+    if s.shape != (num_layers,) or not torch.isfinite(s).all():
+        raise ValueError(f"layer_scores must be {num_layers} finite numbers (one per chosen layer), got {list(scores)}")
+    std = s.std() if num_layers > 1 else torch.tensor(0.0, dtype=torch.float64)
+    return ((s - s.mean()) / std if std > 0 else torch.zeros_like(s)).float()
+
+
 class DFFEncoder(GateEncoder):
     """Dual Feature Fusion: learned softmax mixture of the chosen layers, then gate fusion with IDs."""
 
     strategy = "dff"
 
+    def __init__(self, *args, layer_scores: Sequence[float] | None = None, **kwargs):
+        self._layer_scores = layer_scores
+        super().__init__(*args, **kwargs)
+
     def _register_features(self, features, layers, normalize):
         feats, self.layers = prepare_features(features, self.num_items, layers, normalize)
         self.register_buffer("feats", feats, persistent=False)  # [L, N, D]
-        self.layer_logits = nn.Parameter(torch.ones(len(self.layers)))
+        self.layer_logits = nn.Parameter(layer_logits_from_scores(self._layer_scores, len(self.layers)))
 
     def _feature_rms(self) -> float:
         with torch.no_grad():
@@ -317,12 +338,14 @@ _ENCODERS = {cls.strategy: cls for cls in (IDEncoder, ReplaceEncoder, InitEncode
 
 def build_item_encoder(strategy: str, num_items: int, hidden: int, features=None,
                        layers: Sequence[int] | None = None, *, normalize: bool = True,
-                       init_std: float | None = None) -> ItemEncoder:
+                       init_std: float | None = None,
+                       layer_scores: Sequence[float] | None = None) -> ItemEncoder:
     """Create the encoder for ``strategy`` (one of ``STRATEGIES``).
 
     ``features``: ``np.ndarray | torch.Tensor`` ``[num_items, L, D]`` (or ``[num_items, D]``), needed
     by every strategy but ``id`` (ignored there). ``layers``: indices into ``L``; ``None`` = all.
-    Single-vector strategies use the mean of the chosen layers; ``dff`` learns the mixture.
+    Single-vector strategies use the mean of the chosen layers; ``dff`` learns the mixture, starting from
+    uniform weights or, with ``layer_scores`` (one per chosen layer, higher = more useful), from their z-scores.
     """
     if strategy not in _ENCODERS:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
@@ -330,4 +353,5 @@ def build_item_encoder(strategy: str, num_items: int, hidden: int, features=None
         return IDEncoder(num_items, hidden, init_std)
     if features is None:
         raise ValueError(f"strategy {strategy!r} needs features")
-    return _ENCODERS[strategy](num_items, hidden, features, layers, normalize=normalize, init_std=init_std)
+    extra = {"layer_scores": layer_scores} if strategy == "dff" else {}
+    return _ENCODERS[strategy](num_items, hidden, features, layers, normalize=normalize, init_std=init_std, **extra)

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import plotly.graph_objects as go
 
+from dff_core.compare import weight_spread
 from dff_core.study.verdicts import (CONTRADICTED, SUPPORTED, Finding, StudyData, cold_warm, evaluate, layer_curve,
                                      role_table, verdict_frame, weights_table)
 
@@ -56,7 +57,12 @@ def figure_weights(data: StudyData) -> go.Figure:
     for role, g in w.groupby("role", sort=True):
         fig.add_trace(go.Bar(x=g["layer"], y=g["mean"], name=role,
                              error_y={"type": "data", "array": g["std"], "visible": True}))
-    fig.update_layout(title="Learned DFF layer weights softmax(w) (mean ± std over seeds)", xaxis_title="layer",
+    spread = spread_table(data)
+    glance = "; ".join(f"{role}: max / uniform {g['max / uniform'].mean():.2f}"
+                       for role, g in spread.groupby("role", sort=True))
+    title = "Learned DFF layer weights softmax(w) (mean ± std over seeds)" + (f"<br><sup>{glance} (1 = averaged)</sup>"
+                                                                             if glance else "")
+    fig.update_layout(title=title, xaxis_title="layer",
                       yaxis_title="weight", barmode="group", height=380, margin={"t": 50, "l": 60, "r": 20, "b": 50})
     return fig
 
@@ -118,6 +124,20 @@ def _table(frame: pd.DataFrame, digits: int = 4) -> str:
     body = "".join("<tr>" + "".join(f"<td>{_fmt(v, digits)}</td>" for v in row) + "</tr>"
                    for row in frame.itertuples(index=False))
     return f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def spread_table(data: StudyData) -> pd.DataFrame:
+    """Per DFF run (role, seed): did it choose layers or average them (:func:`dff_core.compare.weight_spread`)."""
+    return weight_spread(data.weights, by=["role", "seed"])
+
+
+def _spread_html(data: StudyData) -> str:
+    spread = spread_table(data)
+    if spread.empty:
+        return ""
+    return ("<p>Spread of the learned weights per run: <i>max / uniform</i> near 1 means the softmax stayed "
+            "uniform and DFF averaged its layers (it is then close to gate fusion of their mean); it reaches the "
+            "number of layers when all weight is on one layer.</p>" + _table(spread, 3))
 
 
 def compute_summary(data: StudyData) -> dict:
@@ -192,6 +212,7 @@ and compared on test. A finding is supported when all its primary parts are.</p>
 <h2>Run types</h2>
 {_table(roles)}
 <h2>DFF layer weights</h2>
+{_spread_html(data)}
 {_table(weights) if len(weights) else '<p>no DFF runs finished</p>'}
 <h2>Runs</h2>
 {_table(runs_table(data))}

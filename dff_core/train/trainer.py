@@ -42,6 +42,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 # settings that may differ between an interrupted run and its resumption
 _RESUME_FREE = {"device", "num_threads", "log_every", "eval_batch_size"}
+LAYER_INITS = ("uniform", "probe")
 
 
 @dataclass
@@ -67,6 +68,11 @@ class TrainConfig:
     eval_batch_size: int = 1024
     log_every: int = 10                  # a "step" event every this many steps (and the last one)
     num_threads: int | None = None       # torch.set_num_threads for the duration of train()
+    # DFF layer logits w (a = softmax(w)): their own AdamW group at lr * layer_lr_mult, no weight decay. Adam moves
+    # each parameter by about one learning rate per step, so at the shared lr the softmax barely leaves uniform.
+    layer_lr_mult: float = 10.0
+    layer_init: str = "uniform"          # "uniform" (w = 0) or "probe" (w = z-scores of layer_scores)
+    layer_scores: list[float] | None = None  # per chosen layer, higher = more useful (filled in for "probe")
 
     def model_config(self) -> SASRecConfig:
         return SASRecConfig(hidden=self.hidden, blocks=self.blocks, heads=self.heads,
@@ -75,6 +81,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["layers"] = None if self.layers is None else [int(x) for x in self.layers]
+        d["layer_scores"] = None if self.layer_scores is None else [float(x) for x in self.layer_scores]
         return d
 
     @classmethod
@@ -90,6 +97,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every", "max_len", "hidden", "blocks", "heads", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if not (math.isfinite(self.layer_lr_mult) and self.layer_lr_mult >= 0):
+            raise ValueError(f"layer_lr_mult must be a number >= 0, got {self.layer_lr_mult}")
+        if self.layer_init not in LAYER_INITS:
+            raise ValueError(f"unknown layer_init {self.layer_init!r}; choose from {', '.join(LAYER_INITS)}")
 
 
 @dataclass
@@ -118,9 +129,23 @@ class TrainResult:
 
 def build_model(num_items: int, cfg: TrainConfig, features=None) -> SASRec:
     """The SASRec + item encoder described by ``cfg`` (random init from the current torch RNG)."""
+    scores = cfg.layer_scores if cfg.layer_init == "probe" else None
+    if cfg.strategy == "dff" and cfg.layer_init == "probe" and scores is None:
+        raise ValueError("layer_init 'probe' needs layer_scores (the usefulness score of each chosen layer)")
     encoder = build_item_encoder(cfg.strategy, num_items, cfg.hidden, features, cfg.layers,
-                                 normalize=cfg.normalize_features)
+                                 normalize=cfg.normalize_features, layer_scores=scores)
     return SASRec(cfg.model_config(), encoder)
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: every parameter at ``cfg.lr``, except DFF's layer logits at ``lr * layer_lr_mult``
+    without weight decay (decay would pull the softmax back to uniform)."""
+    layer = [p for n, p in model.named_parameters() if n.endswith("layer_logits")]
+    rest = [p for n, p in model.named_parameters() if not n.endswith("layer_logits")]
+    groups = [{"params": rest}]
+    if layer:
+        groups.append({"params": layer, "lr": cfg.lr * cfg.layer_lr_mult, "weight_decay": 0.0})
+    return groups
 
 
 @dataclass
@@ -166,7 +191,8 @@ def _check_resumable(saved: dict, cfg: TrainConfig, num_items: int) -> None:
     if saved.get("num_items") != num_items:
         raise ValueError("checkpoint was written for a different dataset (num_items differs)")
     now = cfg.to_dict()
-    diff = {k for k in now if k not in _RESUME_FREE and saved["config"].get(k) != now[k]}
+    default = TrainConfig().to_dict()  # a setting added since the checkpoint was written had its default then
+    diff = {k for k in now if k not in _RESUME_FREE and saved["config"].get(k, default[k]) != now[k]}
     if diff:
         raise ValueError(f"checkpoint config differs in {sorted(diff)}; use another checkpoint_dir")
 
@@ -196,7 +222,7 @@ def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(data.num_items, cfg, features).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
 
     batches = TrainingBatches.build(data, cfg.max_len).to(device)
