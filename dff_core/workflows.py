@@ -77,6 +77,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     ``run_id`` continues an existing run from its last checkpoint (after a crash or a cancel)."""
     from dff_core.eval.evaluate import popularity_baseline
     from dff_core.models.item_encoders import FEATURE_STRATEGIES
+    from dff_core.endings import CAPPED_IMPROVING
     from dff_core.train.trainer import TrainConfig, train
 
     ds = get_dataset(db, dataset)
@@ -143,7 +144,8 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
         finish_run(db, run.id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     if result.cancelled:
-        finish_run(db, run.id, "cancelled", epochs_run=result.epochs_run, seconds=result.seconds)
+        finish_run(db, run.id, "cancelled", epochs_run=result.epochs_run, seconds=result.seconds,
+                   best_epoch=result.best_epoch or None, ending=result.ending)
         return get_run(db, run.id)
     weights = ({str(layer_ids[int(k)] if layer_ids else k): float(w) for k, w in result.layer_weights.items()}
                if result.layer_weights else None)
@@ -156,8 +158,17 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
         "wall_seconds": time.perf_counter() - start,
     }
     finish_run(db, run.id, "done", result=summary, best_epoch=result.best_epoch, epochs_run=result.epochs_run,
-               seconds=result.seconds, seconds_per_epoch=result.seconds_per_epoch)
+               seconds=result.seconds, seconds_per_epoch=result.seconds_per_epoch, ending=result.ending)
+    if log and result.ending == CAPPED_IMPROVING:
+        log(capped_warning(run.id, result.epochs_run, result.best_epoch))
     return get_run(db, run.id)
+
+
+def capped_warning(run_id: int, epochs: int, best_epoch: int) -> str:
+    """The line a run that hit its epoch cap while still improving gets in its log (and on the CLI)."""
+    return (f"warning: run {run_id} hit the epoch cap ({epochs}) while still improving (best epoch {best_epoch}): "
+            "its metrics are of an under-trained model and it cannot decide a comparison; train again with a "
+            "higher --epochs to reach early stopping")
 
 
 def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: str | Path,
