@@ -51,6 +51,8 @@ def _register(sub) -> None:
     p.add_argument("--num-layers", type=int, default=None, help="with --from-runs-csv: stored layers of the features")
     p.add_argument("--cap", type=int, default=None,
                    help="with --from-runs-csv: the study's epoch cap (default: the most epochs any run ran)")
+    p.add_argument("--weights-csv", metavar="FILE", default=None,
+                   help="with --from-runs-csv: the report's DFF layer-weight table (role,layer,mean,std,seeds)")
 
     s = sub.add_parser("study-sample", help="store a seeded user subsample of a dataset with its feature sets")
     s.add_argument("source")
@@ -132,7 +134,7 @@ def _report_from_csv(args: argparse.Namespace) -> int:
     if not Path(args.from_runs_csv).is_file():
         raise FileNotFoundError(f"runs CSV not found: {args.from_runs_csv}")
     data = study_from_runs_csv(args.from_runs_csv, args.num_layers, study=args.report, epochs=args.cap,
-                               patience=args.patience)
+                               patience=args.patience, weights_csv=args.weights_csv, captions=args.captions)
     findings = evaluate(data, args.metric)
     print(f"study {data.study!r} (from {args.from_runs_csv}): {len(data.runs)} runs")
     _write(data, findings, args)

@@ -50,6 +50,7 @@ class StudyData:
     weights: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["run_id", "role", "seed", "layer",
                                                                                 "weight"]))
     progress: dict = field(default_factory=dict)
+    weights_summary: pd.DataFrame | None = None   # role, layer, mean, std, seeds: when per-run weights are gone
 
     @property
     def last(self) -> int | None:
@@ -116,10 +117,12 @@ def load_study(db, study: str) -> StudyData:
 
 
 def study_from_runs_csv(path, num_layers: int, *, study: str | None = None, epochs: int | None = None,
-                        patience: int = 5, eval_every: int = 1, captions: str | None = None) -> StudyData:
+                        patience: int = 5, eval_every: int = 1, captions: str | None = None,
+                        weights_csv=None) -> StudyData:
     """A study rebuilt from its exported runs CSV (``study --report ... --runs-csv``), so a published report
     can be re-judged without its database: verdicts, tables and plots come out as from storage; DFF layer
-    weights are not in the CSV. Runs without an ``ending`` column get one from epochs run and best epoch,
+    weights are not in it (``weights_csv``: the report's layer-weight table, role, layer, mean, std, seeds).
+    Runs without an ``ending`` column get one from epochs run and best epoch,
     with ``epochs`` the study's cap (default: the most epochs any run ran) and its ``patience``."""
     runs = pd.read_csv(path)
     need = {"run_id", "strategy", "layers", "seed", "epochs", "best_epoch"}
@@ -138,7 +141,8 @@ def study_from_runs_csv(path, num_layers: int, *, study: str | None = None, epoc
     first = lambda col: str(runs[col].dropna().iloc[0]) if col in runs.columns and runs[col].notna().any() else ""  # noqa: E731
     return StudyData(study=study or first("study") or str(path), runs=runs, num_layers=num_layers,
                      dataset=first("dataset"), features=first("features"), captions=captions,
-                     progress={"total": len(runs), "done": len(runs)})
+                     progress={"total": len(runs), "done": len(runs)},
+                     weights_summary=pd.read_csv(weights_csv) if weights_csv else None)
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -415,6 +419,8 @@ def layer_curve(data: StudyData, metric: str = "NDCG@10") -> pd.DataFrame:
 
 def weights_table(data: StudyData) -> pd.DataFrame:
     """DFF layer weights: mean and std over seeds per (role, layer)."""
+    if data.weights_summary is not None and data.weights.empty:
+        return data.weights_summary[["role", "layer", "mean", "std", "seeds"]].reset_index(drop=True)
     w = data.weights
     if w.empty:
         return pd.DataFrame(columns=["role", "layer", "mean", "std", "seeds"])
