@@ -27,6 +27,9 @@ CANCELLED = "cancelled"
 ENDINGS = (EARLY_STOPPED, CAPPED_IMPROVING, CAPPED_CONVERGED, CANCELLED)
 LABELS = {EARLY_STOPPED: "early-stopped", CAPPED_IMPROVING: "capped while improving",
           CAPPED_CONVERGED: "capped, converged", CANCELLED: "cancelled"}
+# defaults of the CLI, the Train page, sweeps and studies: a generous cap, so runs end by early stopping and
+# the cap only bounds the worst case (it costs nothing for a run that converges sooner)
+DEFAULT_EPOCHS, DEFAULT_PATIENCE = 200, 5
 CONVERGENCE_WINDOW = 5          # evaluations without improvement that count as converged when patience <= 0
 # without stored runs to learn from: a cap below this is flagged (MicroLens top-3k runs needed 30+ epochs)
 MIN_SENSIBLE_EPOCHS = 30
