@@ -113,9 +113,20 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     if log and missing:
         log(f"warning: {missing} items have no stored vectors (failed extraction); they use zero features")
 
+    # With a generous cap, runs end by early stopping long before it: progress (and the ETA drawn from it) is
+    # measured against the earliest epoch the run can stop at (best epoch + patience evaluations), never falling.
+    seen = {"best": -float("inf"), "best_epoch": 0, "frac": 0.0}
+
+    def fraction(epochs_done: float) -> float:
+        horizon = cfg.epochs
+        if cfg.patience > 0:
+            horizon = min(cfg.epochs, max(seen["best_epoch"] + cfg.patience * cfg.eval_every, int(epochs_done) + 1))
+        seen["frac"] = max(seen["frac"], min(1.0, epochs_done / horizon))
+        return seen["frac"]
+
     def on_event(event: dict) -> None:
         if event["type"] == "step":
-            frac = ((event["epoch"] - 1) + event["step"] / max(1, event["steps"])) / cfg.epochs
+            frac = fraction((event["epoch"] - 1) + event["step"] / max(1, event["steps"]))
             if progress:
                 progress(frac, f"epoch {event['epoch']} step {event['step']}/{event['steps']} "
                                f"loss {event['loss']:.4f}")
@@ -133,8 +144,10 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
                 val = event.get("val") or {}
                 log(f"epoch {epoch}: loss {event['loss']:.4f}, val NDCG@10 {val.get('NDCG@10', float('nan')):.4f}, "
                     f"{event['seconds']:.1f} s")
+            if (event.get("val") or {}).get(cfg.metric, -float("inf")) > seen["best"]:
+                seen.update(best=event["val"][cfg.metric], best_epoch=epoch)
             if progress:
-                progress(epoch / cfg.epochs, f"epoch {epoch} done")
+                progress(fraction(epoch), f"epoch {epoch} done (best {seen['best_epoch']}, cap {cfg.epochs})")
 
     start = time.perf_counter()
     try:
