@@ -329,3 +329,13 @@ def test_compare_page_marks_and_hides_runs_capped_while_improving(filled, monkey
     assert main(["--db", str(db.path), "compare", "--hide-capped", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [(r["strategy"], r["seeds"], r["capped"]) for r in rows] == [("id", 1, 0)]
+
+
+def test_train_page_defaults_to_early_stopping_and_warns_on_a_low_cap(filled, monkeypatch):
+    db, _ = filled
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = open_app("train")
+    assert at.number_input(key="tr_epochs").value == 200 and at.number_input(key="tr_patience").value == 5
+    assert not any("epoch cap" in w.value for w in at.warning)
+    at.number_input(key="tr_epochs").set_value(10).run()
+    assert any("An epoch cap of 10 is low" in w.value for w in at.warning)
