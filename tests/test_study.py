@@ -354,3 +354,18 @@ def test_subsample_keeps_whole_sequences_and_copies_features(db, feature_sets):
         subsample_dataset(db, "d", "d-half", users=5)
     with pytest.raises(ValueError, match="only 40 users"):
         subsample_dataset(db, "d", "d-all", users=40)
+
+
+def test_cli_train_json_says_how_the_run_ended_and_warns_when_capped(db, dataset, capsys):
+    import json
+
+    from dff_core.cli import main
+
+    assert main(["--db", str(db.path), "train", "--dataset", "d", "--strategy", "id", "--epochs", "1",
+                 "--hidden", "16", "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert (out["ending"], out["epochs"], out["best_epoch"], out["epoch_cap"]) == ("capped_improving", 1, 1, 1)
+    assert "hit the epoch cap (1) while still improving" in captured.err
+    from storage.runs import get_run
+    assert get_run(db, out["run_id"]).ending == "capped_improving"
