@@ -26,7 +26,9 @@ def _register(sub) -> None:
     s.add_argument("--layers", default="all", help="semicolon list of layer choices, e.g. 'all;8-20;30'")
     s.add_argument("--seeds", default="42", help="comma list, e.g. 1,2,3")
     s.add_argument("--study", required=True)
-    s.add_argument("--epochs", type=int, default=50)
+    from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE
+    s.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epoch cap; runs end by early stopping")
+    s.add_argument("--patience", type=int, default=DEFAULT_PATIENCE)
     s.add_argument("--threads", type=int, default=None, help="torch threads per training run (default: torch's)")
     add_engine_options(s)
     e = kinds.add_parser("extract", help="feature extraction")
@@ -98,7 +100,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise UsageError(f"--seeds must be a comma list of integers, not {args.seeds!r}") from None
         params = {"dataset": args.dataset, "features": args.features, "strategies": strategies,
                   "layers": [l.strip() for l in args.layers.split(";") if l.strip()], "seeds": seeds,
-                  "study": args.study, "settings": {"epochs": args.epochs}, **engine_params(args)}
+                  "study": args.study, "settings": {"epochs": args.epochs, "patience": args.patience},
+                  **engine_params(args)}
         if args.threads:
             params["settings"]["num_threads"] = args.threads
         for layers in params["layers"]:

@@ -1,7 +1,8 @@
 """``python -m dff_core study``: queue a study of the paper's three findings, or render its report.
 
-    study --dataset D --features F [--captions C] [--seeds 3] [--layers auto] [--epochs 20] [--wait]
+    study --dataset D --features F [--captions C] [--seeds 3] [--layers auto] [--epochs 200] [--wait]
     study --report STUDY [--html out.html] [--csv verdicts.csv] [--runs-csv runs.csv]
+    study --report NAME --from-runs-csv runs.csv --num-layers L [--cap E --patience P] [--html ...] [--csv ...]
     study-sample SOURCE NAME --users N [--seed 0] [--features F,G]
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from dff_core.cli import COMMANDS, EXTENSIONS, UsageError, _db
+from dff_core.study.plan import DEFAULT_SETTINGS
 
 
 def _register(sub) -> None:
@@ -26,8 +28,10 @@ def _register(sub) -> None:
     p.add_argument("--layer-points", type=int, default=7, help="points of the even subset (default 7)")
     p.add_argument("--range", default="auto", dest="intermediate",
                    help="DFF intermediate range A-B (default: the middle half of the depth)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=DEFAULT_SETTINGS["epochs"],
+                   help=f"epoch cap (default {DEFAULT_SETTINGS['epochs']}); runs end by early stopping")
+    p.add_argument("--patience", type=int, default=DEFAULT_SETTINGS["patience"],
+                   help="evaluations without improvement before a run stops")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-len", type=int, default=None)
     p.add_argument("--hidden", type=int, default=None)
@@ -44,6 +48,13 @@ def _register(sub) -> None:
     p.add_argument("--note", default=None, help="with --report: a line on the compute, shown in the report")
     from dff_core.cli_jobs import add_engine_options
     add_engine_options(p)
+    p.add_argument("--from-runs-csv", metavar="FILE", default=None,
+                   help="with --report NAME: re-judge a study from its exported runs CSV instead of the database")
+    p.add_argument("--num-layers", type=int, default=None, help="with --from-runs-csv: stored layers of the features")
+    p.add_argument("--cap", type=int, default=None,
+                   help="with --from-runs-csv: the study's epoch cap (default: the most epochs any run ran)")
+    p.add_argument("--weights-csv", metavar="FILE", default=None,
+                   help="with --from-runs-csv: the report's DFF layer-weight table (role,layer,mean,std,seeds)")
 
     s = sub.add_parser("study-sample", help="store a seeded user subsample of a dataset with its feature sets")
     s.add_argument("source")
@@ -65,6 +76,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     from dff_core.study.plan import (StudyRequest, parse_layer_list, parse_range, parse_seeds, plan_runs,
                                      queue_study)
 
+    if args.report and args.from_runs_csv:
+        return _report_from_csv(args)
     db = _db(args)
     if args.report:
         return _report(db, args.report, args)
@@ -87,6 +100,12 @@ def cmd_study(args: argparse.Namespace) -> int:
             print(f"{r['role']:12} {r['strategy']:8} {r['features'] or '—':24} layers {r['layers'] or '—'}")
         print(f"{len(runs)} runs x {len(req.seeds)} seeds = {len(runs) * len(req.seeds)} training runs")
         return 0
+    from dff_core.endings import cap_warning
+    from storage.views import epochs_needed
+
+    warning = cap_warning(req.epochs, req.patience, epochs_needed(db, req.dataset))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     job_id = queue_study(db, req)
     print(f"queued study {req.study!r} (sweep job {job_id}); report: python -m dff_core study --report {req.study}")
     if args.wait:
@@ -101,7 +120,6 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def _report(db, study: str, args: argparse.Namespace) -> int:
-    from dff_core.study.report import render_html, runs_csv, verdicts_csv
     from dff_core.study.verdicts import evaluate, load_study
 
     data = load_study(db, study)
@@ -109,14 +127,38 @@ def _report(db, study: str, args: argparse.Namespace) -> int:
     p = data.progress
     print(f"study {study!r}: {len(data.runs)} finished runs ({p.get('done', 0)}/{p.get('total', 0)} training jobs done"
           f"{', ' + str(p['failed']) + ' failed' if p.get('failed') else ''})")
+    _write(data, findings, args)
+    return 0
+
+
+def _report_from_csv(args: argparse.Namespace) -> int:
+    from dff_core.study.verdicts import evaluate, study_from_runs_csv
+
+    if not args.num_layers:
+        raise UsageError("--from-runs-csv needs --num-layers (the feature set's stored layers, e.g. 31)")
+    if not Path(args.from_runs_csv).is_file():
+        raise FileNotFoundError(f"runs CSV not found: {args.from_runs_csv}")
+    data = study_from_runs_csv(args.from_runs_csv, args.num_layers, study=args.report, epochs=args.cap,
+                               patience=args.patience, weights_csv=args.weights_csv, captions=args.captions)
+    findings = evaluate(data, args.metric)
+    print(f"study {data.study!r} (from {args.from_runs_csv}): {len(data.runs)} runs")
+    _write(data, findings, args)
+    return 0
+
+
+def _write(data, findings, args: argparse.Namespace) -> None:
+    from dff_core.study.report import capped_summary, render_html, runs_csv, verdicts_csv
+
     print_verdicts(findings)
+    capped = capped_summary(data)
+    if capped:
+        print(f"warning: {capped}", file=sys.stderr)
     for path, text in ((args.html, lambda: render_html(data, args.metric, args.note, findings)),
                        (args.csv, lambda: verdicts_csv(findings)), (args.runs_csv, lambda: runs_csv(data))):
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text(), encoding="utf-8")
             print(f"wrote {path}")
-    return 0
 
 
 def cmd_study_sample(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``python -m dff_core train``: one SASRec run in the foreground."""
+"""``python -m dff_core train``: one SASRec run in the foreground; ``compare``: the Compare page's leaderboard."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,8 @@ import json
 import sys
 
 from dff_core.cli import COMMANDS, EXTENSIONS, _db
+
+from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
@@ -15,13 +17,15 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default=None, help="feature set name or id (every strategy but id needs one)")
     p.add_argument("--strategy", required=True, choices=STRATEGIES)
     p.add_argument("--layers", default="all", help="all | A-B | i,j,k (0 = embedding output)")
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                   help=f"epoch cap (default {DEFAULT_EPOCHS}); runs end by early stopping (--patience)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--max-len", type=int, default=50)
-    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
+                   help="evaluations without improvement before stopping; 0 = train the whole cap")
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--layer-lr-mult", type=float, default=None,
                    help="dff: learning rate of the layer logits = lr x this (default: TrainConfig.layer_lr_mult)")
@@ -48,6 +52,16 @@ def _register(sub) -> None:
     add_train_options(p)
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object with the results")
 
+    c = sub.add_parser("compare", help="leaderboard of finished runs (mean ± std over seeds), as on Compare")
+    c.add_argument("--dataset", action="append", default=None, help="keep this dataset (repeatable)")
+    c.add_argument("--study", action="append", default=None, help="keep this study (repeatable)")
+    c.add_argument("--strategy", action="append", default=None, help="keep this strategy (repeatable)")
+    c.add_argument("--metric", default="NDCG@10", choices=["NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR"])
+    c.add_argument("--split", default="test", choices=["test", "val"])
+    c.add_argument("--hide-capped", action="store_true",
+                   help="leave out runs that hit the epoch cap while still improving (under-trained)")
+    c.add_argument("--json", action="store_true", help="one JSON list of leaderboard rows")
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from dff_core.workflows import run_training
@@ -63,7 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                        settings=train_settings(args), seed=args.seed, study=args.study, progress=progress, log=log)
     res = run.result or {}
     out = {"run_id": run.id, "strategy": run.strategy, "layers": run.layers, "epochs": run.epochs_run,
-           "best_epoch": run.best_epoch, "seconds": run.seconds, "seconds_per_epoch": run.seconds_per_epoch,
+           "best_epoch": run.best_epoch, "ending": run.ending, "epoch_cap": args.epochs, "seconds": run.seconds,
+           "seconds_per_epoch": run.seconds_per_epoch,
            "metrics": {"val": res.get("val"), "test": res.get("test")},
            "buckets": {"test": res.get("test_buckets")}, "status": run.status}
     if run.strategy == "dff":
@@ -74,9 +89,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         t = res.get("test") or {}
         print(f"\nrun {run.id} ({run.strategy}): test HR@10 {t.get('HR@10', float('nan')):.4f} "
               f"NDCG@10 {t.get('NDCG@10', float('nan')):.4f}  best epoch {run.best_epoch}/{run.epochs_run}, "
-              f"{run.seconds:.1f} s")
+              f"{run.seconds:.1f} s, {(run.ending or '?').replace('_', ' ')}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dff_core import compare
+    from storage.views import runs_frame
+
+    runs = runs_frame(_db(args))
+    capped = int(compare.is_capped(runs).sum())
+    shown = compare.filter_runs(runs, args.dataset, None, args.strategy, args.study, hide_capped=args.hide_capped)
+    board = compare.leaderboard(shown, args.metric, args.split)
+    if args.json:
+        print(json.dumps(board.drop(columns=["mean", "std"]).assign(mean=board["mean"], std=board["std"])
+                         .to_dict(orient="records"), default=str))
+        return 0
+    if board.empty:
+        print("no finished runs match")
+    for r in board.itertuples(index=False):
+        print(f"{r.strategy:8} {r.features or '—':20} layers {r.layers:8} {r.dataset:14} {r.mean:.4f} ± {r.std:.4f} "
+              f"(n={r.seeds})  {r.training}")
+    if capped and not args.hide_capped:
+        print(f"warning: {capped} runs hit their epoch cap while still improving (marked above); --hide-capped "
+              "leaves them out", file=sys.stderr)
     return 0
 
 
 EXTENSIONS.append(_register)
-COMMANDS["train"] = cmd_train
+COMMANDS.update({"train": cmd_train, "compare": cmd_compare})

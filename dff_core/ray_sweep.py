@@ -160,7 +160,8 @@ def run_sweep_ray(db: Database, runs: list[dict], *, study: str, job_id: int | N
             if should_stop():
                 for ref, (run_id, r, _, _) in inflight.items():
                     ray.cancel(ref, force=True)
-                    finish_run(db, run_id, "cancelled", error="cancelled with its sweep; resume runs it again")
+                    finish_run(db, run_id, "cancelled", error="cancelled with its sweep; resume runs it again",
+                               ending="cancelled")
                     counts["cancelled"] += 1
                 log(f"cancelled: {len(inflight)} running tasks stopped, {len(queue)} runs not started")
                 inflight.clear()

@@ -77,6 +77,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     ``run_id`` continues an existing run from its last checkpoint (after a crash or a cancel)."""
     from dff_core.eval.evaluate import popularity_baseline
     from dff_core.models.item_encoders import FEATURE_STRATEGIES
+    from dff_core.endings import CAPPED_IMPROVING
     from dff_core.train.trainer import TrainConfig, train
 
     ds = get_dataset(db, dataset)
@@ -117,9 +118,20 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     if log and missing:
         log(f"warning: {missing} items have no stored vectors (failed extraction); they use zero features")
 
+    # With a generous cap, runs end by early stopping long before it: progress (and the ETA drawn from it) is
+    # measured against the earliest epoch the run can stop at (best epoch + patience evaluations), never falling.
+    seen = {"best": -float("inf"), "best_epoch": 0, "frac": 0.0}
+
+    def fraction(epochs_done: float) -> float:
+        horizon = cfg.epochs
+        if cfg.patience > 0:
+            horizon = min(cfg.epochs, max(seen["best_epoch"] + cfg.patience * cfg.eval_every, int(epochs_done) + 1))
+        seen["frac"] = max(seen["frac"], min(1.0, epochs_done / horizon))
+        return seen["frac"]
+
     def on_event(event: dict) -> None:
         if event["type"] == "step":
-            frac = ((event["epoch"] - 1) + event["step"] / max(1, event["steps"])) / cfg.epochs
+            frac = fraction((event["epoch"] - 1) + event["step"] / max(1, event["steps"]))
             if progress:
                 progress(frac, f"epoch {event['epoch']} step {event['step']}/{event['steps']} "
                                f"loss {event['loss']:.4f}")
@@ -130,8 +142,10 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
                 val = event.get("val") or {}
                 log(f"epoch {epoch}: loss {event['loss']:.4f}, val NDCG@10 {val.get('NDCG@10', float('nan')):.4f}, "
                     f"{event['seconds']:.1f} s")
+            if (event.get("val") or {}).get(cfg.metric, -float("inf")) > seen["best"]:
+                seen.update(best=event["val"][cfg.metric], best_epoch=epoch)
             if progress:
-                progress(epoch / cfg.epochs, f"epoch {epoch} done")
+                progress(fraction(epoch), f"epoch {epoch} done (best {seen['best_epoch']}, cap {cfg.epochs})")
 
     start = time.perf_counter()
     try:
@@ -141,10 +155,13 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
         finish_run(db, run.id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     if result.cancelled:
-        finish_run(db, run.id, "cancelled", epochs_run=result.epochs_run, seconds=result.seconds)
+        finish_run(db, run.id, "cancelled", epochs_run=result.epochs_run, seconds=result.seconds,
+                   best_epoch=result.best_epoch or None, ending=result.ending)
         return get_run(db, run.id)
     store_result(db, run.id, result.to_dict(), layer_ids, popularity_baseline(split, "test").metrics,
                  time.perf_counter() - start)
+    if log and result.ending == CAPPED_IMPROVING:
+        log(capped_warning(run.id, result.epochs_run, result.best_epoch))
     return get_run(db, run.id)
 
 
@@ -177,7 +194,14 @@ def store_result(db: Database, run_id: int, result: dict, layer_ids: list[int] |
         "popularity_test": dict(popularity_test), "wall_seconds": wall_seconds,
     }
     finish_run(db, run_id, "done", result=summary, best_epoch=result["best_epoch"], epochs_run=result["epochs_run"],
-               seconds=result["seconds"], seconds_per_epoch=result["seconds_per_epoch"])
+               seconds=result["seconds"], seconds_per_epoch=result["seconds_per_epoch"], ending=result.get("ending"))
+
+
+def capped_warning(run_id: int, epochs: int, best_epoch: int) -> str:
+    """The line a run that hit its epoch cap while still improving gets in its log (and on the CLI)."""
+    return (f"warning: run {run_id} hit the epoch cap ({epochs}) while still improving (best epoch {best_epoch}): "
+            "its metrics are of an under-trained model and it cannot decide a comparison; train again with a "
+            "higher --epochs to reach early stopping")
 
 
 def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: str | Path,

@@ -18,6 +18,20 @@ if runs.empty:
     st.stop()
 
 
+def mark_capped(fig, bar: bool = False) -> None:
+    """A distinct marker for points/bars whose runs include some capped while improving (custom_data[0] > 0):
+    an ✕ marker on lines, a hatched bar."""
+    for trace in fig.data:
+        flags = [bool(c[0]) for c in (trace.customdata if trace.customdata is not None else [])]
+        if not any(flags):
+            continue
+        if bar:
+            trace.update(marker_pattern_shape=["x" if f else "" for f in flags])
+        else:
+            trace.update(marker_symbol=["x" if f else "circle" for f in flags],
+                         marker_size=[12 if f else 6 for f in flags])
+
+
 def _options(col: str) -> list[str]:
     return sorted(str(v) for v in runs[col].dropna().unique() if str(v))
 
@@ -29,10 +43,19 @@ strategies = f[2].multiselect("Strategy", _options("strategy"), key="cmp_strateg
 studies = f[3].multiselect("Study", _options("study"), key="cmp_study", placeholder="all")
 metric = f[4].selectbox("Metric", list(views.METRICS), key="cmp_metric")
 split = f[5].selectbox("Split", ["test", "val"], key="cmp_split")
-shown = compare.filter_runs(runs, datasets, backbones, strategies, studies)
+n_capped = int(compare.is_capped(compare.filter_runs(runs, datasets, backbones, strategies, studies)).sum())
+hide_capped = st.checkbox(f"Hide runs capped while improving ({n_capped})", key="cmp_hide_capped",
+                          help="runs that hit their epoch cap while the validation metric was still improving: "
+                               "under-trained, so they cannot decide a comparison (a cap favours whatever learns "
+                               "fastest). Same as `python -m dff_core compare --hide-capped`.")
+shown = compare.filter_runs(runs, datasets, backbones, strategies, studies, hide_capped=hide_capped)
 if shown.empty:
     st.warning("No run matches these filters — clear some of them.")
     st.stop()
+if n_capped and not hide_capped:
+    st.warning(f"{n_capped} of these runs hit their epoch cap while still improving (marked ⚠ in the leaderboard, "
+               "✕ in the plots): their numbers are of under-trained models. Train them to early stopping with a "
+               "higher epoch cap, or hide them.", icon=":material/hourglass_bottom:")
 
 ids = shown["run_id"].astype(int).tolist()
 st.caption(f"{len(shown)} finished runs match: " + ", ".join(f"#{i}" for i in ids[-30:])
@@ -41,8 +64,11 @@ st.caption(f"{len(shown)} finished runs match: " + ", ".join(f"#{i}" for i in id
 # ---------------------------------------------------------------------------------------- leaderboard
 board = compare.leaderboard(shown, metric, split)
 st.subheader(f"Leaderboard · {split} {metric}, mean ± std over seeds")
-st.dataframe(board.drop(columns=["mean", "std"]), hide_index=True, width="stretch",
-             column_config={"seeds": st.column_config.NumberColumn("seeds", help="runs averaged")})
+st.dataframe(board.drop(columns=["mean", "std", "capped"]), hide_index=True, width="stretch",
+             column_config={"seeds": st.column_config.NumberColumn("seeds", help="runs averaged"),
+                            "training": st.column_config.TextColumn(
+                                "training", help="converged: every run ended by early stopping; capped while "
+                                                 "improving: some runs hit the epoch cap still improving")})
 d1, d2 = st.columns(2)
 d1.download_button("Download leaderboard (CSV)", board.to_csv(index=False).encode(), "leaderboard.csv", "text/csv",
                    key="dl_board", icon=":material/download:")
@@ -63,8 +89,9 @@ bars = compare.strategy_bars(shown, metric, split)
 left, right = st.columns(2)
 with left:
     fig = px.bar(bars, x="strategy", y="mean", error_y="std", color="backbone", barmode="group",
-                 hover_data=["layers", "seeds", "dataset"],
+                 hover_data=["layers", "seeds", "dataset", "training"], custom_data=["capped"],
                  title=f"Strategies (best layer choice of each) · {split} {metric}")
+    mark_capped(fig, bar=True)
     pop = shown["popularity test NDCG@10"].dropna()
     if split == "test" and metric == "NDCG@10" and len(pop):
         fig.add_hline(y=float(pop.mean()), line_dash="dot", annotation_text="popularity baseline")
@@ -93,7 +120,9 @@ if curve.empty:
 else:
     curve["series"] = curve["strategy"] + " · " + curve["features"]
     fig = px.line(curve, x="layer", y="mean", error_y="std", color="series", facet_col="backbone", markers=True,
-                  hover_data=["seeds"], title=f"{split} {metric} by layer (single-layer runs)")
+                  hover_data=["seeds", "capped"], custom_data=["capped"],
+                  title=f"{split} {metric} by layer (single-layer runs; ✕ = capped while improving)")
+    mark_capped(fig)
     fig.update_layout(yaxis_title=metric, height=380)
     st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
 

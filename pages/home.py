@@ -66,7 +66,9 @@ with demo_box.container(border=True):
     st.write("Builds the demo dataset if needed, extracts demo features (SmolLM2 over titles, EfficientNet-Lite0 over "
              f"frames) and trains the main strategies ({', '.join(submit.MAIN_STRATEGIES)}) with seeds "
              f"{', '.join(map(str, submit.DEMO_SEEDS))} as study **{submit.DEMO_STUDY}** — all as background jobs, "
-             "under a minute per training run on a laptop CPU. Then compare them on the Compare page.")
+             f"each run trained to early stopping (patience {submit.DEMO_SETTINGS['patience']}, cap "
+             f"{submit.DEMO_SETTINGS['epochs']} epochs; demo runs usually stop after 15–45 epochs, about 1 s each "
+             "on a 2-core CPU). Then compare them on the Compare page.")
     for note in notes:
         st.caption(f":material/info: {note}")
     if not plan:

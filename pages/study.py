@@ -7,6 +7,7 @@ import streamlit as st
 from dff_core.study import plan as study_plan
 from dff_core.study import report, verdicts
 from pages.common import PLOT_CONFIG, database, empty_state, reported
+from dff_core.endings import cap_warning
 from storage import views
 
 db = database()
@@ -41,7 +42,12 @@ with st.expander("New study", expanded=not study_plan.list_studies(db)):
                                    help="single-layer runs spread evenly over the depth; the last layer is always in")
         layers_text = c[2].text_input("Layers", "auto", key="st_layers", help="auto, A-B or i,j,k")
         range_text = c[3].text_input("DFF range", "auto", key="st_range", help="auto = the middle half, or A-B")
-        epochs = c[4].number_input("Epochs", 1, 500, 20, key="st_epochs")
+        epochs = c[4].number_input("Epochs", 1, 1000, study_plan.DEFAULT_SETTINGS["epochs"], key="st_epochs",
+                                   help="the cap; runs end by early stopping (patience "
+                                        f"{study_plan.DEFAULT_SETTINGS['patience']})")
+        cap_note = cap_warning(int(epochs), study_plan.DEFAULT_SETTINGS["patience"], views.epochs_needed(db, dataset))
+        if cap_note:
+            st.warning(cap_note, icon=":material/hourglass_bottom:")
         name = st.text_input("Study name", f"study-{dataset}-{fs_name}", key=f"st_name_{dataset}_{fs_name}")
         request, runs = None, []
         with reported("cannot plan this study"):
@@ -89,11 +95,17 @@ findings = verdicts.evaluate(data, metric)
 # Streamlit's own icon font and badges: emoji need a colour-emoji font, which many Linux browsers lack
 ICON = {verdicts.SUPPORTED: ":green-badge[:material/check_circle: supported]",
         verdicts.CONTRADICTED: ":red-badge[:material/cancel: contradicted]",
-        verdicts.INCONCLUSIVE: ":orange-badge[:material/help: inconclusive]"}
+        verdicts.INCONCLUSIVE: ":orange-badge[:material/help: inconclusive]",
+        verdicts.UNDER_TRAINED: ":violet-badge[:material/hourglass_bottom: under-trained]"}
+capped = report.capped_summary(data)
+if capped:
+    st.warning(capped, icon=":material/hourglass_bottom:")
 for f in findings:
-    st.subheader(f"Finding {f.number}: {f.title} {ICON[f.verdict]}")
+    count = (f" :violet-badge[{f.under_trained} run{'s' if f.under_trained != 1 else ''} capped while improving]"
+             if f.verdict == verdicts.UNDER_TRAINED else "")
+    st.subheader(f"Finding {f.number}: {f.title} {ICON[f.verdict]}{count}")
     st.dataframe(verdicts.verdict_frame([f])[["part", "claim", "a", "mean_a", "std_a", "b", "mean_b", "std_b", "diff",
-                                              "n", "p", "p_perm", "verdict", "reason"]],
+                                              "n", "p", "p_perm", "verdict", "under_trained", "reason"]],
                  hide_index=True, width="stretch")
     for note in f.notes:
         st.caption(note)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE, cap_warning
 from dff_core.models.item_encoders import STRATEGIES
 from dff_core.workflows import parse_layers
 from jobs import submit
@@ -100,10 +101,11 @@ if fs is not None:
 with st.expander("Hyper-parameters", expanded=False):
     h = st.columns(4)
     settings = {
-        "epochs": int(h[0].number_input("Epochs", 1, 500, 30, key="tr_epochs")),
+        "epochs": int(h[0].number_input("Epochs", 1, 1000, DEFAULT_EPOCHS, key="tr_epochs",
+                                        help="the cap: runs end by early stopping (patience)")),
         "batch_size": int(h[1].number_input("Batch size", 8, 4096, 256, step=32, key="tr_batch")),
         "lr": float(h[2].number_input("Learning rate", 1e-5, 1.0, 1e-3, format="%.4f", key="tr_lr")),
-        "patience": int(h[3].number_input("Early-stopping patience", 0, 100, 5, key="tr_patience",
+        "patience": int(h[3].number_input("Early-stopping patience", 0, 100, DEFAULT_PATIENCE, key="tr_patience",
                                           help="evaluations without improvement; 0 = never stop early")),
     }
     h = st.columns(4)
@@ -120,6 +122,9 @@ with st.expander("Hyper-parameters", expanded=False):
         help="dff only: uniform weights, or start from the layers' usefulness scores shown above")
 st.caption(f"{settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['lr']:g}, hidden "
            f"{settings['hidden']}, patience {settings['patience']}.")
+cap_note = cap_warning(settings["epochs"], settings["patience"], views.epochs_needed(db, dataset))
+if cap_note:
+    st.warning(cap_note, icon=":material/hourglass_bottom:")
 
 # ------------------------------------------------------------------------------------------ launch
 if mode == "One run":

@@ -135,6 +135,30 @@ MIGRATIONS: list[list[str]] = [
             finished_at TIMESTAMP
         )""",
     ],
+    # 2: how each run ended (dff_core.train.endings), backfilled from the stored result, config and history
+    [
+        "ALTER TABLE runs ADD COLUMN ending VARCHAR",
+        "UPDATE runs SET ending = 'cancelled' WHERE status = 'cancelled'",
+        # evaluations after the best one = stored validation epochs after best_epoch (the per-epoch history);
+        # early-stopped: the result says so, the run stopped before its cap, or its last `patience`
+        # evaluations brought nothing (the trainer checks patience before the cap)
+        """UPDATE runs SET ending = CASE
+            WHEN coalesce(TRY_CAST(json_extract_string(result, '$.stopped_early') AS BOOLEAN), false)
+                THEN 'early_stopped'
+            WHEN epochs_run < coalesce(TRY_CAST(json_extract_string(config, '$.epochs') AS INTEGER), epochs_run)
+                THEN 'early_stopped'
+            WHEN coalesce(TRY_CAST(json_extract_string(config, '$.patience') AS INTEGER), 5) > 0
+                 AND (SELECT count(DISTINCT m.epoch) FROM metrics m WHERE m.run_id = runs.id AND m.split = 'val'
+                      AND m.epoch > runs.best_epoch)
+                     >= coalesce(TRY_CAST(json_extract_string(config, '$.patience') AS INTEGER), 5)
+                THEN 'early_stopped'
+            WHEN coalesce(TRY_CAST(json_extract_string(config, '$.patience') AS INTEGER), 5) <= 0
+                 AND (SELECT count(DISTINCT m.epoch) FROM metrics m WHERE m.run_id = runs.id AND m.split = 'val'
+                      AND m.epoch > runs.best_epoch) >= 5
+                THEN 'capped_converged'
+            ELSE 'capped_improving' END
+        WHERE status = 'done'""",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

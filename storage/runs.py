@@ -30,6 +30,7 @@ class RunRecord:
     seconds_per_epoch: float | None
     result: dict | None
     error: str | None
+    ending: str | None = None            # dff_core.train.endings: early_stopped | capped_improving | ...
     created_at: object = None
     finished_at: object = None
 
@@ -40,7 +41,8 @@ def _record(row) -> RunRecord:
         layers=json.loads(row.layers) if row.layers else None, config=json.loads(row.config), status=row.status,
         study=row.study, job_id=row.job_id, seed=row.seed, best_epoch=row.best_epoch, epochs_run=row.epochs_run,
         seconds=row.seconds, seconds_per_epoch=row.seconds_per_epoch,
-        result=json.loads(row.result) if row.result else None, error=row.error, created_at=row.created_at,
+        result=json.loads(row.result) if row.result else None, error=row.error,
+        ending=getattr(row, "ending", None), created_at=row.created_at,
         finished_at=row.finished_at)
 
 
@@ -105,13 +107,14 @@ def run_metrics(db: Database, run_ids: list[int] | None = None) -> pd.DataFrame:
 
 def finish_run(db: Database, run_id: int, status: str, *, result: dict | None = None, best_epoch: int | None = None,
                epochs_run: int | None = None, seconds: float | None = None, seconds_per_epoch: float | None = None,
-               error: str | None = None) -> None:
+               error: str | None = None, ending: str | None = None) -> None:
+    """Record how a run finished; ``ending`` is how training ended (``dff_core.train.endings``)."""
     with db.session() as conn:
         conn.execute(sa.text(
             "UPDATE runs SET status = :s, result = :r, best_epoch = :b, epochs_run = :e, seconds = :sec, "
-            "seconds_per_epoch = :spe, error = :err, finished_at = current_timestamp WHERE id = :i"),
+            "seconds_per_epoch = :spe, error = :err, ending = :end, finished_at = current_timestamp WHERE id = :i"),
             {"s": status, "r": json.dumps(result) if result is not None else None, "b": best_epoch, "e": epochs_run,
-             "sec": seconds, "spe": seconds_per_epoch, "err": error, "i": run_id})
+             "sec": seconds, "spe": seconds_per_epoch, "err": error, "end": ending, "i": run_id})
 
 
 def set_run_status(db: Database, run_id: int, status: str) -> None:

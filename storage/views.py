@@ -16,7 +16,7 @@ from storage.runs import RunRecord, list_runs, run_metrics
 METRICS = ("NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR")
 USABLE_FEATURE_STATUS = ("complete", "partial")
 RUN_COLUMNS = (["run_id", "dataset", "study", "backbone", "features", "strategy", "layers", "n_layers", "layer",
-                "seed", "status", "epochs", "best_epoch", "s_per_epoch", "seconds", "job_id"]
+                "seed", "status", "ending", "epochs", "best_epoch", "epoch_cap", "s_per_epoch", "seconds", "job_id"]
                + [f"{split} {m}" for split in ("test", "val") for m in METRICS]
                + [f"{b} {m}" for b in ("cold", "warm") for m in METRICS]
                + ["cold users", "warm users", "popularity test NDCG@10", "finished"])
@@ -151,7 +151,8 @@ def _run_row(r: RunRecord, datasets: dict, fsets: dict) -> dict:
            "layers": layers_text(layers, fs.num_layers if fs else None) if uses_features else "—",
            "n_layers": len(layers) if layers else (fs.num_layers if fs and uses_features else 0),
            "layer": int(layers[0]) if layers and len(layers) == 1 else None,
-           "seed": r.seed, "status": r.status, "epochs": r.epochs_run, "best_epoch": r.best_epoch,
+           "seed": r.seed, "status": r.status, "ending": r.ending or "", "epochs": r.epochs_run,
+           "best_epoch": r.best_epoch, "epoch_cap": r.config.get("epochs"),
            "s_per_epoch": r.seconds_per_epoch, "seconds": r.seconds, "job_id": r.job_id,
            "finished": r.finished_at}
     for split in ("test", "val"):
@@ -186,8 +187,21 @@ def run_summaries(db: Database, dataset: str | None = None, study: str | None = 
                     "strategy": r.strategy, "layers": r.layers if r.strategy != "id" else None, "seed": r.seed,
                     "study": r.study, "engine": r.config.get("engine") or "local",
                     "metrics": {"val": res.get("val"), "test": res.get("test")},
-                    "epochs": r.epochs_run, "best_epoch": r.best_epoch, "seconds": r.seconds, "error": r.error})
+                    "epochs": r.epochs_run, "best_epoch": r.best_epoch, "ending": r.ending, "seconds": r.seconds,
+                    "error": r.error})
     return out
+
+
+def epochs_needed(db: Database, dataset: str | None = None) -> list[int]:
+    """Epochs that finished, early-stopped runs (of ``dataset``, or of any) took: what a cap should exceed."""
+    ds_id = None
+    if dataset is not None:
+        try:
+            ds_id = get_dataset(db, dataset).id
+        except NotFound:
+            return []
+    return [int(r.epochs_run) for r in list_runs(db, dataset_id=ds_id)
+            if r.status == "done" and r.ending == "early_stopped" and r.epochs_run]
 
 
 def run_label(row) -> str:

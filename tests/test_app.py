@@ -5,6 +5,7 @@ Live parts (the Jobs page's refreshing fragment) are covered by the browser test
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -293,3 +294,48 @@ def test_extract_page_queues_a_job_with_the_real_registry(filled, monkeypatch):
     p = new[0].params
     assert (p["backbone"], p["inputs"], p["pooling"], p["name"]) == ("smollm2", ["title"], "all_mean", "smollm2-title")
     request_cancel(db, new[0].id)
+
+
+def test_compare_page_marks_and_hides_runs_capped_while_improving(filled, monkeypatch, tmp_path, capsys):
+    """The fixture's 1-epoch runs all hit the cap while improving; one id run is marked early-stopped here.
+    The leaderboard says so per row, and the checkbox (and its CLI twin) leaves the capped runs out."""
+    import shutil
+
+    import sqlalchemy as sa
+
+    from dff_core.cli import main
+    from storage import Database
+
+    src, runs = filled
+    db = Database(shutil.copy(src.path, tmp_path / "copy.duckdb"))
+    with db.session() as conn:
+        conn.execute(sa.text("UPDATE runs SET ending = 'early_stopped' WHERE id = :i"), {"i": runs[0].id})
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = open_app("compare")
+    board = at.dataframe[0].value.set_index("strategy")
+    assert board.loc["id", "seeds"] == 2 and board.loc["id", "training"] == "⚠ capped while improving (1 of 2)"
+    assert board.loc["dff", "training"] == "⚠ capped while improving (1 of 1)"
+    assert any("2 of these runs hit their epoch cap" in w.value for w in at.warning)
+    at.checkbox(key="cmp_hide_capped").check().run()
+    board = at.dataframe[0].value
+    assert board["strategy"].tolist() == ["id"] and board["seeds"].tolist() == [1]
+    assert board["training"].tolist() == ["converged"] and board["runs"].tolist() == [str(runs[0].id)]
+    assert not any("hit their epoch cap" in w.value for w in at.warning)
+
+    capsys.readouterr()
+    assert main(["--db", str(db.path), "compare", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted((r["strategy"], r["capped"]) for r in rows) == [("dff", 1), ("id", 1)]
+    assert main(["--db", str(db.path), "compare", "--hide-capped", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(r["strategy"], r["seeds"], r["capped"]) for r in rows] == [("id", 1, 0)]
+
+
+def test_train_page_defaults_to_early_stopping_and_warns_on_a_low_cap(filled, monkeypatch):
+    db, _ = filled
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = open_app("train")
+    assert at.number_input(key="tr_epochs").value == 200 and at.number_input(key="tr_patience").value == 5
+    assert not any("epoch cap" in w.value for w in at.warning)
+    at.number_input(key="tr_epochs").set_value(10).run()
+    assert any("An epoch cap of 10 is low" in w.value for w in at.warning)

@@ -1,6 +1,8 @@
 """Storage: feature vectors round-trip, schema migrations, runs and metrics."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -13,12 +15,10 @@ from storage.features import (create_feature_set, delete_feature_set, failures, 
 from storage.migrations import MIGRATIONS, current_version, migrate
 from storage.runs import create_run, finish_run, get_run, log_metrics, run_metrics
 
-
 @pytest.fixture
 def dataset(db, tmp_path):
     inter, items = write_generic(tmp_path / "d", n_users=12, n_items=20, seq=6)
     return import_generic(db, "d", inter, items)
-
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_vectors_round_trip_in_any_write_order(db, dataset, dtype):
@@ -37,7 +37,6 @@ def test_vectors_round_trip_in_any_write_order(db, dataset, dtype):
     np.testing.assert_array_equal(sub, out[:, [3, 1]])
     assert stored_items(db, fs) == set(range(n))
 
-
 def test_partial_sets_failures_and_rewrite(db, dataset):
     n = dataset.stats["items"]
     fs = create_feature_set(db, "d", "f", "test", num_layers=2, dim=3)
@@ -53,7 +52,6 @@ def test_partial_sets_failures_and_rewrite(db, dataset):
     assert failures(db, fs) == {} and (out[2] == 2).all() and present[:3].all()
     with db.session() as conn:
         assert db.raw(conn).execute(f"SELECT count(*) FROM {fs.location}").fetchall()[0][0] == 3 * 2
-
 
 def test_vector_validation(db, dataset):
     fs = create_feature_set(db, "d", "f", "test", num_layers=2, dim=3)
@@ -71,7 +69,6 @@ def test_vector_validation(db, dataset):
     delete_feature_set(db, fs)
     with pytest.raises(NotFound):
         get_feature_set(db, "f")
-
 
 def test_migrations_upgrade_an_old_file_and_refuse_a_newer_one(tmp_path):
     path = tmp_path / "old.duckdb"
@@ -96,7 +93,6 @@ def test_migrations_upgrade_an_old_file_and_refuse_a_newer_one(tmp_path):
             migrate(conn, MIGRATIONS)
     engine.dispose()
 
-
 def test_runs_and_metrics_upsert(db, dataset):
     run = create_run(db, dataset.id, "dff", {"epochs": 3}, layers=[0, 1], seed=1)
     log_metrics(db, run.id, 1, "val", {"NDCG@10": 0.1, "HR@10": 0.2})
@@ -109,8 +105,40 @@ def test_runs_and_metrics_upsert(db, dataset):
     r = get_run(db, run.id)
     assert (r.status, r.best_epoch, r.layers, r.result["test"]["NDCG@10"]) == ("done", 2, [0, 1], 0.2)
 
-
 def test_db_path_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("DFF_DB", str(tmp_path / "env.duckdb"))
     assert Database().path == tmp_path / "env.duckdb"
     assert (tmp_path / "env.duckdb").exists()
+
+def test_ending_column_backfills_old_runs_from_their_history(tmp_path):
+    """Migration 2 adds runs.ending and derives it for stored runs from result, config and per-epoch history."""
+    path = tmp_path / "old.duckdb"
+    engine = sa.create_engine(f"duckdb:///{path}")
+    rows = [  # (status, result, config, best_epoch, epochs_run, validated epochs) -> expected ending
+        ("cancelled", None, {"epochs": 15, "patience": 5}, None, 3, [1, 2, 3], "cancelled"),
+        ("done", {"stopped_early": True}, {"epochs": 50, "patience": 5}, 10, 15, range(1, 16), "early_stopped"),
+        ("done", {"stopped_early": False}, {"epochs": 15, "patience": 3}, 14, 15, range(1, 16), "capped_improving"),
+        ("done", {}, {"epochs": 15, "patience": 3}, 12, 15, range(1, 16), "early_stopped"),  # patience ran out at 15
+        ("done", {}, {"epochs": 15, "patience": 0}, 3, 15, range(1, 16), "capped_converged"),
+        ("done", {}, {"epochs": 15, "patience": 0}, 12, 15, range(1, 16), "capped_improving"),
+        # eval_every = 4: evaluations at 4, 8, 12, 15; best 8 -> 2 evaluations after it, patience 3: still improving
+        ("done", {}, {"epochs": 15, "patience": 3, "eval_every": 4}, 8, 15, [4, 8, 12, 15], "capped_improving"),
+        ("running", None, {"epochs": 15}, None, None, [1], None),
+    ]
+    with engine.begin() as conn:
+        migrate(conn, MIGRATIONS[:1])
+        for i, (status, result, config, best, run, val_epochs, _) in enumerate(rows, start=1):
+            conn.execute(sa.text("INSERT INTO runs (id, dataset_id, strategy, config, status, result, best_epoch, "
+                                 "epochs_run) VALUES (:i, 1, 'id', :c, :s, :r, :b, :e)"),
+                         {"i": i, "c": json.dumps(config), "s": status, "r": json.dumps(result) if result is not None
+                          else None, "b": best, "e": run})
+            for epoch in val_epochs:
+                conn.execute(sa.text("INSERT INTO metrics VALUES (:r, :e, 'val', 'NDCG@10', 0.1)"), {"r": i, "e": epoch})
+        migrate(conn)
+        got = conn.execute(sa.text("SELECT ending FROM runs ORDER BY id")).scalars().all()
+    engine.dispose()
+    assert got == [r[-1] for r in rows]
+    db = Database(path)
+    assert get_run(db, 3).ending == "capped_improving"
+    finish_run(db, 8, "done", result={}, best_epoch=4, epochs_run=9, ending="early_stopped")
+    assert get_run(db, 8).ending == "early_stopped"

@@ -13,8 +13,9 @@ from dff_core.data.load import import_generic
 from dff_core.study import plan as study_plan
 from dff_core.study.plan import StudyRequest, even_layers, plan_runs, queue_study, sweep_params
 from dff_core.study.report import figure_weights, render_html, runs_csv, spread_table, verdicts_csv
-from dff_core.study.verdicts import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, Comparison, compare, evaluate,
-                                     layer_curve, load_study, sign_flip_p, weights_table)
+from dff_core.study.verdicts import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, UNDER_TRAINED, Comparison, compare,
+                                     evaluate, layer_curve, load_study, sign_flip_p, study_from_runs_csv,
+                                     weights_table)
 from jobs import queue
 from jobs.handlers import expand_sweep
 from storage.features import create_feature_set, finish_feature_set, write_vectors
@@ -74,7 +75,7 @@ def test_plan_adds_the_last_layer_and_checks_ranges():
 def test_sweep_params_expand_seed_by_seed():
     params = sweep_params(StudyRequest("d", "hs", captions="caps", seeds=[1, 2, 3], layer_points=3,
                                        extra_settings={"hidden": 16}), 7)
-    assert params["settings"] == {"hidden": 16, "epochs": 20, "patience": 5}
+    assert params["settings"] == {"hidden": 16, "epochs": 200, "patience": 5}  # a generous cap: early stopping ends runs
     jobs = expand_sweep(params)
     per_seed = len(params["runs"])
     assert per_seed == 3 + 1 + 3 + 2  # id replace init, caption, gate@0,3,6, dff all + 1-4
@@ -129,8 +130,9 @@ CONTRADICTING = {"id": 0.060, "replace": 0.130, "init": 0.120, "caption": 0.140,
 
 
 def store_study(db, hidden, caps, means: dict, seeds=(1, 2, 3), noise=0.002, study="syn", seed=0,
-                missing: tuple = ()):
-    """Stored, finished runs for each role with per-seed values ``mean + noise``; DFF runs get layer weights."""
+                missing: tuple = (), capped: tuple = ()):
+    """Stored, finished runs for each role with per-seed values ``mean + noise``; DFF runs get layer weights.
+    Roles in ``capped`` hit their 5-epoch cap while still improving (best epoch 5); the others early-stopped."""
     rng = np.random.default_rng(seed)
     for role, mean in means.items():
         if role in missing:
@@ -143,14 +145,15 @@ def store_study(db, hidden, caps, means: dict, seeds=(1, 2, 3), noise=0.002, stu
         for s in seeds:
             test = mean + rng.normal(0, noise)
             val = test + rng.normal(0, noise / 2)
-            run = create_run(db, 1, strategy, {"feature_set": fs.name if fs else None},
+            run = create_run(db, 1, strategy, {"feature_set": fs.name if fs else None, "epochs": 5, "patience": 2},
                              feature_set_id=fs.id if fs else None, layers=layers, seed=s, study=study)
             weights = ({str(l): 1 / len(layers) + 0.01 * (l - 3) for l in layers} if strategy == "dff" else None)
             buckets = {"cold": {"users": 5, "metrics": {"NDCG@10": test / 3}},
                        "warm": {"users": 35, "metrics": {"NDCG@10": test * 1.1}}}
             finish_run(db, run.id, "done", result={"val": {"NDCG@10": val}, "test": {"NDCG@10": test},
                                                    "test_buckets": buckets, "layer_weights": weights},
-                       best_epoch=3, epochs_run=5, seconds=2.0, seconds_per_epoch=0.4)
+                       best_epoch=5 if role in capped else 3, epochs_run=5, seconds=2.0, seconds_per_epoch=0.4,
+                       ending="capped_improving" if role in capped else "early_stopped")
 
 
 def verdicts(db, study="syn"):
@@ -198,6 +201,41 @@ def test_inconclusive_with_noise_two_seeds_or_missing_roles(db, feature_sets):
     _, found = verdicts(db, "nocap")
     assert found[1].verdict == INCONCLUSIVE and found[2].verdict == SUPPORTED
     assert any("caption" in n for n in found[1].notes)
+
+
+def test_capped_runs_cannot_decide_a_planted_flip(db, feature_sets, tmp_path):
+    """Capped runs say id >> replace and DFF >> best layer (the t-test would support both); trained to
+    early stopping, the same roles say the opposite. Capped, the parts are under-trained — never supported —
+    and so are their findings; converged, the verdict flips to contradicted."""
+    capped_means = dict(SUPPORTING)
+    store_study(db, *feature_sets, capped_means, study="capped", capped=("id", "replace", "dff all", "dff 1-4"))
+    converged = {**SUPPORTING, "id": 0.050, "replace": 0.120, "dff all": 0.100, "dff 1-4": 0.100}
+    store_study(db, *feature_sets, converged, study="converged")
+    data, found = verdicts(db, "capped")
+    parts = {c.part: c for f in found.values() for c in f.parts}
+    assert parts["2a"].verdict == UNDER_TRAINED and parts["2a"].under_trained == 6 and parts["2a"].p < 0.05
+    assert "t-test says supported" in parts["2a"].reason and "6 of 6 runs" in parts["2a"].reason
+    assert parts["3b"].verdict == UNDER_TRAINED and parts["3b"].under_trained == 3   # dff all capped, gate@4 not
+    assert parts["2b"].verdict == UNDER_TRAINED and parts["2b"].under_trained == 3   # replace capped
+    assert parts["2c"].verdict == SUPPORTED and parts["3a"].verdict == SUPPORTED     # no capped run: decided
+    assert (found[2].verdict, found[2].under_trained) == (UNDER_TRAINED, 6)
+    assert found[3].verdict == UNDER_TRAINED and found[1].verdict == SUPPORTED
+    _, flipped = verdicts(db, "converged")
+    assert flipped[2].verdict == CONTRADICTED and flipped[3].verdict == CONTRADICTED
+    # the report says so next to each verdict, and the CSVs carry the counts and endings
+    page = render_html(data)
+    assert "under-trained · 6 runs capped while improving" in page and "12 of 30 runs hit the epoch cap" in page
+    v = pd.read_csv(io.StringIO(verdicts_csv(evaluate(data))))
+    assert v.set_index("part").loc["2a", ["verdict", "under_trained"]].tolist() == [UNDER_TRAINED, 6]
+    runs = pd.read_csv(io.StringIO(runs_csv(data)))
+    assert (runs["ending"] == "capped_improving").sum() == 12
+    # re-judging from the exported runs CSV alone, without its ending column, gives the same verdicts
+    path = tmp_path / "runs.csv"
+    runs.drop(columns=["ending"]).to_csv(path, index=False)
+    again = study_from_runs_csv(path, NUM_LAYERS, epochs=5, patience=2)
+    assert (again.runs.sort_values("run_id")["ending"].tolist()
+            == data.runs.sort_values("run_id")["ending"].tolist())
+    assert {f.number: f.verdict for f in evaluate(again)} == {f: found[f].verdict for f in found}
 
 
 def test_unknown_study_is_a_clear_error(db, feature_sets):
@@ -278,7 +316,9 @@ def test_cli_study_end_to_end_trains_every_planned_run(db, feature_sets, tmp_pat
     assert "8 finished runs" in out and "finding 3:" in out
     assert html_path.read_text().count("Plotly.newPlot") == 4
     v = pd.read_csv(csv_path)
-    assert len(v) == 8 and set(v["verdict"]) == {INCONCLUSIVE}  # one seed: never a verdict
+    # one epoch: every run hit the cap while still improving, so nothing is decided
+    assert len(v) == 8 and set(v["verdict"]) == {UNDER_TRAINED} and (v["under_trained"] == 2).all()
+    assert set(pd.read_csv(io.StringIO(runs_csv(load_study(db, "e2e"))))["ending"]) == {"capped_improving"}
 
 
 def test_cli_user_errors(db, feature_sets, capsys):
@@ -322,3 +362,18 @@ def test_subsample_keeps_whole_sequences_and_copies_features(db, feature_sets):
         subsample_dataset(db, "d", "d-half", users=5)
     with pytest.raises(ValueError, match="only 40 users"):
         subsample_dataset(db, "d", "d-all", users=40)
+
+
+def test_cli_train_json_says_how_the_run_ended_and_warns_when_capped(db, dataset, capsys):
+    import json
+
+    from dff_core.cli import main
+
+    assert main(["--db", str(db.path), "train", "--dataset", "d", "--strategy", "id", "--epochs", "1",
+                 "--hidden", "16", "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert (out["ending"], out["epochs"], out["best_epoch"], out["epoch_cap"]) == ("capped_improving", 1, 1, 1)
+    assert "hit the epoch cap (1) while still improving" in captured.err
+    from storage.runs import get_run
+    assert get_run(db, out["run_id"]).ending == "capped_improving"

@@ -93,3 +93,22 @@ def test_study_page_shows_verdicts_plots_and_exports(filled):
     assert labels == ["Download report (HTML)", "Download verdicts (CSV)", "Download runs (CSV)"]
     at.selectbox(key="st_study").set_value("con").run()
     assert any(h.startswith("Finding 2:") and "contradicted]" in h for h in (h.value for h in at.subheader))
+
+
+def test_study_page_shows_under_trained_with_its_count_and_warns_on_a_low_cap(filled):
+    from dff_core.study.plan import StudyRequest, queue_study
+
+    db, hidden, caps = filled
+    queue_study(db, StudyRequest("d", "hs", captions="caps", name="cap", layers=[0, 2, 4], intermediate=(1, 4)))
+    store_study(db, hidden, caps, SUPPORTING, study="cap", capped=("id", "replace"))
+    at = open_study()
+    heads = [h.value for h in at.subheader]
+    assert any(h.startswith("Finding 2:") and "under-trained]" in h and "[6 runs capped while improving]" in h
+               for h in heads), heads
+    assert any(h.startswith("Finding 3:") and h.endswith("supported]") for h in heads), heads
+    assert any("6 of 30 runs hit the epoch cap" in w.value for w in at.warning)
+    # the form: the default cap is generous; a low one says what it costs (runs here early-stopped at 5 epochs)
+    assert at.number_input(key="st_epochs").value == 200
+    assert not any("epoch cap of" in w.value for w in at.warning)
+    at.number_input(key="st_epochs").set_value(3).run()
+    assert any("epoch cap of 3 is below what runs on this dataset needed" in w.value for w in at.warning)

@@ -229,3 +229,44 @@ def test_two_databases_in_one_folder_keep_their_checkpoints_apart(tmp_path):
     c = run_training(again, "d", "id", settings={**settings, "epochs": 1}, seed=1)
     assert c.id == 1 and c.status == "done" and c.epochs_run == 1
     assert torch.load(checkpoint_path(again, 1), weights_only=True)["num_items"] == 25
+
+
+# ------------------------------------------------------------------------------------------- endings
+
+def test_three_endings_and_their_summary_twin(small):
+    """Patience runs out -> early_stopped; the cap while improving -> capped_improving; cancel -> cancelled.
+    ``endings.from_summary`` (used for stored rows and old CSVs) agrees with the trainer on each."""
+    from dff_core import endings
+
+    data, feats = small
+    stopped = train(data, small_cfg(strategy="id", lr=0.0, epochs=10, patience=2))     # never improves after 1
+    capped = train(data, small_cfg(strategy="id", epochs=2, patience=5))                # 2 < patience evaluations
+    cancelled = train(data, small_cfg(strategy="id"), should_stop=lambda: True)
+    assert (stopped.ending, stopped.epochs_run, stopped.best_epoch) == (endings.EARLY_STOPPED, 3, 1)
+    assert (capped.ending, capped.epochs_run) == (endings.CAPPED_IMPROVING, 2) and capped.best_epoch >= 1
+    assert cancelled.ending == endings.CANCELLED and cancelled.cancelled and cancelled.test is None
+    # early stopping off: converged = no improvement over the last CONVERGENCE_WINDOW evaluations
+    off_flat = train(data, small_cfg(strategy="id", lr=0.0, epochs=endings.CONVERGENCE_WINDOW + 1, patience=0))
+    off_short = train(data, small_cfg(strategy="id", lr=0.0, epochs=3, patience=0))
+    assert off_flat.ending == endings.CAPPED_CONVERGED and off_flat.epochs_run == endings.CONVERGENCE_WINDOW + 1
+    assert off_short.ending == endings.CAPPED_IMPROVING
+    # eval_every=2: patience counts evaluations (epochs 2, 4, 6 ...), not epochs
+    sparse = train(data, small_cfg(strategy="id", lr=0.0, epochs=9, eval_every=2, patience=2))
+    assert (sparse.ending, sparse.best_epoch, sparse.epochs_run) == (endings.EARLY_STOPPED, 2, 6)
+    for res, cfg in ((stopped, dict(epochs=10, patience=2)), (capped, dict(epochs=2, patience=5)),
+                     (off_flat, dict(epochs=endings.CONVERGENCE_WINDOW + 1, patience=0)),
+                     (off_short, dict(epochs=3, patience=0)), (sparse, dict(epochs=9, patience=2, eval_every=2))):
+        assert endings.from_summary(res.epochs_run, res.best_epoch, **cfg) == res.ending
+
+
+def test_evaluations_after_and_cap_warning():
+    from dff_core import endings
+
+    assert endings.evaluations_after(best_epoch=4, epochs_run=9, epochs=9, eval_every=2) == 3   # 6, 8, 9
+    assert endings.from_summary(15, 15, epochs=15, patience=3) == endings.CAPPED_IMPROVING
+    assert endings.from_summary(15, 12, epochs=15, patience=3) == endings.EARLY_STOPPED  # stopped at the cap
+    assert endings.from_summary(11, 6, epochs=15, patience=5) == endings.EARLY_STOPPED
+    assert endings.cap_warning(200, 5, [20, 33, 41]) is None
+    assert "median 33, up to 41" in endings.cap_warning(15, 5, [20, 33, 41])
+    assert "low" in endings.cap_warning(10, 5, []) and endings.cap_warning(200, 5, []) is None
+    assert "Early stopping is off" in endings.cap_warning(200, 0, [20])

@@ -26,7 +26,8 @@ import numpy as np
 
 DEFAULT_SEEDS = (1, 2, 3)
 DEFAULT_LAYER_POINTS = 7
-DEFAULT_SETTINGS = {"epochs": 20, "patience": 5}
+# a generous cap: runs end by early stopping; one stopped by the cap while improving decides nothing
+DEFAULT_SETTINGS = {"epochs": 200, "patience": 5}   # = dff_core.endings.DEFAULT_EPOCHS / DEFAULT_PATIENCE
 
 
 @dataclass

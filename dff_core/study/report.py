@@ -11,12 +11,12 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from dff_core.compare import weight_spread
-from dff_core.study.verdicts import (CONTRADICTED, SUPPORTED, Finding, StudyData, cold_warm, evaluate, layer_curve,
-                                     role_table, verdict_frame, weights_table)
+from dff_core.study.verdicts import (CONTRADICTED, SUPPORTED, UNDER_TRAINED, Finding, StudyData, capped_mask,
+                                     cold_warm, evaluate, layer_curve, role_table, verdict_frame, weights_table)
 
-COLORS = {SUPPORTED: "#1a7f37", CONTRADICTED: "#cf222e", "inconclusive": "#9a6700"}
+COLORS = {SUPPORTED: "#1a7f37", CONTRADICTED: "#cf222e", "inconclusive": "#9a6700", UNDER_TRAINED: "#8250df"}
 RUN_CSV_COLUMNS = ["run_id", "study", "dataset", "features", "role", "strategy", "layers", "seed", "epochs",
-                   "best_epoch", "s_per_epoch", "seconds"]
+                   "best_epoch", "ending", "epoch_cap", "s_per_epoch", "seconds"]
 
 
 # ----------------------------------------------------------------------------------------------- figures
@@ -114,9 +114,23 @@ def _fmt(v, digits: int = 4) -> str:
     return html.escape(str(v))
 
 
-def _badge(verdict: str) -> str:
+def _badge(verdict: str, capped: int = 0) -> str:
+    """A coloured verdict badge; an under-trained one carries the count of runs capped while improving."""
+    count = f" · {capped} run{'s' if capped != 1 else ''} capped while improving" if verdict == UNDER_TRAINED else ""
     return (f'<span class="badge" style="background:{COLORS.get(verdict, "#57606a")}">'
-            f"{html.escape(verdict)}</span>")
+            f"{html.escape(verdict + count)}</span>")
+
+
+def capped_summary(data: StudyData) -> str | None:
+    """One line when some of the study's runs hit the epoch cap while still improving, else None."""
+    runs = data.runs
+    n = int(capped_mask(runs).sum()) if len(runs) else 0
+    if not n:
+        return None
+    cap = runs.loc[capped_mask(runs), "epochs"].max()
+    return (f"{n} of {len(runs)} runs hit the epoch cap ({int(cap) if pd.notna(cap) else '?'} epochs) while still "
+            "improving: their numbers are those of under-trained models, so every comparison that uses them is "
+            "under-trained (not decided). Train to early stopping with a higher epoch cap to decide.")
 
 
 def _table(frame: pd.DataFrame, digits: int = 4) -> str:
@@ -158,11 +172,12 @@ def render_html(data: StudyData, metric: str = "NDCG@10", compute_note: str | No
             f"<tr><td>{html.escape(c.part)}{'' if c.primary else ' (secondary)'}</td><td>{html.escape(c.claim)}</td>"
             f"<td>{html.escape(c.a)}: {_fmt(c.mean_a)} ± {_fmt(c.std_a)}</td>"
             f"<td>{html.escape(c.b)}: {_fmt(c.mean_b)} ± {_fmt(c.std_b)}</td><td>{_fmt(c.diff)}</td>"
-            f"<td>{c.n}</td><td>{_fmt(c.p, 3)}</td><td>{_fmt(c.p_perm, 3)}</td><td>{_badge(c.verdict)}</td>"
+            f"<td>{c.n}</td><td>{_fmt(c.p, 3)}</td><td>{_fmt(c.p_perm, 3)}</td>"
+            f"<td>{_badge(c.verdict, c.under_trained)}</td>"
             f"<td>{html.escape(c.reason)}</td></tr>" for c in f.parts)
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in f.notes)
         parts.append(
-            f'<section class="finding"><h3>Finding {f.number}: {html.escape(f.title)} {_badge(f.verdict)}</h3>'
+            f'<section class="finding"><h3>Finding {f.number}: {html.escape(f.title)} {_badge(f.verdict, f.under_trained)}</h3>'
             f"<table><thead><tr><th>part</th><th>claim</th><th>A (mean ± std)</th><th>B (mean ± std)</th>"
             f"<th>mean A−B</th><th>paired seeds</th><th>p (paired t)</th><th>p (sign-flip)</th><th>verdict</th>"
             f"<th>why</th></tr></thead><tbody>{rows}</tbody></table>"
@@ -178,6 +193,9 @@ def render_html(data: StudyData, metric: str = "NDCG@10", compute_note: str | No
                      + (f", {progress.get('failed', 0)} failed" if progress.get("failed") else "")
                      if progress.get("total") else "")
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    capped = capped_summary(data)
+    banner = f'<p class="warn">{html.escape(capped)}</p>' if capped else ""
+    has_dff = bool(len(data.runs)) and bool((data.runs["strategy"] == "dff").any())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>DFF Studio study: {html.escape(data.study)}</title>
 <style>
@@ -187,6 +205,7 @@ th, td {{ border: 1px solid #d0d7de; padding: 3px 7px; text-align: left; vertica
 th {{ background: #f6f8fa; }}
 .badge {{ color: white; border-radius: 4px; padding: 1px 7px; font-size: 12px; font-weight: 600; }}
 .finding {{ margin-bottom: 1.5em; }} .meta td:first-child {{ font-weight: 600; }}
+.warn {{ background: #fbefff; border-left: 4px solid #8250df; padding: .5em .8em; }}
 </style></head><body>
 <h1>Study <code>{html.escape(data.study)}</code></h1>
 <p>Do the three findings of "Frozen LVLMs for Micro-Video Recommendation" (arXiv 2512.21863) hold on this data
@@ -201,11 +220,14 @@ full ranking, seen items excluded).</p>
 <tr><td>generated</td><td>{generated}</td></tr>
 </table>
 <h2>Verdicts</h2>
+{banner}
 <p>Each part compares two run types paired by seed: two-sided paired t-test; p &lt; 0.05 in the claimed direction
 = supported, in the other direction = contradicted, otherwise (or with fewer than 3 paired seeds) inconclusive.
 With 2–5 seeds a sign or permutation test cannot reach p &lt; 0.05 (n = 3: smallest p = 0.25), so the t-test
 decides and the exact sign-flip p is shown for reference. "Best" layers are chosen on the validation metric
-and compared on test. A finding is supported when all its primary parts are.</p>
+and compared on test. A part whose runs include any that hit the epoch cap while still improving is
+<b>under-trained</b>: not decided, whatever the t-test says (a cap turns a faster start into an apparent win).
+A finding is supported when all its primary parts are, and never while any of them is under-trained.</p>
 {''.join(parts)}
 <h2>Plots</h2>
 {''.join(figs)}
@@ -213,7 +235,8 @@ and compared on test. A finding is supported when all its primary parts are.</p>
 {_table(roles)}
 <h2>DFF layer weights</h2>
 {_spread_html(data)}
-{_table(weights) if len(weights) else '<p>no DFF runs finished</p>'}
+{_table(weights) if len(weights) else ('<p>no layer weights stored for these DFF runs (a report rebuilt from a runs '
+                                       'CSV has none)</p>' if has_dff else '<p>no DFF runs finished</p>')}
 <h2>Runs</h2>
 {_table(runs_table(data))}
 </body></html>

@@ -13,8 +13,12 @@ assumption. Fewer than ``MIN_SEEDS`` paired seeds is always inconclusive.
 selection does not inflate the comparison it is judged by.
 
 A part is ``supported`` when p < ``ALPHA`` and the difference goes the claimed way, ``contradicted`` when
-p < ``ALPHA`` and it goes the other way, else ``inconclusive``. A finding is contradicted when any primary
-part is, supported when every primary part is, else inconclusive.
+p < ``ALPHA`` and it goes the other way, else ``inconclusive`` — unless any run of its two roles hit the epoch
+cap while still improving (``dff_core.endings.CAPPED_IMPROVING``): then it is ``under-trained``, not decided,
+whatever the t-test says. Why: content features speed up early learning, so a cap turns a head start into an
+apparent win (or hides a loss); only runs trained to early stopping can decide. A finding is contradicted when
+any primary part is, else under-trained when any primary part is, supported when every primary part is, else
+inconclusive.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ import pandas as pd
 ALPHA = 0.05
 MIN_SEEDS = 3
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+UNDER_TRAINED = "under-trained"
+CAPPED_IMPROVING = "capped_improving"   # dff_core.endings.CAPPED_IMPROVING (kept import-free of torch)
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -44,6 +50,7 @@ class StudyData:
     weights: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["run_id", "role", "seed", "layer",
                                                                                 "weight"]))
     progress: dict = field(default_factory=dict)
+    weights_summary: pd.DataFrame | None = None   # role, layer, mean, std, seeds: when per-run weights are gone
 
     @property
     def last(self) -> int | None:
@@ -118,6 +125,35 @@ def load_study(db, study: str) -> StudyData:
                      captions=plan.get("captions"), weights=weights, progress=progress)
 
 
+def study_from_runs_csv(path, num_layers: int, *, study: str | None = None, epochs: int | None = None,
+                        patience: int = 5, eval_every: int = 1, captions: str | None = None,
+                        weights_csv=None) -> StudyData:
+    """A study rebuilt from its exported runs CSV (``study --report ... --runs-csv``), so a published report
+    can be re-judged without its database: verdicts, tables and plots come out as from storage; DFF layer
+    weights are not in it (``weights_csv``: the report's layer-weight table, role, layer, mean, std, seeds).
+    Runs without an ``ending`` column get one from epochs run and best epoch,
+    with ``epochs`` the study's cap (default: the most epochs any run ran) and its ``patience``."""
+    runs = pd.read_csv(path)
+    need = {"run_id", "strategy", "layers", "seed", "epochs", "best_epoch"}
+    missing = sorted(need - set(runs.columns))
+    if missing:
+        raise ValueError(f"{path}: not a runs CSV of a study report (missing columns {', '.join(missing)})")
+    runs["layers"] = runs["layers"].astype(str)
+    runs["layer"] = [int(l) if s == "gate" and l.isdigit() else None for s, l in zip(runs["strategy"], runs["layers"])]
+    cap = int(epochs) if epochs else int(runs["epochs"].max())
+    runs = fill_endings(assign_roles(runs, num_layers), cap, patience, eval_every)
+    if "epoch_cap" not in runs.columns:
+        runs["epoch_cap"] = cap
+    for col in ("cold users", "warm users"):
+        if col not in runs.columns:
+            runs[col] = np.nan
+    first = lambda col: str(runs[col].dropna().iloc[0]) if col in runs.columns and runs[col].notna().any() else ""  # noqa: E731
+    return StudyData(study=study or first("study") or str(path), runs=runs, num_layers=num_layers,
+                     dataset=first("dataset"), features=first("features"), captions=captions,
+                     progress={"total": len(runs), "done": len(runs)},
+                     weights_summary=pd.read_csv(weights_csv) if weights_csv else None)
+
+
 # ------------------------------------------------------------------------------------------ statistics
 
 @dataclass
@@ -142,10 +178,14 @@ class Comparison:
     verdict: str = INCONCLUSIVE
     reason: str = ""
     seeds: list = field(default_factory=list)
+    under_trained: int = 0                   # runs of the two roles that hit the epoch cap while still improving
+    runs: int = 0                            # runs of the two roles
+    capped_runs: list = field(default_factory=list)   # their run ids
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["seeds"] = ",".join(str(s) for s in self.seeds)
+        d["capped_runs"] = ",".join(str(r) for r in self.capped_runs)
         return d
 
 
@@ -174,8 +214,24 @@ def paired_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def compare(c: Comparison, a: pd.Series, b: pd.Series) -> Comparison:
-    """Fill ``c`` from per-seed values (index = seed) of the two roles and decide the verdict."""
+def compare(c: Comparison, a: pd.Series, b: pd.Series, capped_runs: list | tuple = (),
+            runs: int | None = None) -> Comparison:
+    """Fill ``c`` from per-seed values (index = seed) of the two roles and decide the verdict.
+
+    ``capped_runs``: ids of the two roles' runs that hit the epoch cap while still improving; any of them
+    makes the part ``under-trained`` (the t-test's own verdict is kept in the reason, for reference)."""
+    c.capped_runs, c.under_trained = [int(r) for r in capped_runs], len(capped_runs)
+    c.runs = int(runs) if runs is not None else len(a) + len(b)
+    _decide(c, a, b)
+    if c.under_trained and not (a.empty or b.empty):
+        c.reason = (f"not decided: {c.under_trained} of {c.runs} runs hit the epoch cap while still improving "
+                    f"(train to early stopping: raise epochs); on these under-trained runs the t-test says "
+                    f"{c.verdict}: {c.reason}")
+        c.verdict = UNDER_TRAINED
+    return c
+
+
+def _decide(c: Comparison, a: pd.Series, b: pd.Series) -> Comparison:
     c.mean_a, c.std_a = _mean_std(a)
     c.mean_b, c.std_b = _mean_std(b)
     seeds = sorted(set(a.index) & set(b.index))
@@ -229,9 +285,17 @@ class Finding:
         primary = [p for p in self.parts if p.primary] or self.parts
         if any(p.verdict == CONTRADICTED for p in primary):
             return CONTRADICTED
+        if any(p.verdict == UNDER_TRAINED for p in primary):
+            return UNDER_TRAINED
         if primary and all(p.verdict == SUPPORTED for p in primary):
             return SUPPORTED
         return INCONCLUSIVE
+
+    @property
+    def under_trained(self) -> int:
+        """Distinct runs behind this finding's under-trained primary parts (capped while improving)."""
+        primary = [p for p in self.parts if p.primary] or self.parts
+        return len({r for p in primary if p.verdict == UNDER_TRAINED for r in p.capped_runs})
 
 
 FINDING_TITLES = {
@@ -239,6 +303,27 @@ FINDING_TITLES = {
     2: "ID embeddings are essential, and fusion beats replacement",
     3: "Intermediate layers beat the last one, and DFF beats the best single layer",
 }
+
+
+def capped_mask(runs: pd.DataFrame) -> pd.Series:
+    """True for runs that hit the epoch cap while still improving (unknown endings count as decided)."""
+    if "ending" not in runs.columns:
+        return pd.Series(False, index=runs.index)
+    return runs["ending"].fillna("").astype(str).eq(CAPPED_IMPROVING)
+
+
+def fill_endings(runs: pd.DataFrame, epochs: int, patience: int, eval_every: int = 1) -> pd.DataFrame:
+    """Runs without a stored ending (an older runs CSV) get one from epochs run and best epoch, given the
+    study's epoch cap, patience and evaluation interval (``dff_core.endings.from_summary``)."""
+    from dff_core.endings import from_summary
+
+    out = runs.copy()
+    if "ending" not in out.columns:
+        out["ending"] = ""
+    known = out["ending"].fillna("").astype(str)
+    out["ending"] = [e if e else from_summary(int(n), int(b) if pd.notna(b) else None, epochs, patience, eval_every)
+                     for e, n, b in zip(known, out["epochs"], out["best_epoch"])]
+    return out
 
 
 def single_layers(runs: pd.DataFrame) -> pd.DataFrame:
@@ -263,7 +348,10 @@ def evaluate(data: StudyData, metric: str = "NDCG@10") -> list[Finding]:
     gate_last = f"gate@{last}" if last is not None else "gate@last"
 
     def part(finding, name, claim, a, b, primary=True):
-        return compare(Comparison(finding, name, claim, a, b, primary=primary, metric=metric), seeds(a), seeds(b))
+        mine = runs[runs["role"].isin([a, b])].dropna(subset=[col])
+        capped = mine[capped_mask(mine)]["run_id"].astype(int).tolist()
+        return compare(Comparison(finding, name, claim, a, b, primary=primary, metric=metric), seeds(a), seeds(b),
+                       capped_runs=capped, runs=len(mine))
 
     inner = best_layer(runs, metric, exclude={0, last} if last is not None else {0})
     best = best_layer(runs, metric)
@@ -300,7 +388,8 @@ def evaluate(data: StudyData, metric: str = "NDCG@10") -> list[Finding]:
 def role_table(data: StudyData, metric: str = "NDCG@10") -> pd.DataFrame:
     """Mean ± std over seeds per role: test and validation metric, cold and warm test metric, seconds."""
     cols = ["role", "strategy", "layers", "seeds", f"test {metric} mean", f"test {metric} std",
-            f"val {metric} mean", f"cold {metric} mean", f"warm {metric} mean", "s/epoch", "run ids"]
+            f"val {metric} mean", f"cold {metric} mean", f"warm {metric} mean", "s/epoch", "epochs run",
+            "capped while improving", "run ids"]
     runs = data.runs
     if runs.empty:
         return pd.DataFrame(columns=cols)
@@ -314,6 +403,8 @@ def role_table(data: StudyData, metric: str = "NDCG@10") -> pd.DataFrame:
                      f"cold {metric} mean": g[f"cold {metric}"].astype(float).mean(),
                      f"warm {metric} mean": g[f"warm {metric}"].astype(float).mean(),
                      "s/epoch": g["s_per_epoch"].astype(float).mean(),
+                     "epochs run": ",".join(str(int(e)) if pd.notna(e) else "?" for e in g["epochs"]),
+                     "capped while improving": int(capped_mask(g).sum()),
                      "run ids": ",".join(str(int(r)) for r in g["run_id"])})
     order = {"id": 0, "replace": 1, "init": 2, "caption": 3}
     out = pd.DataFrame(rows, columns=cols)
@@ -337,6 +428,8 @@ def layer_curve(data: StudyData, metric: str = "NDCG@10") -> pd.DataFrame:
 
 def weights_table(data: StudyData) -> pd.DataFrame:
     """DFF layer weights: mean and std over seeds per (role, layer)."""
+    if data.weights_summary is not None and data.weights.empty:
+        return data.weights_summary[["role", "layer", "mean", "std", "seeds"]].reset_index(drop=True)
     w = data.weights
     if w.empty:
         return pd.DataFrame(columns=["role", "layer", "mean", "std", "seeds"])
@@ -365,5 +458,6 @@ def verdict_frame(findings: list[Finding]) -> pd.DataFrame:
         for c in f.parts:
             rows.append({"finding": f.number, "finding_title": f.title, "finding_verdict": f.verdict, **c.to_dict()})
     cols = ["finding", "finding_title", "finding_verdict", "part", "claim", "primary", "a", "b", "metric", "n",
-            "seeds", "mean_a", "std_a", "mean_b", "std_b", "diff", "t", "p", "p_perm", "verdict", "reason"]
+            "seeds", "mean_a", "std_a", "mean_b", "std_b", "diff", "t", "p", "p_perm", "verdict", "under_trained",
+            "runs", "reason"]
     return pd.DataFrame(rows, columns=cols)

@@ -37,6 +37,7 @@ from ..data.split import SplitData
 from ..eval.evaluate import EvalInputs, EvalResult, evaluate, pad_left
 from ..models.item_encoders import STRATEGIES, build_item_encoder
 from ..models.sasrec import SASRec, SASRecConfig
+from .. import endings
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
@@ -49,7 +50,7 @@ LAYER_INITS = ("uniform", "probe")
 class TrainConfig:
     strategy: str = "id"
     layers: list[int] | None = None      # indices into the feature tensor's layer axis; None = all
-    epochs: int = 50
+    epochs: int = 200                    # a cap: runs normally end by early stopping (dff_core.endings)
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -118,6 +119,7 @@ class TrainResult:
     seconds_per_epoch: float
     cancelled: bool = False
     stopped_early: bool = False
+    ending: str = ""                     # dff_core.endings.EARLY_STOPPED | CAPPED_IMPROVING | CAPPED_CONVERGED | CANCELLED
     val_result: EvalResult | None = field(default=None, repr=False)
     test_result: EvalResult | None = field(default=None, repr=False)
     model: SASRec | None = field(default=None, repr=False)  # best state loaded (current one if cancelled)
@@ -331,7 +333,8 @@ def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
                            test=None, val_buckets=None, test_buckets=None,
                            layer_weights=model.item_encoder.layer_weights(),
                            gate_mean=model.item_encoder.gate_mean(), seconds=seconds,
-                           seconds_per_epoch=per_epoch, cancelled=True, stopped_early=False, model=model)
+                           seconds_per_epoch=per_epoch, cancelled=True, stopped_early=False,
+                           ending=endings.CANCELLED, model=model)
 
     if not steps:
         st["done"] = True
@@ -346,4 +349,7 @@ def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
                        gate_mean=model.item_encoder.gate_mean(),
                        seconds=st["seconds_total"] + (time.perf_counter() - t_call),
                        seconds_per_epoch=per_epoch, cancelled=False, stopped_early=st["stopped_early"],
+                       ending=endings.classify(cancelled=False, stopped_early=st["stopped_early"],
+                                               evals_since_best=st["bad_evals"] if st["best_epoch"] else None,
+                                               patience=cfg.patience),
                        val_result=val_res, test_result=test_res, model=model)
