@@ -160,6 +160,43 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     return get_run(db, run.id)
 
 
+def export_features_npz(db: Database, name: str, npz_path: str | Path, dataset: str | int | None = None,
+                        layers: str | list[int] | None = None) -> dict:
+    """Write a stored feature set as an npz: ``item_ids`` [n] (str), ``features`` [n, layers, dim] float32 and
+    ``layers`` [layers] (the stored layer numbers) — the inverse of :func:`import_features_npz`, so the
+    vectors can go to other models. Items without vectors (failed, not yet extracted) are left out; rows follow
+    the dataset's item order. The file is written whole or not at all. Returns a summary."""
+    import os
+    import tempfile
+
+    from storage.datasets import load_items
+    from storage.features import read_features
+
+    fs = get_feature_set(db, name, dataset=dataset)
+    chosen = parse_layers(layers, fs.num_layers)
+    chosen = list(range(fs.num_layers)) if chosen is None else chosen
+    path = Path(npz_path)
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: the output file must end in .npz")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"folder {path.parent} does not exist; create it or write the npz elsewhere")
+    feats, mask = read_features(db, fs, chosen, dtype=np.float32)
+    if not mask.any():
+        raise ValueError(f"feature set {fs.name!r} has no stored vectors yet ({fs.status}); nothing to export")
+    ids = load_items(db, fs.dataset_id)["item_id"].astype(str).to_numpy()
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, item_ids=ids[mask].astype(str), features=np.ascontiguousarray(feats[mask], dtype=np.float32),
+                     layers=np.asarray(chosen, dtype=np.int64))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {"name": fs.name, "items": int(mask.sum()), "layers": chosen, "dim": fs.dim, "path": str(path),
+            "missing": int((~mask).sum())}
+
+
 def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: str | Path,
                         backbone: str = "imported", dtype: str | None = None,
                         storage: str = "duckdb") -> FeatureSetRecord:
@@ -224,6 +261,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
                    frame_size: int = 224, pooling: str = "video_mean", batch_size: int = 8,
                    dtype: str = "float16", caption: bool = False, text_encoder: str = "minilm",
                    storage: str = "duckdb", engine: str = "local", address: str | None = None,
+                   device: str = "auto", compute_dtype: str = "auto", quantize: str = "none",
                    progress: Progress | None = None, log: Callable[[str], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> FeatureSetRecord:
     """Extract a feature set into storage, resumably: items already stored are skipped, each batch is
@@ -232,8 +270,13 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
     ``caption=True`` takes the caption route: the LVLM writes a caption per item and ``text_encoder``
     embeds it (a one-layer feature set of kind ``caption``). ``storage="parquet"`` keeps the vectors in
     Parquet shards beside the database; ``engine="ray"`` runs the model replicas on a Ray cluster
-    (``address``; a local instance when None) through ``dff_core.extraction.ray_engine``."""
-    from dff_core.backbones import load_backbone
+    (``address``; a local instance when None) through ``dff_core.extraction.ray_engine``.
+
+    ``device`` (auto | cpu | cuda[:N]), ``compute_dtype`` (auto | float32 | bfloat16) and ``quantize``
+    (none | int8) say where and how the backbone computes; the resolved choice is stored in the feature
+    set's params (``device``, ``compute_dtype``, ``quantize``). ``dtype`` is how the vectors are stored."""
+    from dff_core.backbones import family_class, load_backbone, parse_spec, resolve_precision
+    from dff_core.devices import device_name, resolve_device
     from dff_core.extraction import ExtractItem, caption_and_embed, extract
     from storage.datasets import load_items
     from storage.features import (create_feature_set, finish_feature_set, record_failure, store_captions,
@@ -261,10 +304,27 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
             raise ValueError("the caption route runs on the local engine only; leave out --engine ray")
         from dff_core.extraction import ray_engine
 
-        model, extract = ray_engine.ray_backbone(backbone, address, dtype=dtype), ray_engine.extract
+        device = (device or "auto").strip().lower()
+        if device not in ("auto", "cpu"):
+            raise ValueError(f"--engine ray places replicas on the cluster's GPUs itself; use --device auto "
+                             f"(or cpu), not {device!r}")
+        model = ray_engine.ray_backbone(backbone, address, dtype=dtype, cpu_only=device == "cpu",
+                                        compute_dtype=compute_dtype, quantize=quantize)
+        extract = ray_engine.extract
+        ran = {"device": "ray-gpu" if model.gpus_per_replica > 0 else "ray-cpu", "compute_dtype": compute_dtype,
+               "quantize": quantize}
     else:
-        model = load_backbone(backbone)
-    params = {"num_frames": num_frames, "frame_size": frame_size, "batch_size": batch_size}
+        where = device_name(resolve_device(device))
+        if caption and where == "cpu" and (compute_dtype or "auto") == "auto":
+            compute_dtype = "float32"  # bfloat16 was measured on hidden states, not on greedy captions
+        compute_dtype, quantize = resolve_precision(family_class(parse_spec(backbone)[0]), where, compute_dtype,
+                                                    quantize)
+        model = load_backbone(backbone, device=where, dtype=compute_dtype, quantize=quantize)
+        ran = {"device": where, "compute_dtype": compute_dtype, "quantize": quantize}
+    if log:
+        log(f"computing on {ran['device']} in {ran['compute_dtype']}"
+            + (" with int8 linear layers" if ran["quantize"] == "int8" else ""))
+    params = {"num_frames": num_frames, "frame_size": frame_size, "batch_size": batch_size, **ran}
     failed = 0
 
     def on_failure(idx: int, reason: str) -> None:
@@ -280,7 +340,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
             progress(done / max(1, total), f"{done}/{total} items" + (f", {rate:.1f} items/s" if rate else ""))
 
     if caption:
-        encoder = load_backbone(text_encoder)
+        encoder = load_backbone(text_encoder, device=ran["device"])
         fs = create_feature_set(db, ds.id, name, f"{backbone} -> {text_encoder}", 1, encoder.dim, kind="caption",
                                 inputs=list(inputs), pooling="sentence", params={**params, "text_encoder": text_encoder},
                                 dtype=dtype, exist_ok=True, storage=storage)
