@@ -263,3 +263,31 @@ def test_export_bad_input_is_one_line_exit_2(small_db, tmp_path, capsys):
         assert code == 2 and len(err.splitlines()) == 1 and message in err, (argv, err)
         assert "Traceback" not in err
     assert not (tmp_path / "x.npz").exists() and not list(tmp_path.glob("tmp*.npz"))
+
+
+def test_runner_batches_by_token_count_when_the_backbone_counts_tokens():
+    from dff_core.backbones.base import Backbone
+    from dff_core.extraction import ExtractItem, extract
+
+    class Counting(Backbone):
+        """Tokens = the number of 'x' in a title: character order and token order disagree."""
+        family, inputs, poolings, default_pooling, num_layers, dim = "fake", ("title",), ("all_mean",), \
+            "all_mean", 1, 2
+
+        def __init__(self):
+            self.batches = []
+
+        def text_lengths(self, titles):
+            return [t.count("x") for t in titles]
+
+        def encode(self, batch, pooling):
+            self.batches.append(sorted(it.title for it in batch))
+            return np.ones((len(batch), 1, 2), np.float32)
+
+    titles = ["xxxx", "aaaaaaaaax", "xxx", "aaaaaaaa", "xx", "aaaaaaa"]  # tokens 4, 1, 3, 0, 2, 0
+    model = Counting()
+    got = {}
+    extract(model, [ExtractItem(i, f"i{i}", t) for i, t in enumerate(titles)], batch_size=2,
+            on_batch=lambda idx, feats: got.update(dict.fromkeys(idx)))
+    assert len(got) == 6
+    assert model.batches == [["xxx", "xxxx"], ["aaaaaaaaax", "xx"], ["aaaaaaa", "aaaaaaaa"]]

@@ -255,6 +255,11 @@ class SmolLM2Backbone(Backbone):
         self.dim = self.model.config.hidden_size
         self.layer_names = ["embeddings"] + [f"layer {i}" for i in range(1, self.num_layers)]
 
+    def text_lengths(self, titles: Sequence[str]) -> list[int]:
+        """Tokens per title as ``encode`` truncates them: the extraction runner batches by this."""
+        ids = self.tokenizer([t.strip() for t in titles], truncation=True, max_length=self.max_length)["input_ids"]
+        return [len(x) for x in ids]
+
     def quantize_target(self):
         return self.model.model  # the decoder stack; the LM head (captions only) stays as it is
 
