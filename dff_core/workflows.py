@@ -256,6 +256,31 @@ def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: s
     return get_feature_set(db, fs.id)
 
 
+class BlockWriter:
+    """Collects ``(idx, feats)`` batches and writes them in blocks of ``max_items`` or every ``max_seconds``,
+    whichever comes first. A killed process loses at most the unwritten block, which resume re-extracts."""
+
+    def __init__(self, write: Callable[[list[int], np.ndarray], None], max_items: int = 256,
+                 max_seconds: float = 2.0):
+        self.write, self.max_items, self.max_seconds = write, max_items, max_seconds
+        self.idx: list[int] = []
+        self.feats: list[np.ndarray] = []
+        self.last = time.perf_counter()
+
+    def add(self, idx: list[int], feats: np.ndarray) -> None:
+        self.idx.extend(int(i) for i in idx)
+        self.feats.append(np.asarray(feats, dtype=np.float32))
+        if len(self.idx) >= self.max_items or time.perf_counter() - self.last >= self.max_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.idx:
+            idx, feats = self.idx, np.concatenate(self.feats)
+            self.idx, self.feats = [], []
+            self.write(idx, feats)
+        self.last = time.perf_counter()
+
+
 def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *,
                    inputs: list[str] | tuple[str, ...] = ("frames", "title"), num_frames: int = 8,
                    frame_size: int = 224, pooling: str = "video_mean", batch_size: int = 8,
@@ -365,10 +390,18 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
         skip = stored_items(db, fs)
         if skip and log:
             log(f"resuming: {len(skip)} items already stored are skipped")
-        summary = extract(model, work, inputs=tuple(inputs), num_frames=num_frames, frame_size=frame_size,
-                          pooling=pooling, batch_size=batch_size, skip=skip,
-                          on_batch=lambda idx, feats: write_vectors(db, fs, idx, feats),
-                          on_failure=on_failure, progress=on_progress, should_stop=should_stop)
+        # the local engine hands over a few items per batch; writing each batch opens the database once
+        # (measured: 500 SmolLM2 items in batches of 8 took 11.3 s to store, in blocks of 256 2.5 s), so
+        # vectors are written in blocks (the Ray engine's driver does the same)
+        writer = BlockWriter(lambda idx, feats: write_vectors(db, fs, idx, feats)) if engine == "local" else None
+        try:
+            summary = extract(model, work, inputs=tuple(inputs), num_frames=num_frames, frame_size=frame_size,
+                              pooling=pooling, batch_size=batch_size, skip=skip,
+                              on_batch=writer.add if writer else (lambda idx, feats: write_vectors(db, fs, idx, feats)),
+                              on_failure=on_failure, progress=on_progress, should_stop=should_stop)
+        finally:
+            if writer:
+                writer.flush()  # what finished is kept, also on cancel or an error
     stored = len(stored_items(db, fs))
     status = ("running" if getattr(summary, "cancelled", False) else
               "complete" if stored == len(work) else "partial" if stored else "failed")

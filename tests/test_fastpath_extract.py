@@ -291,3 +291,20 @@ def test_runner_batches_by_token_count_when_the_backbone_counts_tokens():
             on_batch=lambda idx, feats: got.update(dict.fromkeys(idx)))
     assert len(got) == 6
     assert model.batches == [["xxx", "xxxx"], ["aaaaaaaaax", "xx"], ["aaaaaaa", "aaaaaaaa"]]
+
+
+def test_block_writer_writes_everything_once_in_blocks():
+    from dff_core.workflows import BlockWriter
+
+    calls = []
+    w = BlockWriter(lambda idx, feats: calls.append((list(idx), feats.copy())), max_items=5, max_seconds=1e9)
+    for s in range(0, 12, 2):  # six batches of two items
+        w.add([s, s + 1], np.full((2, 1, 3), s, np.float32))
+    assert [len(i) for i, _ in calls] == [6, 6]
+    w.add([12], np.full((1, 1, 3), 12, np.float32))
+    w.flush()
+    w.flush()  # nothing left: no empty write
+    idx = sum((i for i, _ in calls), [])
+    feats = np.concatenate([f for _, f in calls])
+    assert idx == list(range(13)) and len(calls) == 3
+    np.testing.assert_array_equal(feats[:, 0, 0], [0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12])
