@@ -191,7 +191,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             ran = " ".join(str(v) for v in (r["device"], r["compute_dtype"]) if v) + \
-                (f" int8" if r["quantize"] == "int8" else "")
+                (" int8" if r["quantize"] == "int8" else "")
             print(f"{r['id']:>4} {r['name']:20} {r['dataset']:16} {r['backbone']:28} {r['layers']:>3} x {r['dim']:<5} "
                   f"{r['status']:9} {ran or '-'}")
     return 0

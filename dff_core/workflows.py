@@ -406,6 +406,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
     status = ("running" if getattr(summary, "cancelled", False) else
               "complete" if stored == len(work) else "partial" if stored else "failed")
     stats = {"items": stored, "failed": len(work) - stored, "seconds": getattr(summary, "seconds", None),
+             "cpu_seconds": getattr(summary, "cpu_seconds", None),
              "items_per_second": getattr(summary, "items_per_second", None),
              "bytes_per_item": fs.num_layers * fs.dim * (2 if fs.dtype == "float16" else 4)}
     finish_feature_set(db, fs, "cancelled" if status == "running" else status, stats)

@@ -27,7 +27,7 @@ MAX_CPU_REPLICAS = int(os.environ.get("DFF_RAY_CPU_REPLICAS", "2"))
 WRITE_BLOCK_BYTES = 64 * 2**20  # the driver writes vectors in blocks of about this size (one shard each)
 FLUSH_SECONDS = 2.0             # ... or whatever arrived within this long, so progress and resume stay fresh
 FLOAT16_SAFE = 60000.0
-_SHAPES: dict[tuple[str, bool], dict] = {}  # spec -> what one remote load reported (once per driver process)
+_SHAPES: dict[tuple, dict] = {}  # (spec, gpu, precision) -> what one remote load reported (once per driver process)
 
 
 class RayUnavailable(RuntimeError):

@@ -48,7 +48,8 @@ class ExtractSummary:
     skipped: int = 0
     cancelled: bool = False
     seconds: float = 0.0
-    items_per_second: float = 0.0
+    cpu_seconds: float = 0.0      # CPU time of this process over the run (all threads): on a shared machine
+    items_per_second: float = 0.0 # items per CPU second says more than wall clock
     decode_seconds: float = 0.0   # time spent decoding media (in the prefetch thread)
     wait_seconds: float = 0.0     # time the model waited for decoded media
     failures: dict = field(default_factory=dict)
@@ -145,7 +146,7 @@ def _run(batches, total, skipped, inputs, num_frames, frame_size, work, on_failu
     """The shared loop: decode (prefetched), call ``work(ok_pairs) -> list of (item, reason)`` failures."""
     summary = ExtractSummary(total=total, skipped=skipped)
     loader = _Loader(batches, tuple(inputs), num_frames, frame_size, prefetch=prefetch)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     last_report = 0.0
 
     def fail(item: ExtractItem, reason: str) -> None:
@@ -180,6 +181,7 @@ def _run(batches, total, skipped, inputs, num_frames, frame_size, work, on_failu
     finally:
         loader.close()
     summary.seconds = time.perf_counter() - start
+    summary.cpu_seconds = time.process_time() - cpu_start
     summary.items_per_second = summary.done / summary.seconds if summary.seconds > 0 else 0.0
     summary.decode_seconds = loader.decode_seconds
     return summary
