@@ -281,6 +281,16 @@ class BlockWriter:
         self.last = time.perf_counter()
 
 
+def _same_precision(fs: FeatureSetRecord, ran: dict) -> None:
+    """A resumed feature set continues in the precision it was started in: one set, one way of computing."""
+    before = {k: (fs.params or {}).get(k) for k in ("compute_dtype", "quantize")}
+    now = {k: ran[k] for k in before}
+    if before["compute_dtype"] and before != now:
+        was = before["compute_dtype"] + (" + int8" if before["quantize"] == "int8" else "")
+        raise ValueError(f"feature set {fs.name!r} was started in {was}; resume it with --compute-dtype "
+                         f"{before['compute_dtype']} --quantize {before['quantize'] or 'none'}, or pick another --name")
+
+
 def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *,
                    inputs: list[str] | tuple[str, ...] = ("frames", "title"), num_frames: int = 8,
                    frame_size: int = 224, pooling: str = "video_mean", batch_size: int = 8,
@@ -369,6 +379,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
         fs = create_feature_set(db, ds.id, name, f"{backbone} -> {text_encoder}", 1, encoder.dim, kind="caption",
                                 inputs=list(inputs), pooling="sentence", params={**params, "text_encoder": text_encoder},
                                 dtype=dtype, exist_ok=True, storage=storage)
+        _same_precision(fs, ran)
         skip = stored_items(db, fs)
 
         def on_batch_caption(idx: list[int], feats: np.ndarray, texts: list[str]) -> None:
@@ -387,6 +398,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
         fs = create_feature_set(db, ds.id, name, backbone, num_layers, model.dim, inputs=list(inputs),
                                 pooling=pooling, params=params, dtype=dtype, layer_names=layer_names, exist_ok=True,
                                 storage=storage)
+        _same_precision(fs, ran)
         skip = stored_items(db, fs)
         if skip and log:
             log(f"resuming: {len(skip)} items already stored are skipped")

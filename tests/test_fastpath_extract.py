@@ -308,3 +308,17 @@ def test_block_writer_writes_everything_once_in_blocks():
     feats = np.concatenate([f for _, f in calls])
     assert idx == list(range(13)) and len(calls) == 3
     np.testing.assert_array_equal(feats[:, 0, 0], [0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12])
+
+
+def test_resume_keeps_the_precision_a_set_was_started_in(small_db, tiny_llama):
+    from dff_core.workflows import run_extraction
+
+    spec = f"smollm2:{tiny_llama}"
+    calls = []
+    fs = run_extraction(small_db, "small", spec, "r", inputs=["title"], pooling="all_mean", batch_size=4,
+                        compute_dtype="bfloat16", should_stop=lambda: calls.append(1) or len(calls) > 2)
+    assert fs.status == "cancelled" and fs.stats["items"] == 8  # the buffered blocks were written on stop
+    with pytest.raises(ValueError, match="was started in bfloat16; resume it with --compute-dtype bfloat16"):
+        run_extraction(small_db, "small", spec, "r", inputs=["title"], pooling="all_mean", compute_dtype="float32")
+    fs = run_extraction(small_db, "small", spec, "r", inputs=["title"], pooling="all_mean", compute_dtype="bfloat16")
+    assert fs.status == "complete" and fs.stats["items"] == 20
