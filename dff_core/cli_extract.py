@@ -18,7 +18,9 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-size", type=int, default=224)
     p.add_argument("--pooling", default=None, help="video_mean | text_mean | all_mean | last (default: backbone's)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
+                   help="how the vectors are STORED (pooling always accumulates in float32)")
+    add_compute_options(p)
     p.add_argument("--caption", action="store_true", help="caption route: the LVLM captions, --text-encoder embeds")
     p.add_argument("--text-encoder", default="minilm")
     add_storage_option(p)
@@ -28,6 +30,41 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
 
 
 STORAGE_CHOICES = {"table": "duckdb", "parquet": "parquet"}  # CLI word -> feature_sets.storage
+
+
+def add_compute_options(p: argparse.ArgumentParser) -> None:
+    """Where and in what precision the backbone runs (README "Fast path: extraction")."""
+    from dff_core.devices import DEVICE_HELP
+
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--compute-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="precision of the forward pass; auto: bfloat16 on CUDA and, for smollm2, on a CPU with "
+                        "native bfloat16 (AVX512-BF16/AMX), else float32")
+    p.add_argument("--quantize", default="none", choices=["none", "int8"],
+                   help="int8: dynamic quantisation of the language model's linear layers (CPU, float32; "
+                        "smollm2 and the LVLM families)")
+
+
+def check_compute(backbone: str, device: str | None, compute_dtype: str | None, quantize: str | None,
+                  engine: str = "local") -> dict:
+    """The device/precision choices of an extraction, validated for this machine and backbone family.
+    Returns them as given (``auto`` is resolved when the job runs, and stored with the feature set)."""
+    from dff_core.backbones import family_class, parse_spec, resolve_precision
+    from dff_core.devices import device_name, resolve_device
+
+    device = (device or "auto").strip().lower()
+    compute_dtype, quantize = compute_dtype or "auto", quantize or "none"
+    cls = family_class(parse_spec(backbone)[0])
+    if engine == "ray":
+        # replicas sit on the cluster's GPUs (or CPUs); only cpu can be forced from here
+        if device not in ("auto", "cpu"):
+            raise ValueError(f"--engine ray places replicas on the cluster's GPUs itself; use --device auto "
+                             f"(or cpu to keep them on CPUs), not {device!r}")
+        resolve_precision(cls, "cpu" if device == "cpu" or quantize == "int8" else "cuda:0", compute_dtype,
+                          quantize)
+    else:
+        resolve_precision(cls, device_name(resolve_device(device)), compute_dtype, quantize)
+    return {"device": device, "compute_dtype": compute_dtype, "quantize": quantize}
 
 
 def add_storage_option(p: argparse.ArgumentParser) -> None:
@@ -69,6 +106,8 @@ def extract_params(db, args: argparse.Namespace) -> dict:
 
         if importlib.util.find_spec("ray") is None:
             raise ValueError("--engine ray needs Ray: pip install -r requirements-ray.txt")
+    params.update(check_compute(args.backbone, getattr(args, "device", None), getattr(args, "compute_dtype", None),
+                                getattr(args, "quantize", None), engine))
     extra = {"storage": storage if storage != "duckdb" else None, "engine": engine if engine != "local" else None,
              "address": address}
     return {**params, **{k: v for k, v in extra.items() if v}}
@@ -102,6 +141,12 @@ def _register(sub) -> None:
     p.add_argument("--backbone", default="imported", help="what produced them (shown in the dashboard)")
     add_storage_option(p)
 
+    p = sub.add_parser("export-features", help="write a stored feature set to an npz (item_ids, features)")
+    p.add_argument("name")
+    p.add_argument("--dataset", default=None, help="the dataset (needed when several have a set of this name)")
+    p.add_argument("--npz", required=True, help="output file (.npz): item_ids [n], features [n, layers, dim] float32")
+    p.add_argument("--layers", default=None, help="all (default) | A-B | i,j,k (0 = embedding output)")
+
     p = sub.add_parser("features", help="list stored feature sets")
     p.add_argument("--dataset", default=None)
     p.add_argument("--json", action="store_true")
@@ -117,6 +162,15 @@ def cmd_import_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_features(args: argparse.Namespace) -> int:
+    from dff_core.workflows import export_features_npz
+
+    out = export_features_npz(_db(args), args.name, args.npz, dataset=args.dataset, layers=args.layers)
+    print(f"wrote {out['path']}: {out['items']} items x {len(out['layers'])} layers x {out['dim']} dims (float32)"
+          + (f"; {out['missing']} items without vectors left out" if out["missing"] else ""))
+    return 0
+
+
 def cmd_features(args: argparse.Namespace) -> int:
     from storage.datasets import get_dataset
     from storage.features import list_feature_sets
@@ -128,15 +182,18 @@ def cmd_features(args: argparse.Namespace) -> int:
                      "backbone": fs.backbone, "kind": fs.kind, "layers": fs.num_layers, "dim": fs.dim,
                      "dtype": fs.dtype, "pooling": fs.pooling, "inputs": fs.inputs, "status": fs.status,
                      "storage": "parquet" if fs.storage == "parquet" else "table",
-                     "stats": fs.stats})
+                     "device": (fs.params or {}).get("device"), "compute_dtype": (fs.params or {}).get("compute_dtype"),
+                     "quantize": (fs.params or {}).get("quantize"), "stats": fs.stats})
     if args.json:
         print(json.dumps(rows, default=str))
     elif not rows:
         print("no feature sets yet — run: python -m dff_core extract --dataset demo --backbone smollm2 --name smollm2")
     else:
         for r in rows:
+            ran = " ".join(str(v) for v in (r["device"], r["compute_dtype"]) if v) + \
+                (" int8" if r["quantize"] == "int8" else "")
             print(f"{r['id']:>4} {r['name']:20} {r['dataset']:16} {r['backbone']:28} {r['layers']:>3} x {r['dim']:<5} "
-                  f"{r['status']}")
+                  f"{r['status']:9} {ran or '-'}")
     return 0
 
 
@@ -144,3 +201,4 @@ EXTENSIONS.append(_register)
 COMMANDS["import-features"] = cmd_import_features
 COMMANDS["extract"] = cmd_extract
 COMMANDS["features"] = cmd_features
+COMMANDS["export-features"] = cmd_export_features

@@ -131,6 +131,14 @@ def backbone_families() -> tuple[list[dict], str | None]:
     return out, None
 
 
+def device_choices() -> list[str]:
+    """What the device pickers offer: auto, cpu, and each visible CUDA device."""
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["auto", "cpu"] + [f"cuda:{i}" for i in range(n)]
+
+
 def backbone_spec(family: str, checkpoint: str | None) -> str:
     checkpoint = (checkpoint or "").strip()
     return f"{family}:{checkpoint}" if checkpoint else family
@@ -138,7 +146,8 @@ def backbone_spec(family: str, checkpoint: str | None) -> str:
 
 def extract_job_params(db: Database, dataset: str, backbone: str, name: str, inputs: list[str], num_frames: int = 8,
                        pooling: str | None = None, batch_size: int = 8, dtype: str = "float16",
-                       caption: bool = False, frame_size: int = 224, text_encoder: str = "minilm") -> dict:
+                       caption: bool = False, frame_size: int = 224, text_encoder: str = "minilm",
+                       device: str = "auto", compute_dtype: str = "auto", quantize: str = "none") -> dict:
     """The same checks and parameters as ``python -m dff_core submit extract``."""
     from dff_core.cli_extract import extract_params
 
@@ -149,7 +158,8 @@ def extract_job_params(db: Database, dataset: str, backbone: str, name: str, inp
     args = argparse.Namespace(dataset=dataset, backbone=backbone, name=name.strip(), inputs=",".join(inputs),
                               frames=int(num_frames), frame_size=int(frame_size), pooling=pooling,
                               batch_size=int(batch_size), dtype=dtype, caption=bool(caption),
-                              text_encoder=text_encoder)
+                              text_encoder=text_encoder, device=device, compute_dtype=compute_dtype,
+                              quantize=quantize)
     return extract_params(db, args)
 
 

@@ -59,6 +59,17 @@ with left:
     caption = c3.checkbox("Caption route", key="ex_caption", disabled=not fam.get("can_caption"),
                           help="the LVLM writes a caption per item and a sentence encoder embeds it "
                                "(a one-layer feature set for the 'caption' strategy)")
+    d1, d2, d3 = st.columns(3)
+    device = d1.selectbox("Device", submit.device_choices(), key="ex_device",
+                          help="auto: the first CUDA GPU when there is one, else the CPU")
+    quantizations = fam.get("quantizations") or ["none"]
+    quantize = d3.selectbox("Quantise", quantizations, key=f"ex_quantize_{family}",
+                            help="int8: dynamic quantisation of the language model's linear layers (CPU only; "
+                                 "faster, but below 0.99 cosine to float32 on SmolLM2's last layers)")
+    compute_dtype = d2.selectbox("Compute in", ["auto", "float32", "bfloat16"], key=f"ex_compute_{family}",
+                                 disabled=quantize == "int8",
+                                 help=f"auto: bfloat16 on CUDA; on CPU {fam.get('cpu_auto_dtype', 'float32')} "
+                                      "when the CPU has native bfloat16, else float32")
     default_name = f"{family}-{'-'.join(inputs) or 'none'}" + ("-caption" if caption else "")
     name = st.text_input("Feature set name", value=default_name, key=f"ex_name_{family}")
 
@@ -92,7 +103,9 @@ if st.button("Launch extraction", type="primary", key="ex_launch", disabled=not 
             raise ValueError(f"{family} needs a checkpoint: a Hugging Face id or a local folder")
         job_id = submit.enqueue_extract(db, dataset=dataset, backbone=submit.backbone_spec(family, checkpoint),
                                         name=name, inputs=inputs, num_frames=int(frames), pooling=pooling,
-                                        batch_size=int(batch), dtype=dtype, caption=caption)
+                                        batch_size=int(batch), dtype=dtype, caption=caption, device=device,
+                                        compute_dtype="auto" if quantize == "int8" else compute_dtype,
+                                        quantize=quantize)
     except user_errors() as exc:
         show_error(exc, "Cannot launch")
     except Exception as exc:  # an unexpected problem in the registry: still a message, not a traceback

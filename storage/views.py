@@ -67,9 +67,19 @@ def feature_set_table(db: Database, dataset: str | None = None) -> pd.DataFrame:
                      "items": fs.stats.get("items"), "status": fs.status,
                      "MB": round(feature_bytes(fs.stats.get("items") or 0, fs.num_layers, fs.dim,
                                                2 if fs.dtype == "float16" else 4) / 1e6, 2),
-                     "items/s": fs.stats.get("items_per_second"), "created": fs.created_at})
+                     "items/s": fs.stats.get("items_per_second"), "computed": computed_on(fs.params),
+                     "created": fs.created_at})
     return pd.DataFrame(rows, columns=["id", "name", "dataset", "backbone", "kind", "inputs", "pooling", "layers",
-                                       "dim", "dtype", "items", "status", "MB", "items/s", "created"])
+                                       "dim", "dtype", "items", "status", "MB", "items/s", "computed", "created"])
+
+
+def computed_on(params: dict | None) -> str:
+    """``cpu, bfloat16`` / ``cuda:0, bfloat16`` / ``cpu, float32 + int8``: where and how a feature set was
+    extracted (empty for sets stored before this was recorded, or imported)."""
+    p = params or {}
+    if not p.get("device"):
+        return ""
+    return f"{p['device']}, {p.get('compute_dtype') or '?'}" + (" + int8" if p.get("quantize") == "int8" else "")
 
 
 def usable_feature_sets(db: Database, dataset: str) -> list[FeatureSetRecord]:

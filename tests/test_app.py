@@ -293,6 +293,7 @@ def test_extract_page_queues_a_job_with_the_real_registry(filled, monkeypatch):
     assert len(new) == 1 and new[0].kind == "extract"
     p = new[0].params
     assert (p["backbone"], p["inputs"], p["pooling"], p["name"]) == ("smollm2", ["title"], "all_mean", "smollm2-title")
+    assert (p["device"], p["compute_dtype"], p["quantize"]) == ("auto", "auto", "none")
     request_cancel(db, new[0].id)
 
 

@@ -174,7 +174,9 @@ def test_cli_extract_each_builtin(demo_db, backbone, extra, shape, pooling, inpu
     assert fs.stats["bytes_per_item"] == shape[0] * shape[1] * 2
     # stored vectors equal a direct encode of those items (within float16 rounding)
     rows = items[present].head(3)
-    direct = _direct(load_backbone(backbone), demo_db, pooling, rows, inputs)
+    # the stored set says how it was computed (auto: bfloat16 for smollm2 on a CPU with native bf16)
+    assert fs.params["device"] == "cpu" and fs.params["quantize"] == "none"
+    direct = _direct(load_backbone(backbone, dtype=fs.params["compute_dtype"]), demo_db, pooling, rows, inputs)
     np.testing.assert_allclose(feats[rows.idx.to_numpy()], direct, rtol=2e-3, atol=2e-3 * np.abs(direct).max())
     if failed:  # demo items without any media fail with a reason
         assert all("no video or cover" in r or "title" in r for r in failed.values())

@@ -16,10 +16,12 @@ from functools import lru_cache
 # on an idle machine. Effective only when set before torch loads, which this package never does at import.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .base import POOLING_HELP, POOLINGS, Backbone, BackboneInputError, ItemInput
+from .base import COMPUTE_DTYPES, POOLING_HELP, POOLINGS, QUANTIZATIONS, Backbone, BackboneInputError, ItemInput, \
+    resolve_precision
 
 __all__ = ["FAMILIES", "Backbone", "BackboneInputError", "ItemInput", "POOLINGS", "POOLING_HELP", "parse_spec",
-           "family_class", "family_info", "list_families", "load_backbone", "clear_cache"]
+           "family_class", "family_info", "list_families", "load_backbone", "clear_cache", "COMPUTE_DTYPES",
+           "QUANTIZATIONS", "resolve_precision"]
 
 FAMILIES: dict[str, str] = {
     "smollm2": "dff_core.backbones.smollm2:SmolLM2Backbone",
@@ -84,6 +86,8 @@ def family_info(spec: str) -> dict:
         "needs_source": bool(getattr(cls, "needs_source", False)),
         "frame_size": getattr(cls, "frame_size", None),
         "default_checkpoint": getattr(cls, "default_checkpoint", None),
+        "quantizations": ["none", "int8"] if getattr(cls, "quantizable", False) else ["none"],
+        "cpu_auto_dtype": getattr(cls, "cpu_auto_dtype", "float32"),
         "available": True,
     }
     # shapes are known up front for built-in weights only (a user checkpoint may differ)
@@ -113,20 +117,26 @@ def _dtype_key(dtype) -> str | None:
 
 
 @lru_cache(maxsize=4)
-def _load(family: str, source: str | None, device: str, dtype: str | None) -> Backbone:
+def _load(family: str, source: str | None, device: str, dtype: str | None, quantize: str = "none") -> Backbone:
     cls = family_class(family)
     if getattr(cls, "needs_source", False) and source is None:
         raise ValueError(f"backbone family {family!r} needs a checkpoint: {family}:HF_ID_OR_LOCAL_DIR "
                          f"(e.g. {getattr(cls, 'default_checkpoint', None) or 'a downloaded model folder'})")
+    if quantize != "none":
+        resolve_precision(cls, device, dtype or "float32", quantize)  # refuses what has no int8 path
     model = cls(source, device=device, dtype=dtype)
     model.family = family
+    if quantize == "int8":
+        model.apply_int8()
     return model
 
 
-def load_backbone(spec: str, device: str = "cpu", dtype=None) -> Backbone:
-    """The backbone for ``spec`` on ``device`` (cached in-process per spec, device and dtype)."""
+def load_backbone(spec: str, device: str = "cpu", dtype=None, quantize: str = "none") -> Backbone:
+    """The backbone for ``spec`` on ``device`` computing in ``dtype`` (None: the family's default for the
+    device), with ``quantize="int8"`` its language model's linear layers dynamically quantised (CPU, float32).
+    Cached in-process per spec, device, dtype and quantisation."""
     family, source = parse_spec(spec)
-    return _load(family, source, device or "cpu", _dtype_key(dtype))
+    return _load(family, source, str(device or "cpu"), _dtype_key(dtype), quantize or "none")
 
 
 def clear_cache() -> None:

@@ -55,6 +55,29 @@ class Backbone(ABC):
     can_caption: bool = False
     layer_names: list[str] | None = None
     device: str = "cpu"
+    # compute precision (see ``resolve_precision``): every family computes in float32 or bfloat16; int8 dynamic
+    # quantisation is offered where ``quantizable`` (the decoder-LM families: their nn.Linear layers)
+    quantizable: bool = False
+    cpu_auto_dtype: str = "float32"   # what ``--compute-dtype auto`` picks on a CPU with native bfloat16
+    quantize: str = "none"
+
+    def quantize_target(self):
+        """The module whose ``nn.Linear`` layers int8 quantisation replaces (the language model)."""
+        raise NotImplementedError(f"{self.family} has no int8 path")
+
+    def apply_int8(self) -> None:
+        """Dynamic int8 quantisation of the language model's linear layers (weights int8 per output channel,
+        activations quantised per batch at run time). CPU only; the model must compute in float32."""
+        import warnings
+
+        import torch
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        target = self.quantize_target()
+        with warnings.catch_warnings():  # torch.ao's notice that eager quantisation moves to torchao
+            warnings.simplefilter("ignore")
+            quantize_dynamic(target, {torch.nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+        self.quantize = "int8"
 
     @abstractmethod
     def encode(self, batch: Sequence[ItemInput], pooling: str) -> np.ndarray:
@@ -135,3 +158,55 @@ def resolve_device_dtype(device: str | None, dtype):
         dtype = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
                  "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
     return device, dtype
+
+
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+QUANTIZATIONS = ("none", "int8")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX): there bf16 beats float32; on
+    other CPUs torch emulates it and it is slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(cls, device: str, compute_dtype: str | None = "auto", quantize: str | None = "none"
+                      ) -> tuple[str, str]:
+    """(compute dtype, quantisation) a backbone class runs with on ``device`` ("cpu" or "cuda:N").
+
+    ``auto``: bfloat16 on CUDA; on a CPU with native bfloat16, the family's ``cpu_auto_dtype`` (bfloat16 where
+    measured to keep every layer's cosine to float32 >= 0.99 and run faster, see README "Fast path"), else
+    float32. Raises ``ValueError`` (one line) for an unsupported combination."""
+    family = getattr(cls, "family", "") or cls.__name__
+    compute_dtype = (compute_dtype or "auto").strip().lower()
+    quantize = (quantize or "none").strip().lower()
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown compute dtype {compute_dtype!r}; use {' | '.join(COMPUTE_DTYPES)}")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantisation {quantize!r}; use {' | '.join(QUANTIZATIONS)}")
+    on_cpu = str(device).startswith("cpu")
+    if quantize == "int8":
+        if not getattr(cls, "quantizable", False):
+            raise ValueError(f"backbone {family!r} has no int8 path; --quantize int8 works for smollm2 and the "
+                             "LVLM families (qwen2-vl, qwen2.5-vl, qwen3-vl, llava-onevision, smolvlm)")
+        if not on_cpu:
+            raise ValueError(f"--quantize int8 (torch dynamic quantisation) runs on the CPU only, not {device}; "
+                             "use --device cpu or --quantize none")
+        if compute_dtype == "bfloat16":
+            raise ValueError("--quantize int8 computes in float32 (its int8 kernels take float32 activations); "
+                             "use --compute-dtype float32 (or auto) with it, or bfloat16 without it")
+        return "float32", "int8"
+    if compute_dtype == "auto":
+        if not on_cpu:
+            compute_dtype = "bfloat16"
+        else:
+            compute_dtype = getattr(cls, "cpu_auto_dtype", "float32") if cpu_has_native_bf16() else "float32"
+    return compute_dtype, quantize

@@ -229,6 +229,16 @@ class HFVideoLM(Backbone):
         self.media_token_ids = torch.tensor(sorted({int(i) for i in media if i is not None and i != tok.unk_token_id}),
                                             dtype=torch.long)
 
+    quantizable = True
+
+    def quantize_target(self):
+        """The language model (int8 leaves the vision tower, a small share of the compute, in float32)."""
+        inner = self.model.model
+        for attr in ("language_model", "text_model"):
+            if hasattr(inner, attr):
+                return getattr(inner, attr)
+        return inner
+
     def load_model(self, source: str):
         import transformers
 

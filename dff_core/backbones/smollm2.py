@@ -231,6 +231,8 @@ class SmolLM2Backbone(Backbone):
     num_layers = 31  # for the built-in weights; set from the checkpoint's config once loaded
     dim = 576
     max_length = 128
+    quantizable = True
+    cpu_auto_dtype = "bfloat16"  # measured: 2.6x float32 on AVX512-BF16, every layer's cosine >= 0.9998
     caption_prompt = "Describe in one short sentence what a short video titled \"{title}\" probably shows."
 
     def __init__(self, source: str | None = None, device: str = "cpu", dtype=None):
@@ -252,6 +254,14 @@ class SmolLM2Backbone(Backbone):
         self.num_layers = self.model.config.num_hidden_layers + 1
         self.dim = self.model.config.hidden_size
         self.layer_names = ["embeddings"] + [f"layer {i}" for i in range(1, self.num_layers)]
+
+    def text_lengths(self, titles: Sequence[str]) -> list[int]:
+        """Tokens per title as ``encode`` truncates them: the extraction runner batches by this."""
+        ids = self.tokenizer([t.strip() for t in titles], truncation=True, max_length=self.max_length)["input_ids"]
+        return [len(x) for x in ids]
+
+    def quantize_target(self):
+        return self.model.model  # the decoder stack; the LM head (captions only) stays as it is
 
     def encode(self, batch: Sequence[ItemInput], pooling: str = "all_mean") -> np.ndarray:
         import torch

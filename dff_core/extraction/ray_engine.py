@@ -27,7 +27,7 @@ MAX_CPU_REPLICAS = int(os.environ.get("DFF_RAY_CPU_REPLICAS", "2"))
 WRITE_BLOCK_BYTES = 64 * 2**20  # the driver writes vectors in blocks of about this size (one shard each)
 FLUSH_SECONDS = 2.0             # ... or whatever arrived within this long, so progress and resume stay fresh
 FLOAT16_SAFE = 60000.0
-_SHAPES: dict[tuple[str, bool], dict] = {}  # spec -> what one remote load reported (once per driver process)
+_SHAPES: dict[tuple, dict] = {}  # (spec, gpu, precision) -> what one remote load reported (once per driver process)
 
 
 class RayUnavailable(RuntimeError):
@@ -80,19 +80,18 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _load(spec: str, gpu: bool):
-    from dff_core.backbones import load_backbone
+def _load(spec: str, gpu: bool, compute_dtype: str = "auto", quantize: str = "none"):
+    """The backbone in this replica: on its GPU (Ray sets CUDA_VISIBLE_DEVICES, so it is cuda:0) or the CPU,
+    computing as asked (``resolve_precision``)."""
+    from dff_core.backbones import family_class, load_backbone, parse_spec, resolve_precision
 
-    if gpu:
-        try:
-            return load_backbone(spec, device="cuda")
-        except TypeError:  # a registry without a device argument picks the device itself
-            pass
-    return load_backbone(spec)
+    device = "cuda:0" if gpu else "cpu"
+    dtype, quantize = resolve_precision(family_class(parse_spec(spec)[0]), device, compute_dtype, quantize)
+    return load_backbone(spec, device=device, dtype=dtype, quantize=quantize)
 
 
-def _shape(spec: str, gpu: bool) -> dict:
-    model = _load(spec, gpu)
+def _shape(spec: str, gpu: bool, compute_dtype: str = "auto", quantize: str = "none") -> dict:
+    model = _load(spec, gpu, compute_dtype, quantize)
     return {"num_layers": int(model.num_layers), "dim": int(model.dim),
             "layer_names": getattr(model, "layer_names", None), "family": getattr(model, "family", ""),
             "inputs": list(model.inputs), "poolings": list(model.poolings), "default_pooling": model.default_pooling,
@@ -121,6 +120,8 @@ class RayBackbone:
     default_pooling: str = "all_mean"
     by_pooling: dict = field(default_factory=dict)
     device: str = "ray"
+    compute_dtype: str = "auto"   # as the user asked; each replica resolves it for its own device
+    quantize: str = "none"
 
     def layers_for(self, pooling: str) -> int:
         return self.by_pooling.get("layers_for", {}).get(pooling, self.num_layers)
@@ -135,20 +136,26 @@ class RayBackbone:
 
 
 def ray_backbone(spec: str, address: str | None = None, *, replicas: int | None = None,
-                 dtype: str = "float32", num_cpus: int | None = None) -> RayBackbone:
+                 dtype: str = "float32", num_cpus: int | None = None, cpu_only: bool = False,
+                 compute_dtype: str = "auto", quantize: str = "none") -> RayBackbone:
     """Connect, size the replica pool (one per GPU, else up to ``DFF_RAY_CPU_REPLICAS`` CPU replicas) and
-    learn the backbone's shape from one remote load."""
+    learn the backbone's shape from one remote load. ``cpu_only`` (``--device cpu``) ignores the cluster's
+    GPUs; int8 quantisation runs on CPU replicas only."""
     ray = _ray()
     owns = connect(address, num_cpus=num_cpus)
     try:
         resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
+        gpus = 0 if cpu_only else int(resources.get("GPU", 0))
+        if gpus and quantize == "int8":
+            raise ValueError("--quantize int8 runs on CPU replicas only and this Ray cluster has GPUs; "
+                             "add --device cpu or use --quantize none")
         if replicas is None:
             replicas = gpus if gpus else max(1, min(MAX_CPU_REPLICAS, int(resources.get("CPU", 1))))
         per_gpu = 1.0 if gpus else 0.0
-        key = (spec, bool(gpus))
+        key = (spec, bool(gpus), compute_dtype, quantize)
         if key not in _SHAPES:
-            _SHAPES[key] = ray.get(ray.remote(num_cpus=1, num_gpus=per_gpu)(_shape).remote(spec, bool(gpus)))
+            _SHAPES[key] = ray.get(ray.remote(num_cpus=1, num_gpus=per_gpu)(_shape).remote(
+                spec, bool(gpus), compute_dtype, quantize))
         shape = _SHAPES[key]
     except BaseException:
         if owns:
@@ -158,14 +165,16 @@ def ray_backbone(spec: str, address: str | None = None, *, replicas: int | None 
                        replicas=replicas, gpus_per_replica=per_gpu, owns_ray=owns, dtype=dtype,
                        family=shape["family"], inputs=tuple(shape["inputs"]), poolings=tuple(shape["poolings"]),
                        default_pooling=shape["default_pooling"],
-                       by_pooling={k: shape[k] for k in ("layers_for", "layer_names_for")})
+                       by_pooling={k: shape[k] for k in ("layers_for", "layer_names_for")},
+                       compute_dtype=compute_dtype, quantize=quantize)
 
 
 class _Replica:
     """One model replica in a Ray actor: decodes and encodes a batch with the local engine."""
 
-    def __init__(self, spec: str, options: dict, gpu: bool, dtype: str):
-        self.model = _load(spec, gpu)
+    def __init__(self, spec: str, options: dict, gpu: bool, dtype: str, compute_dtype: str = "auto",
+                 quantize: str = "none"):
+        self.model = _load(spec, gpu, compute_dtype, quantize)
         self.options = options
         self.dtype = dtype
 
@@ -267,7 +276,8 @@ def extract(model: RayBackbone, items: Sequence, *, inputs: tuple[str, ...] = ("
             _Replica, batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=model.replicas),
             fn_constructor_kwargs={"spec": model.spec, "options": options, "gpu": model.gpus_per_replica > 0,
-                                   "dtype": model.dtype},
+                                   "dtype": model.dtype, "compute_dtype": model.compute_dtype,
+                                   "quantize": model.quantize},
             num_cpus=1, num_gpus=model.gpus_per_replica)
         done = 0
         pending: list[dict] = []
