@@ -235,6 +235,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
     (``address``; a local instance when None) through ``dff_core.extraction.ray_engine``."""
     from dff_core.backbones import load_backbone
     from dff_core.extraction import ExtractItem, caption_and_embed, extract
+    from dff_core.data.media import resolve_media
     from storage.datasets import load_items
     from storage.features import (create_feature_set, finish_feature_set, record_failure, store_captions,
                                   stored_items, write_vectors)
@@ -244,10 +245,8 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
     root = Path(ds.root) if ds.root else None
 
     def media(path) -> str | None:
-        if path is None or (isinstance(path, float) and np.isnan(path)) or not str(path):
-            return None
-        p = Path(str(path))
-        return str(p if p.is_absolute() or root is None else root / p)
+        # confined to the media folder; a missing file stays a path so the item fails with its reason
+        return resolve_media(root, path, must_exist=False)
 
     work = [ExtractItem(idx=int(r.idx), item_id=str(r.item_id), title=r.title if isinstance(r.title, str) else None,
                         video_path=media(r.video_path), cover_path=media(r.cover_path))

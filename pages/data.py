@@ -85,7 +85,8 @@ with tab_paths:
 
 with tab_upload:
     with st.form("import_upload", clear_on_submit=False):
-        st.caption("Uploaded files are kept under the database folder (`uploads/<dataset>/`).")
+        st.caption("Uploaded files are kept under the database folder (`uploads/<dataset>-<hash>/`), written only "
+                   "once the name is free; a failed import removes them.")
         name = st.text_input("Dataset name", key="up_name")
         u1, u2 = st.columns(2)
         inter_up = u1.file_uploader("Interactions (CSV or Parquet)", type=["csv", "parquet", "pq"], key="up_inter")
@@ -93,14 +94,13 @@ with tab_upload:
         media_up = st.text_input("Media folder on this machine (optional)", key="up_media")
         pre = _preprocessing_inputs("up")
         if st.form_submit_button("Import", type="primary"):
-            from dff_core.data.load import import_generic
+            from dff_core.data.load import import_uploads
 
             def read(n, p):
                 if inter_up is None or items_up is None:
                     raise ValueError("upload both the interactions file and the items file")
-                ip = views.save_upload(db, n, inter_up.name, inter_up.getvalue())
-                tp = views.save_upload(db, n, items_up.name, items_up.getvalue())
-                return import_generic(db, n, ip, tp, media_up.strip() or None, p)
+                return import_uploads(db, n, (inter_up.name, inter_up.getvalue()), (items_up.name, items_up.getvalue()),
+                                      media_up.strip() or None, p)
             _import(name, read, *pre)
 
 # ------------------------------------------------------------------------------------------- datasets
