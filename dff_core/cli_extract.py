@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from dff_core.cli import COMMANDS, EXTENSIONS, _db
 
@@ -112,8 +113,12 @@ def cmd_import_features(args: argparse.Namespace) -> int:
 
     fs = import_features_npz(_db(args), args.name, args.dataset, args.npz, backbone=args.backbone,
                              storage=STORAGE_CHOICES[args.storage])
+    skipped = fs.stats.get("skipped_unknown_items", 0)
+    if skipped:
+        print(f"warning: skipped {skipped} item(s) of {args.npz} that are not in dataset {args.dataset!r}",
+              file=sys.stderr)
     print(f"stored feature set {fs.name!r} (id {fs.id}): {fs.stats['items']} items x {fs.num_layers} layers x "
-          f"{fs.dim} dims, {fs.dtype}, {fs.status}")
+          f"{fs.dim} dims, {fs.dtype} ({fs.stats.get('dtype_reason', '')}), {fs.status}")
     return 0
 
 
@@ -136,7 +141,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             print(f"{r['id']:>4} {r['name']:20} {r['dataset']:16} {r['backbone']:28} {r['layers']:>3} x {r['dim']:<5} "
-                  f"{r['status']}")
+                  f"{r['dtype']:8} {r['status']}")
     return 0
 
 
