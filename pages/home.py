@@ -5,7 +5,7 @@ import streamlit as st
 
 from jobs import submit
 from jobs.queue import ACTIVE, list_jobs
-from pages.common import PROGRESS_COLUMN, database, format_seconds, reported
+from pages.common import PROGRESS_COLUMN, database, format_seconds, plain, reported
 from storage import views
 
 db = database()
@@ -68,7 +68,7 @@ with demo_box.container(border=True):
              f"{', '.join(map(str, submit.DEMO_SEEDS))} as study **{submit.DEMO_STUDY}** — all as background jobs, "
              "under a minute per training run on a laptop CPU. Then compare them on the Compare page.")
     for note in notes:
-        st.caption(f":material/info: {note}")
+        st.caption(f":material/info: {plain(note)}")
     if not plan:
         st.success("The demo study is stored or queued.")
         c1, c2 = st.columns(2)

@@ -21,6 +21,21 @@ def placeholder(size: int = 96) -> np.ndarray:
     return tile
 
 
+def cover_problem(path: str) -> str | None:
+    """None when the file at ``path`` decodes as an image; otherwise why not, in a few words (a corrupt or
+    truncated JPEG, a text file named .jpg), so the page can show a placeholder and say so."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return "not an image file PIL can read (corrupt or wrong format)"
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated data, bad headers
+        return f"the image cannot be decoded ({exc})"
+    return None
+
+
 @dataclass
 class Catalog:
     """Items of one dataset (row = item index) with absolute media paths and interaction counts, and
