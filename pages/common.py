@@ -87,19 +87,28 @@ def warm_up_registry() -> None:
         _registry_warmup()
 
 
+_AUTOLINK = re.compile(r"(?i)(https?|ftp|mailto|xmpp|www|@)")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~:$&=\"'])")
 
 
-def plain(value, limit: int | None = None) -> str:
+def plain(value, limit: int | None = None, code: bool = False) -> str:
     """User text (titles, item/user ids, dataset, feature-set, run and study names, error messages that quote
     them) made inert for any Streamlit element that reads Markdown: every Markdown/HTML character is
-    backslash-escaped and line breaks become spaces, so ``![t](http://host/x.png)``, ``<img onerror=...>``
-    or ``**bold**`` show as typed and make no request. Every page passes user text through this (or shows it
+    backslash-escaped, line breaks become spaces and bare URLs are kept from becoming links, so ``![t](http://host/x.png)``, ``<img onerror=...>``
+    or ``**bold**`` show as typed and make no request; ``code=True`` gives an inline code span instead. Every page passes user text through this (or shows it
     with ``st.text`` / a dataframe, which never parse it)."""
     text = "" if value is None else str(value)
     if limit is not None and len(text) > limit:
         text = text[:limit] + "…"
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    if code:  # an inline code span (ids): literal by definition, its fence longer than any backtick run inside
+        text = " ".join(text.split())
+        fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+        pad = " " if text.startswith("`") or text.endswith("`") else ""
+        return f"{fence}{pad}{text}{pad}{fence}"
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    # GFM turns bare URLs and e-mail addresses into links even when escaped: an invisible word joiner
+    # after the scheme / "www" / "@" keeps them plain text (no link to an address a user typed)
+    return _AUTOLINK.sub("\\1\u2060", text)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

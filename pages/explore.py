@@ -76,10 +76,11 @@ def thumb(where, item: int, caption: str | None = None) -> None:
     where.image(image, width=THUMB, caption=plain(text) if text else None, alt=title)
 
 
-def item_line(item: int, extra: str = "") -> str:
+def item_line(where, rank: int, item: int, extra: str = "") -> None:
+    """A neighbour or recommendation: the title as plain text (never Markdown), then rank, id and score."""
     row = catalog.items.iloc[item]
-    title = plain(row["title"], limit=60) if row["title"] else "(no title)"
-    return f"**{title}**  \n{plain(row['item_id'])} {extra}"
+    where.text(row["title"][:60] if row["title"] else "(no title)")
+    where.markdown(f"{rank}. {plain(row['item_id'], code=True)} {extra}")
 
 
 ds = get_dataset(db, dataset)
@@ -118,7 +119,7 @@ else:
 popularity_rank = int((catalog.items["popularity"] > row["popularity"]).sum()) + 1
 with c_info:
     st.text(row["title"] or "(no title)")   # user text: shown as typed, never as Markdown
-    st.caption(f"id {plain(row['item_id'])}")
+    st.markdown(plain(row["item_id"], code=True))
     st.metric("Popularity", f"{int(row['popularity'])} views", help="interactions in the dataset",
               delta=f"#{popularity_rank} of {len(catalog.items)} by views", delta_color="off", delta_arrow="off")
 cowatch = catalog.cooccurrence(item)
@@ -177,7 +178,7 @@ for col, source in zip(shown_cols, chosen):
             left, right = st.columns([1, 2.2], vertical_alignment="center")
             thumb(left, n)
             badge = f" :orange-badge[co-watched ×{cowatch[n]}]" if cowatch.get(n) else ""
-            right.markdown(f"{rank}. {item_line(n, f'· cos {score:.3f}')}{badge}")
+            item_line(right, rank, n, f"· cos {score:.3f}{badge}")
 
 # ---------------------------------------------------------------------------------------- users
 st.subheader("A user's recommendations")
@@ -209,12 +210,13 @@ else:
                 test = catalog.items.iloc[rec.test_item]
                 verdict = (f":green-badge[:material/target: test item hit at #{rec.test_rank + 1}]" if rec.hit else
                            f":gray-badge[test item ranked #{rec.test_rank + 1}]")
-                st.markdown(f"{verdict} — held-out next video: *{plain(test['title'] or test['item_id'], limit=50)}*")
+                st.markdown(f"{verdict} — held-out next video:")
+                st.text((test["title"] or test["item_id"])[:50])
                 for rank, (n, score) in enumerate(zip(rec.items, rec.scores), 1):
                     left, right = st.columns([1, 2.2], vertical_alignment="center")
                     thumb(left, n)
                     mark = " :green-badge[:material/target: test item]" if n == rec.test_item else ""
-                    right.markdown(f"{rank}. {item_line(n, f'· score {score:.2f}')}{mark}")
+                    item_line(right, rank, n, f"· score {score:.2f}{mark}")
 
 # ------------------------------------------------------------------------------------- agreement
 st.subheader("Agreement between representations")

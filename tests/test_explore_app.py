@@ -14,10 +14,6 @@ APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 
-def _item_id(line: str) -> str:
-    """The item id of a neighbour line ``N. **title**  \\n<escaped id> · cos ...``."""
-    return re.sub(r"\\(.)", r"\1", line.split("  \n", 1)[1].split(" · ")[0])
-
 def typed_array(value) -> np.ndarray:
     """Plotly's JSON writes numeric arrays as base64 ``{dtype, bdata, shape}``."""
     if isinstance(value, dict) and "bdata" in value:
@@ -89,7 +85,7 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
     # default: three different representations side by side, ten neighbours each
     # labels name feature sets and runs (user text): Markdown-escaped, so shown as typed
     labels = [re.sub(r"\\(.)", r"\1", m.value) for m in at.markdown
-              if m.value.startswith("**") and " · " in m.value and "\n" not in m.value]
+              if m.value.startswith("**") and " · " in m.value and "`" not in m.value]
     assert labels[:3] == ["**syn · L2**", f"**run #{runs[0].id} · id**", f"**run #{runs[1].id} · gate (syn)**"]
     assert len([m for m in at.markdown if "· cos " in m.value]) == 30
     assert at.selectbox(key="ex_item").value == int(catalog.items["popularity"].idxmax())
@@ -103,7 +99,7 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
     want = nb.neighbours_of(db, nb.feature_source(db, "syn", "0"), target["item_id"], 10)
     lines = [m.value for m in at.markdown if re.match(r"\d+\. ", m.value) and "· cos " in m.value]
     first_column = lines[:10]
-    assert [_item_id(l) for l in first_column] == [w["item_id"] for w in want]
+    assert [l.split("`")[1] for l in first_column] == [w["item_id"] for w in want]
     assert f"cos {want[0]['score']:.3f}" in first_column[0]
 
     # a user: history thumbnails and two runs' top-10, the test item marked when hit
@@ -113,7 +109,7 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
     assert len(rec_lines) == 20
     for run, block in zip(runs[::-1], (rec_lines[:10], rec_lines[10:])):  # newest run first
         rec = nb.load_run_model(db, run.id).recommend(user)
-        assert [_item_id(l) for l in block] == catalog.items["item_id"].to_numpy()[rec.items].tolist()
+        assert [l.split("`")[1] for l in block] == catalog.items["item_id"].to_numpy()[rec.items].tolist()
         assert sum("test item]" in l for l in block) == int(rec.hit)
 
     # agreement: layers 0 and 1 hold the same vectors -> overlap 1.0
