@@ -83,8 +83,14 @@ def _registry_warmup() -> threading.Thread:
 def warm_up_registry() -> None:
     """Import the backbone registry (torch, transformers: seconds) once per server process, in the background,
     so the first visit of Home or Extract does not wait for it."""
-    if os.environ.get("DFF_WORKER", "1") != "0" and not _under_apptest():
+    if not _under_apptest():
         _registry_warmup()
+
+
+def registry_ready() -> bool:
+    """True once the background warm-up has listed the backbones (then ``backbone_families`` is instant).
+    Under AppTest there is no warm-up: pages list the registry themselves."""
+    return _under_apptest() or not _registry_warmup().is_alive()
 
 
 _AUTOLINK = re.compile(r"(?i)(https?|ftp|mailto|xmpp|www|@)")
