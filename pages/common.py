@@ -71,11 +71,21 @@ def start_worker() -> int | None:
             return None
 
 
-@st.cache_resource(show_spinner=False)
-def _registry_warmup() -> threading.Thread:
+WARMUP_DELAY_S = 2.0  # let the first page render before the import competes with it for the CPU and the GIL
+
+
+def _warm_registry() -> None:
+    import time
+
     from jobs.submit import backbone_families
 
-    thread = threading.Thread(target=backbone_families, name="backbone-registry-warmup", daemon=True)
+    time.sleep(WARMUP_DELAY_S)
+    backbone_families()
+
+
+@st.cache_resource(show_spinner=False)
+def _registry_warmup() -> threading.Thread:
+    thread = threading.Thread(target=_warm_registry, name="backbone-registry-warmup", daemon=True)
     thread.start()
     return thread
 
