@@ -185,8 +185,8 @@ def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: s
                          f"({int((counts > 1).sum())} ids repeat); each item needs exactly one row")
     known = np.array([i in index for i in ids], dtype=bool)
     if not known.any():
-        raise ValueError(f"{path.name}: none of its {len(ids)} item ids are in dataset {ds.name!r} "
-                         f"(e.g. {', '.join(map(str, ids[:3]))}); is it the right dataset?")
+        raise ValueError(f"{path.name}: all {len(ids)} of its item ids are not in dataset {ds.name!r} "
+                         f"(e.g. {', '.join(map(str, ids[:3]))}); none match — is it the right dataset?")
     skipped = int((~known).sum())
     ids, feats = ids[known], feats[known]
     reason = f"{dtype} requested"

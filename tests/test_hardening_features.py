@@ -85,7 +85,7 @@ def _write_bad(path, case: str, ids: np.ndarray) -> None:
     ("zero-width", "f.npz: features are empty"),
     ("text", "f.npz: not an .npz archive (the file is text)"),
     ("duplicate", "f.npz: item id i0 appears 2 times"),
-    ("none-match", "f.npz: none of its 2 item ids are in dataset 'small'"),
+    ("none-match", "f.npz: all 2 of its item ids are not in dataset 'small'"),
 ])
 def test_broken_feature_files_are_one_line_exit_2(small, tmp_path, capsys, case, message):
     db, ids = small
