@@ -1,8 +1,13 @@
 """DFF Studio dashboard entry point: ``streamlit run app.py`` (or ``python3 dev.py app``).
 
 Explicit ``st.navigation``: the pages list lives here, so helper modules in ``pages/`` are not pages.
+Streamlit's pages-directory mode (which a ``pages/`` folder switches on until ``st.navigation`` first runs)
+is left on the first run (``leave_pages_directory_mode``), and its file-listing sidebar is off
+(``client.showSidebarNavigation = false`` in ``.streamlit/config.toml``), so no visitor — not even the
+first one on a fresh server — sees helper modules as pages; the sidebar below lists the pages instead.
 Pages stay thin: they read storage and enqueue jobs through ``dff_core``, ``storage`` and ``jobs``.
-A background job worker for the database is started on the first page view (``DFF_WORKER=0``: don't).
+A background job worker for the database is started on the first page view (``DFF_WORKER=0``: don't); it
+stops when this server does.
 """
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import start_worker, warm_up_registry
+from pages.common import leave_pages_directory_mode, start_worker, warm_up_registry
 
+leave_pages_directory_mode()
 st.set_page_config(page_title="DFF Studio", page_icon="🎞️", layout="wide")
 
 # (file, title, icon); a page appears once its file exists. Material icons render without emoji fonts.
@@ -29,5 +35,9 @@ ROOT = Path(__file__).resolve().parent
 
 start_worker()
 warm_up_registry()
-st.navigation([st.Page(f, title=t, icon=i, default=(f == "pages/home.py"))
-               for f, t, i in PAGES if (ROOT / f).exists()]).run()
+pages = [st.Page(f, title=t, icon=i, default=(f == "pages/home.py")) for f, t, i in PAGES if (ROOT / f).exists()]
+page = st.navigation(pages, position="hidden")
+with st.sidebar:  # the config hides Streamlit's own page list (see above), so the app draws it
+    for p in pages:
+        st.page_link(p)
+page.run()

@@ -1,11 +1,14 @@
 """Dashboard page load times in a real browser (Chromium via Playwright), on the demo data.
 
-    python bench/bench_pages.py [--db FILE] [--repeats 3]
+    python bench/bench_pages.py [--db FILE] [--repeats 3] [--fresh]
 
 Without ``--db`` a temporary database with the demo dataset, a synthetic 6-layer feature set and four
 one-epoch runs is built first (about a minute on an idle 2-core machine). For every page it prints the time
 from navigation until Streamlit has finished the run (title rendered, no "running" indicator): the first
-visit of each page (cold: imports, first queries) and the median of the repeats (warm). Numbers only.
+visit of each page (cold: imports, first queries) and the median of the repeats (warm). ``--fresh`` also
+opens every page FIRST on its own fresh server (the worst first visit: nothing imported or cached yet, the
+backbone warm-up still running). Numbers only; on a shared machine they are indicative (the load average is
+printed with them).
 """
 from __future__ import annotations
 
@@ -42,7 +45,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", default=None, help="an existing database (default: build a demo one)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--fresh", action="store_true", help="also open each page first on its own fresh server")
     args = ap.parse_args()
+    import os
     from playwright.sync_api import sync_playwright
 
     from browser_helpers import chromium_path, open_page, running_app
@@ -64,9 +69,22 @@ def main() -> int:
                 for slug in PAGES:
                     warm[slug].append(open_page(page, base, slug))
             browser.close()
-    print(f"{'page':10} {'first visit s':>14} {'warm median s':>14} {'warm min s':>11}")
+        fresh = {}
+        if args.fresh:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"])
+                for slug in PAGES:
+                    with running_app(db_path, worker=False) as base:
+                        page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+                        fresh[slug] = open_page(page, base, slug)
+                        page.context.close()
+                browser.close()
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'page':10} {'first visit s':>14} {'warm median s':>14} {'warm min s':>11}"
+          + (f" {'fresh server s':>15}" if fresh else ""))
     for slug in PAGES:
-        print(f"{'/' + slug:10} {cold[slug]:14.2f} {statistics.median(warm[slug]):14.2f} {min(warm[slug]):11.2f}")
+        print(f"{'/' + slug:10} {cold[slug]:14.2f} {statistics.median(warm[slug]):14.2f} {min(warm[slug]):11.2f}"
+              + (f" {fresh[slug]:15.2f}" if fresh else ""))
     return 0
 
 

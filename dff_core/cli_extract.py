@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from dff_core.cli import COMMANDS, EXTENSIONS, _db
 
@@ -157,8 +158,12 @@ def cmd_import_features(args: argparse.Namespace) -> int:
 
     fs = import_features_npz(_db(args), args.name, args.dataset, args.npz, backbone=args.backbone,
                              storage=STORAGE_CHOICES[args.storage])
+    skipped = fs.stats.get("skipped_unknown_items", 0)
+    if skipped:
+        print(f"warning: skipped {skipped} item(s) of {args.npz} that are not in dataset {args.dataset!r}",
+              file=sys.stderr)
     print(f"stored feature set {fs.name!r} (id {fs.id}): {fs.stats['items']} items x {fs.num_layers} layers x "
-          f"{fs.dim} dims, {fs.dtype}, {fs.status}")
+          f"{fs.dim} dims, {fs.dtype} ({fs.stats.get('dtype_reason', '')}), {fs.status}")
     return 0
 
 
@@ -193,7 +198,7 @@ def cmd_features(args: argparse.Namespace) -> int:
             ran = " ".join(str(v) for v in (r["device"], r["compute_dtype"]) if v) + \
                 (" int8" if r["quantize"] == "int8" else "")
             print(f"{r['id']:>4} {r['name']:20} {r['dataset']:16} {r['backbone']:28} {r['layers']:>3} x {r['dim']:<5} "
-                  f"{r['status']:9} {ran or '-'}")
+                  f"{r['dtype']:8} {r['status']:9} {ran or '-'}")
     return 0
 
 

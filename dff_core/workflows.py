@@ -245,47 +245,34 @@ def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: s
                         backbone: str = "imported", dtype: str | None = None,
                         storage: str = "duckdb") -> FeatureSetRecord:
     """Store features computed elsewhere: an npz with ``item_ids`` [n] and ``features`` [n, layers, dim]
-    (or [n, dim]). Ids must be the dataset's external item ids; every id is checked before anything is
-    stored."""
+    (or [n, dim]). Ids are the dataset's external item ids; ids the dataset does not have (a catalogue-wide
+    file imported into a subset) are skipped and counted in the set's stats (``skipped_unknown_items``),
+    and the file is refused only when none match. Everything is checked before anything is stored. The
+    storage type is float16 only when the values survive it (``storage.features.choose_dtype``); the reason is
+    kept in the stats (``dtype_reason``)."""
     from storage.datasets import load_items
-    from storage.features import create_feature_set, delete_feature_set, finish_feature_set, write_vectors
+    from storage.features import (choose_dtype, create_feature_set, delete_feature_set, finish_feature_set,
+                                  write_vectors)
 
     path = Path(npz_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"npz file not found: {path}")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise ValueError(f"{path.name}: not a readable .npz file ({exc})") from exc
-    for key in ("item_ids", "features"):
-        if key not in npz.files:
-            raise ValueError(f"{path.name}: missing array {key!r} (found: {', '.join(npz.files) or 'none'}); "
-                             "save with np.savez(file, item_ids=..., features=...)")
-    try:
-        ids = np.asarray(npz["item_ids"]).astype(str)
-        feats = np.asarray(npz["features"])
-    except ValueError as exc:  # object arrays need pickle, which we never load from user files
-        raise ValueError(f"{path.name}: arrays must be plain numbers or strings, not Python objects; save with "
-                         "item_ids=np.asarray(ids, dtype=str)") from exc
-    if feats.ndim == 2:
-        feats = feats[:, None, :]
-    if feats.ndim != 3 or len(feats) != len(ids):
-        raise ValueError(f"{path.name}: features must be [n, layers, dim] with n = len(item_ids) = {len(ids)}; "
-                         f"got shape {list(feats.shape)}")
-    if not np.issubdtype(feats.dtype, np.floating) or not np.isfinite(feats).all():
-        raise ValueError(f"{path.name}: features must be finite floating-point numbers")
+    ids, feats = _read_features_npz(path)
     ds = get_dataset(db, dataset)
     items = load_items(db, ds.id)
     index = dict(zip(items["item_id"].astype(str), items["idx"]))
-    unknown = [i for i in ids if i not in index]
-    if unknown:
-        raise ValueError(f"{path.name}: {len(unknown)} item ids are not in dataset {ds.name!r} "
-                         f"(e.g. {', '.join(unknown[:3])})")
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"{path.name}: item id {uniq[counts > 1][0]!r} appears more than once")
+        dup = str(uniq[counts > 1][0])
+        raise ValueError(f"{path.name}: item id {dup} appears {int(counts[counts > 1][0])} times "
+                         f"({int((counts > 1).sum())} ids repeat); each item needs exactly one row")
+    known = np.array([i in index for i in ids], dtype=bool)
+    if not known.any():
+        raise ValueError(f"{path.name}: all {len(ids)} of its item ids are not in dataset {ds.name!r} "
+                         f"(e.g. {', '.join(map(str, ids[:3]))}); none match — is it the right dataset?")
+    skipped = int((~known).sum())
+    ids, feats = ids[known], feats[known]
+    reason = f"{dtype} requested"
     if dtype is None:
-        dtype = "float32" if np.abs(feats).max() > 60000 else "float16"
+        dtype, reason = choose_dtype(feats)
     fs = create_feature_set(db, ds.id, name, backbone, feats.shape[1], feats.shape[2], dtype=dtype,
                             params={"source": str(path)}, storage=storage)
     try:
@@ -296,7 +283,8 @@ def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: s
         delete_feature_set(db, fs)
         raise
     status = "complete" if len(ids) == len(items) else "partial"
-    finish_feature_set(db, fs, status, {"items": int(len(ids)), "missing_items": int(len(items) - len(ids))})
+    finish_feature_set(db, fs, status, {"items": int(len(ids)), "missing_items": int(len(items) - len(ids)),
+                                        "skipped_unknown_items": skipped, "dtype_reason": reason})
     return get_feature_set(db, fs.id)
 
 
@@ -335,6 +323,53 @@ def _same_precision(fs: FeatureSetRecord, ran: dict) -> None:
                          f"{before['compute_dtype']} --quantize {before['quantize'] or 'none'}, or pick another --name")
 
 
+def _read_features_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``item_ids`` [n] (str) and ``features`` [n, layers, dim] from a user's file, or one clear ValueError."""
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file not found: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"\x93NUMPY"):
+        raise ValueError(f"{path.name}: a single .npy array, not an .npz archive; save both arrays with "
+                         "np.savez(file, item_ids=..., features=...)")
+    if not head.startswith(b"PK"):
+        kind = "empty" if not head else ("text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary")
+        raise ValueError(f"{path.name}: not an .npz archive (the file is {kind}); save with "
+                         "np.savez(file, item_ids=..., features=...)")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"{path.name}: not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+    with npz:
+        for key in ("item_ids", "features"):
+            if key not in npz.files:
+                raise ValueError(f"{path.name}: missing array {key!r} (found: {', '.join(npz.files) or 'none'}); "
+                                 "save with np.savez(file, item_ids=..., features=...)")
+        try:
+            ids = np.asarray(npz["item_ids"])
+            feats = np.asarray(npz["features"])
+        except ValueError:  # object arrays need pickle, which we never load from user files
+            raise ValueError(f"{path.name}: arrays must be plain numbers or strings, not Python objects; save with "
+                             "item_ids=np.asarray(ids, dtype=str)") from None
+        except Exception as exc:  # a damaged member
+            raise ValueError(f"{path.name}: an array cannot be read ({type(exc).__name__}: {exc})") from None
+    if ids.ndim != 1 or feats.ndim == 0:
+        raise ValueError(f"{path.name}: item_ids must be a list [n] and features [n, layers, dim]; got shapes "
+                         f"{list(ids.shape)} and {list(feats.shape)}")
+    ids = ids.astype(str)
+    if feats.ndim == 2:
+        feats = feats[:, None, :]
+    if feats.ndim != 3 or len(feats) != len(ids):
+        raise ValueError(f"{path.name}: features must be [n, layers, dim] with n = len(item_ids) = {len(ids)}; "
+                         f"got shape {list(feats.shape)}")
+    if feats.size == 0:
+        raise ValueError(f"{path.name}: features are empty (shape {list(feats.shape)}); need at least one item, "
+                         "one layer and one dimension")
+    if not np.issubdtype(feats.dtype, np.floating) or not np.isfinite(feats).all():
+        raise ValueError(f"{path.name}: features must be finite floating-point numbers")
+    return ids, feats
+
+
 def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *,
                    inputs: list[str] | tuple[str, ...] = ("frames", "title"), num_frames: int = 8,
                    frame_size: int = 224, pooling: str = "video_mean", batch_size: int = 8,
@@ -357,6 +392,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
     from dff_core.backbones import family_class, load_backbone, parse_spec, resolve_precision
     from dff_core.devices import device_name, resolve_device
     from dff_core.extraction import ExtractItem, caption_and_embed, extract
+    from dff_core.data.media import resolve_media
     from storage.datasets import load_items
     from storage.features import (create_feature_set, finish_feature_set, record_failure, store_captions,
                                   stored_items, write_vectors)
@@ -366,10 +402,8 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
     root = Path(ds.root) if ds.root else None
 
     def media(path) -> str | None:
-        if path is None or (isinstance(path, float) and np.isnan(path)) or not str(path):
-            return None
-        p = Path(str(path))
-        return str(p if p.is_absolute() or root is None else root / p)
+        # confined to the media folder; a missing file stays a path so the item fails with its reason
+        return resolve_media(root, path, must_exist=False)
 
     work = [ExtractItem(idx=int(r.idx), item_id=str(r.item_id), title=r.title if isinstance(r.title, str) else None,
                         video_path=media(r.video_path), cover_path=media(r.cover_path))

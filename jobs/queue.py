@@ -20,7 +20,8 @@ KINDS = ("extract", "train", "sweep", "demo")
 ACTIVE = ("queued", "running")
 FINAL = ("done", "failed", "cancelled", "interrupted")
 LOG_TAIL_CHARS = 8000
-STALE_AFTER_S = 30.0
+# a running job's runner heartbeats every 5 s; one silent this long (or whose process is gone) is interrupted
+STALE_AFTER_S = float(os.environ.get("DFF_STALE_AFTER_S", "30"))
 
 
 @dataclass
@@ -67,7 +68,10 @@ def enqueue(db: Database, kind: str, params: dict, *, group: str | None = None, 
             "RETURNING id"), {"k": kind, "p": json.dumps(params), "g": group, "pa": parent_id}).scalar_one()
 
 
-def get_job(db: Database, job_id: int) -> Job:
+def get_job(db: Database, job_id: int, fresh: bool = True) -> Job:
+    """One job; ``fresh`` first marks dead workers' jobs interrupted, so a reader never shows a dead job running."""
+    if fresh:
+        mark_stale(db)
     with db.session() as conn:
         row = conn.execute(sa.text("SELECT * FROM jobs WHERE id = :i"), {"i": int(job_id)}).first()
     if row is None:
@@ -75,7 +79,11 @@ def get_job(db: Database, job_id: int) -> Job:
     return _job(row)
 
 
-def list_jobs(db: Database, status: str | None = None, group: str | None = None, limit: int | None = None) -> list[Job]:
+def list_jobs(db: Database, status: str | None = None, group: str | None = None, limit: int | None = None,
+              fresh: bool = True) -> list[Job]:
+    """Jobs, newest first; ``fresh``: staleness judged first (``mark_stale``), as everywhere jobs are read."""
+    if fresh:
+        mark_stale(db)
     query, args = "SELECT * FROM jobs WHERE 1=1", {}
     if status:
         query, args["s"] = query + " AND status = :s", status
@@ -134,13 +142,21 @@ def finish(db: Database, job_id: int, status: str, *, error: str | None = None, 
 
 
 def request_cancel(db: Database, job_id: int) -> str:
-    """Queued jobs are cancelled at once; running ones stop gracefully at their next progress report."""
-    job = get_job(db, job_id)
+    """Queued jobs are cancelled at once; running ones stop gracefully at their next progress report; a job
+    whose worker died (interrupted, or running with a stale heartbeat) is cancelled at once, with its run."""
+    job = get_job(db, job_id)  # fresh: an orphaned "running" job reads as interrupted here
     with db.session() as conn:
         if job.status == "queued":
             conn.execute(sa.text("UPDATE jobs SET status = 'cancelled', finished_at = current_timestamp "
                                  "WHERE id = :i AND status = 'queued'"), {"i": job_id})
             return "cancelled"
+        if job.status == "interrupted":
+            conn.execute(sa.text("UPDATE jobs SET status = 'cancelled', cancel_requested = false, "
+                                 "finished_at = current_timestamp WHERE id = :i AND status = 'interrupted'"),
+                         {"i": job_id})
+            conn.execute(sa.text("UPDATE runs SET status = 'cancelled' WHERE job_id = :i "
+                                 "AND status IN ('running', 'interrupted')"), {"i": job_id})
+            return "cancelled (its worker had stopped)"
         if job.status == "running":
             conn.execute(sa.text("UPDATE jobs SET cancel_requested = true WHERE id = :i"), {"i": job_id})
             return "cancel requested"
@@ -148,7 +164,7 @@ def request_cancel(db: Database, job_id: int) -> str:
 
 
 def requeue(db: Database, job_id: int, allowed: tuple[str, ...]) -> None:
-    job = get_job(db, job_id)
+    job = get_job(db, job_id)  # fresh: a job whose worker died can be resumed at once
     if job.status not in allowed:
         raise ValueError(f"job {job_id} is {job.status}; this needs a job that is {' or '.join(allowed)}")
     with db.session() as conn:
@@ -182,8 +198,11 @@ def _pid_alive(pid: int | None) -> bool:
         return True
 
 
-def mark_stale(db: Database, stale_after_s: float = STALE_AFTER_S) -> list[int]:
-    """Running jobs whose worker died (pid gone, or no heartbeat for ``stale_after_s``) become interrupted."""
+def mark_stale(db: Database, stale_after_s: float | None = None) -> list[int]:
+    """Running jobs whose worker died (pid gone, or no heartbeat for ``stale_after_s``) become interrupted,
+    and so do their runs (``runs.job_id``), keeping job and run status consistent. Cheap when nothing is
+    stale (one read); every reader of jobs calls it."""
+    stale_after_s = STALE_AFTER_S if stale_after_s is None else stale_after_s
     with db.session() as conn:
         rows = conn.execute(sa.text(
             "SELECT id, worker_pid, epoch(current_timestamp) - epoch(heartbeat) AS age FROM jobs "
@@ -195,4 +214,6 @@ def mark_stale(db: Database, stale_after_s: float = STALE_AFTER_S) -> list[int]:
                 "UPDATE jobs SET status = 'interrupted', error = 'the worker stopped unexpectedly (killed or crashed); "
                 "resume to continue', finished_at = current_timestamp WHERE status = 'running' AND id IN :ids")
                 .bindparams(sa.bindparam("ids", expanding=True)), {"ids": stale})
+            conn.execute(sa.text("UPDATE runs SET status = 'interrupted' WHERE status = 'running' AND job_id IN :ids")
+                         .bindparams(sa.bindparam("ids", expanding=True)), {"ids": stale})
     return stale

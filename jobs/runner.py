@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     with db.session() as conn:
         conn.execute(text("UPDATE jobs SET worker_pid = :p, heartbeat = current_timestamp WHERE id = :i"),
                      {"p": os.getpid(), "i": args.job_id})
-    status = run_job(db, queue.get_job(db, args.job_id))
+    status = run_job(db, queue.get_job(db, args.job_id, fresh=False))
     return 0 if status in ("done", "cancelled") else 1
 
 

@@ -6,6 +6,7 @@ is refused here, before anything is queued, with a message that says what to cha
 from __future__ import annotations
 
 import argparse
+from functools import lru_cache
 
 from jobs.queue import ACTIVE, enqueue, list_jobs
 from storage import Database
@@ -106,7 +107,16 @@ def enqueue_sweep(db: Database, dataset: str, features: str | None, strategies: 
 # ---------------------------------------------------------------------------------------- extraction
 
 def backbone_families() -> tuple[list[dict], str | None]:
-    """The backbone registry as plain dicts (key ``family`` always set), or why it cannot be listed."""
+    """The backbone registry as plain dicts (key ``family`` always set), or why it cannot be listed.
+
+    Cached per process: listing imports every family's module (torch, transformers: seconds on a first
+    call), and what is installed does not change while the dashboard runs."""
+    families, problem = _backbone_families()
+    return [dict(f) for f in families], problem
+
+
+@lru_cache(maxsize=1)
+def _backbone_families() -> tuple[tuple[dict, ...], str | None]:
     try:
         from dff_core.backbones import list_families
     except Exception as exc:  # every other page works without the registry
@@ -128,7 +138,7 @@ def backbone_families() -> tuple[list[dict], str | None]:
         d.setdefault("needs_source", False)
         d.setdefault("available", True)
         out.append(d)
-    return out, None
+    return tuple(out), None
 
 
 def device_choices() -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from contextlib import contextmanager
 
@@ -14,28 +15,27 @@ PLOT_CONFIG = {"displaylogo": False}
 _worker_lock = threading.Lock()
 
 
-def _leave_pages_directory_mode() -> None:
-    """Make sure app.py's ``st.navigation`` is in charge, even when the first visit is not the home page.
+def leave_pages_directory_mode() -> None:
+    """Hand the first visit of a fresh server to app.py's ``st.navigation``, whatever URL it asks for.
 
-    Streamlit treats an app with a ``pages/`` folder as a legacy pages-directory app until ``st.navigation``
-    runs once; a fresh server whose first visitor opens e.g. ``/jobs`` would run that page alone (no
-    navigation, no job worker). A page importing this module in that mode flips the flag and reruns, which
-    executes app.py and its navigation for the same URL."""
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-    except ImportError:
-        return
-    if PagesManager.uses_pages_directory and get_script_run_ctx() is not None:
+    Streamlit runs an app whose folder holds ``pages/`` in its legacy pages-directory mode until
+    ``st.navigation`` has run once: the very first script run of a fresh server executes the requested page
+    file alone (no navigation, no job worker). ``.streamlit/config.toml`` hides that mode's file-listing
+    sidebar (``client.showSidebarNavigation = false``), and this call — made by app.py and by ``database()``,
+    the first call of every page, never at import time — leaves the mode and reruns the same URL through
+    app.py. A no-op once app.py's navigation is in charge (every later run)."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if PagesManager.uses_pages_directory and get_script_run_ctx() is not None and not _under_apptest():
+        # (AppTest resets the mode before every run; a rerun there would swallow the run's widget events)
         PagesManager.uses_pages_directory = False
         st.rerun()
 
 
-_leave_pages_directory_mode()
-
-
 def database() -> Database:
     """One handle per database file and process; it holds no connection between calls (see storage.db)."""
+    leave_pages_directory_mode()
     return _database(str(default_db_path()))
 
 
@@ -71,11 +71,21 @@ def start_worker() -> int | None:
             return None
 
 
-@st.cache_resource(show_spinner=False)
-def _registry_warmup() -> threading.Thread:
+WARMUP_DELAY_S = 2.0  # let the first page render before the import competes with it for the CPU and the GIL
+
+
+def _warm_registry() -> None:
+    import time
+
     from jobs.submit import backbone_families
 
-    thread = threading.Thread(target=backbone_families, name="backbone-registry-warmup", daemon=True)
+    time.sleep(WARMUP_DELAY_S)
+    backbone_families()
+
+
+@st.cache_resource(show_spinner=False)
+def _registry_warmup() -> threading.Thread:
+    thread = threading.Thread(target=_warm_registry, name="backbone-registry-warmup", daemon=True)
     thread.start()
     return thread
 
@@ -83,8 +93,38 @@ def _registry_warmup() -> threading.Thread:
 def warm_up_registry() -> None:
     """Import the backbone registry (torch, transformers: seconds) once per server process, in the background,
     so the first visit of Home or Extract does not wait for it."""
-    if os.environ.get("DFF_WORKER", "1") != "0" and not _under_apptest():
+    if not _under_apptest():
         _registry_warmup()
+
+
+def registry_ready() -> bool:
+    """True once the background warm-up has listed the backbones (then ``backbone_families`` is instant).
+    Under AppTest there is no warm-up: pages list the registry themselves."""
+    return _under_apptest() or not _registry_warmup().is_alive()
+
+
+_AUTOLINK = re.compile(r"(?i)(https?|ftp|mailto|xmpp|www|@)")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~:$&=\"'])")
+
+
+def plain(value, limit: int | None = None, code: bool = False) -> str:
+    """User text (titles, item/user ids, dataset, feature-set, run and study names, error messages that quote
+    them) made inert for any Streamlit element that reads Markdown: every Markdown/HTML character is
+    backslash-escaped, line breaks become spaces and bare URLs are kept from becoming links, so ``![t](http://host/x.png)``, ``<img onerror=...>``
+    or ``**bold**`` show as typed and make no request; ``code=True`` gives an inline code span instead. Every page passes user text through this (or shows it
+    with ``st.text`` / a dataframe, which never parse it)."""
+    text = "" if value is None else str(value)
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
+    if code:  # an inline code span (ids): literal by definition, its fence longer than any backtick run inside
+        text = " ".join(text.split())
+        fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+        pad = " " if text.startswith("`") or text.endswith("`") else ""
+        return f"{fence}{pad}{text}{pad}{fence}"
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+    # GFM turns bare URLs and e-mail addresses into links even when escaped: an invisible word joiner
+    # after the scheme / "www" / "@" keeps them plain text (no link to an address a user typed)
+    return _AUTOLINK.sub("\\1\u2060", text)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -95,7 +135,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def show_error(exc: BaseException, what: str | None = None) -> None:
     """A user error as one clear line; anything else with its type (never a traceback)."""
     from dff_core.cli import user_message
-    st.error((f"{what}: " if what else "") + user_message(exc), icon=":material/block:")
+    st.error(plain((f"{what}: " if what else "") + user_message(exc)), icon=":material/block:")
 
 
 @contextmanager

@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import PLOT_CONFIG, database, show_error, user_errors
+from pages.common import PLOT_CONFIG, database, plain, show_error, user_errors
 from storage import views
 from storage.datasets import get_dataset
 
@@ -39,7 +39,7 @@ def _import(name: str, read, min_inter: int, max_items: int | None) -> None:
         show_error(exc, "Import failed, nothing was stored")
         return
     s = ds.stats
-    st.success(f"Imported {ds.name!r}: {s['users']:,} users, {s['items']:,} items, {s['interactions']:,} interactions.")
+    st.success(f"Imported “{plain(ds.name)}”: {s['users']:,} users, {s['items']:,} items, {s['interactions']:,} interactions.")
     if ds.warnings:
         st.warning(f"{len(ds.warnings)} validation warning(s) — the data was imported, but these items lack "
                    "something (usually a media file):", icon=":material/warning:")
@@ -85,7 +85,8 @@ with tab_paths:
 
 with tab_upload:
     with st.form("import_upload", clear_on_submit=False):
-        st.caption("Uploaded files are kept under the database folder (`uploads/<dataset>/`).")
+        st.caption("Uploaded files are kept under the database folder (`uploads/<dataset>-<hash>/`), written only "
+                   "once the name is free; a failed import removes them.")
         name = st.text_input("Dataset name", key="up_name")
         u1, u2 = st.columns(2)
         inter_up = u1.file_uploader("Interactions (CSV or Parquet)", type=["csv", "parquet", "pq"], key="up_inter")
@@ -93,14 +94,13 @@ with tab_upload:
         media_up = st.text_input("Media folder on this machine (optional)", key="up_media")
         pre = _preprocessing_inputs("up")
         if st.form_submit_button("Import", type="primary"):
-            from dff_core.data.load import import_generic
+            from dff_core.data.load import import_uploads
 
             def read(n, p):
                 if inter_up is None or items_up is None:
                     raise ValueError("upload both the interactions file and the items file")
-                ip = views.save_upload(db, n, inter_up.name, inter_up.getvalue())
-                tp = views.save_upload(db, n, items_up.name, items_up.getvalue())
-                return import_generic(db, n, ip, tp, media_up.strip() or None, p)
+                return import_uploads(db, n, (inter_up.name, inter_up.getvalue()), (items_up.name, items_up.getvalue()),
+                                      media_up.strip() or None, p)
             _import(name, read, *pre)
 
 # ------------------------------------------------------------------------------------------- datasets
@@ -121,7 +121,7 @@ cols[2].metric("Interactions", f"{summary['interactions']:,}")
 cols[3].metric("Density", f"{summary['density']:.4%}" if summary["density"] is not None else "—")
 cols[4].metric("Median sequence", f"{summary['median_length']:g}" if summary["median_length"] else "—")
 cols[5].metric("Items seen once", f"{summary['items_seen_once']:,}")
-st.caption(f"source: {ds.source} · root: {ds.root or '—'} · preprocessing: {ds.params} · "
+st.caption(f"source: {plain(ds.source)} · root: {plain(ds.root or '—')} · preprocessing: {plain(ds.params)} · "
            f"videos: {summary['videos']}, covers: {summary['covers']}")
 if ds.warnings:
     with st.expander(f"{len(ds.warnings)} validation warning(s) from the import"):
@@ -148,13 +148,13 @@ st.caption(f"The top {len(head) + 1} items ({(len(head) + 1) / max(1, len(pop)):
            "of all interactions.")
 
 with st.expander("Delete this dataset"):
-    st.write(f"Removes {chosen!r} and everything derived from it (feature sets, runs, metrics).")
-    sure = st.checkbox(f"Yes, delete {chosen!r}", key="delete_sure")
+    st.caption(f"Removes “{plain(chosen)}” and everything derived from it (feature sets, runs, metrics).")
+    sure = st.checkbox(f"Yes, delete “{plain(chosen)}”", key="delete_sure")
     if st.button("Delete", disabled=not sure, key="delete_button"):
         from storage.datasets import delete_dataset
         try:
             delete_dataset(db, chosen)
-            st.success(f"Deleted {chosen!r}.")
+            st.success(f"Deleted “{plain(chosen)}”.")
             st.rerun()
         except user_errors() as exc:
             show_error(exc, "Delete failed")

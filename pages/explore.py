@@ -2,13 +2,14 @@
 two runs' top-10 for them, and how much representations agree about neighbours."""
 from __future__ import annotations
 
-import re
+import os
 
 import plotly.express as px
 import streamlit as st
 
 from dff_core import neighbours as nb
-from pages.common import PLOT_CONFIG, database, empty_state, reported, show_error, user_errors
+from dff_core.neighbours.explore import cover_problem
+from pages.common import PLOT_CONFIG, database, empty_state, plain, reported, show_error, user_errors
 from storage import Database, views
 from storage.datasets import get_dataset
 
@@ -51,21 +52,35 @@ def index_for(source: nb.Source) -> nb.NeighbourIndex:
     return _index(str(db.path), source.key, nb.fingerprint(db, source))
 
 
-def md(text: str) -> str:
-    """Titles are user data: escape Markdown so '#', '*' or '_' in a title show as typed."""
-    return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|~:$])", r"\\\1", text)
+@st.cache_data(show_spinner=False, max_entries=4096)
+def _cover_problem(path: str, stamp: float) -> str | None:
+    return cover_problem(path)
+
+
+def cover(item: int, size: int):
+    """The item's cover, or a placeholder and the reason when there is none or it cannot be decoded."""
+    path = catalog.media(item, "cover")
+    if not path:
+        return nb.placeholder(size), None
+    try:
+        problem = _cover_problem(path, os.path.getmtime(path))
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror})"
+    return (nb.placeholder(size), f"cover unreadable: {problem}") if problem else (path, None)
 
 
 def thumb(where, item: int, caption: str | None = None) -> None:
-    cover = catalog.media(item, "cover")
+    image, problem = cover(item, THUMB)
     title = catalog.items.at[item, "title"] or catalog.items.at[item, "item_id"]
-    where.image(cover if cover else nb.placeholder(THUMB), width=THUMB, caption=caption, alt=title)
+    text = caption or ("cover unreadable" if problem else None)
+    where.image(image, width=THUMB, caption=plain(text) if text else None, alt=title)
 
 
-def item_line(item: int, extra: str = "") -> str:
+def item_line(where, rank: int, item: int, extra: str = "") -> None:
+    """A neighbour or recommendation: the title as plain text (never Markdown), then rank, id and score."""
     row = catalog.items.iloc[item]
-    title = md(row["title"][:60]) if row["title"] else "(no title)"
-    return f"**{title}**  \n`{row['item_id']}` {extra}"
+    where.text(row["title"][:60] if row["title"] else "(no title)")
+    where.markdown(f"{rank}. {plain(row['item_id'], code=True)} {extra}")
 
 
 ds = get_dataset(db, dataset)
@@ -85,7 +100,7 @@ c_search, c_pick = st.columns([1, 2])
 text = c_search.text_input("Search by title or id", key="ex_search", placeholder="e.g. cat, or an item id")
 matches = catalog.search(text, limit=200)
 if matches.empty:
-    st.warning(f"No video matches {text!r} — try part of a title or an id.")
+    st.warning(f"No video matches “{plain(text)}” — try part of a title or an id.")
     st.stop()
 item = c_pick.selectbox("Video", matches["idx"].tolist(), key="ex_item",
                         format_func=lambda i: f"{catalog.items.at[i, 'title'][:80] or '(no title)'} · "
@@ -93,15 +108,18 @@ item = c_pick.selectbox("Video", matches["idx"].tolist(), key="ex_item",
                         help=f"{len(matches)} of {len(catalog.items)} videos match; most watched first")
 row = catalog.items.iloc[item]
 c_cover, c_video, c_info = st.columns([1, 1.4, 2])
-c_cover.image(catalog.media(item, "cover") or nb.placeholder(224), width=200)
+image, problem = cover(item, 224)
+c_cover.image(image, width=200)
+if problem:
+    c_cover.caption(plain(problem))
 if catalog.media(item, "video"):
     c_video.video(catalog.media(item, "video"))
 else:
     c_video.caption("no clip for this video")
 popularity_rank = int((catalog.items["popularity"] > row["popularity"]).sum()) + 1
 with c_info:
-    st.subheader(row["title"] or "(no title)", anchor=False)
-    st.markdown(f"`{row['item_id']}`")
+    st.text(row["title"] or "(no title)")   # user text: shown as typed, never as Markdown
+    st.markdown(plain(row["item_id"], code=True))
     st.metric("Popularity", f"{int(row['popularity'])} views", help="interactions in the dataset",
               delta=f"#{popularity_rank} of {len(catalog.items)} by views", delta_color="off", delta_arrow="off")
 cowatch = catalog.cooccurrence(item)
@@ -145,7 +163,7 @@ shown_cols = st.columns(count)
 for col, source in zip(shown_cols, chosen):
     with col, reported(f"{nb.describe(db, source)}"):
         index = index_for(source)
-        st.markdown(f"**{nb.describe(db, source)}**")
+        st.markdown(f"**{plain(nb.describe(db, source))}**")
         quality = ("exact" if index.kind == "exact" else
                    f"HNSW, recall@10 {index.recall_at_10:.2f} vs exact")
         ms = index.build_seconds * 1000
@@ -160,7 +178,7 @@ for col, source in zip(shown_cols, chosen):
             left, right = st.columns([1, 2.2], vertical_alignment="center")
             thumb(left, n)
             badge = f" :orange-badge[co-watched ×{cowatch[n]}]" if cowatch.get(n) else ""
-            right.markdown(f"{rank}. {item_line(n, f'· cos {score:.3f}')}{badge}")
+            item_line(right, rank, n, f"· cos {score:.3f}{badge}")
 
 # ---------------------------------------------------------------------------------------- users
 st.subheader("A user's recommendations")
@@ -172,7 +190,7 @@ else:
     utext = u_search.text_input("Search users by id", key="ex_user_search")
     users = catalog.search_users(utext)
     if not users:
-        st.warning(f"No user id contains {utext!r}.")
+        st.warning(f"No user id contains “{plain(utext)}”.")
     else:
         user = u_pick.selectbox("User", users, key="ex_user", help="longest histories first")
         history = catalog.user_history(user)
@@ -192,12 +210,13 @@ else:
                 test = catalog.items.iloc[rec.test_item]
                 verdict = (f":green-badge[:material/target: test item hit at #{rec.test_rank + 1}]" if rec.hit else
                            f":gray-badge[test item ranked #{rec.test_rank + 1}]")
-                st.markdown(f"{verdict} — held-out next video: *{(test['title'] or test['item_id'])[:50]}*")
+                st.markdown(f"{verdict} — held-out next video:")
+                st.text((test["title"] or test["item_id"])[:50])
                 for rank, (n, score) in enumerate(zip(rec.items, rec.scores), 1):
                     left, right = st.columns([1, 2.2], vertical_alignment="center")
                     thumb(left, n)
                     mark = " :green-badge[:material/target: test item]" if n == rec.test_item else ""
-                    right.markdown(f"{rank}. {item_line(n, f'· score {score:.2f}')}{mark}")
+                    item_line(right, rank, n, f"· score {score:.2f}{mark}")
 
 # ------------------------------------------------------------------------------------- agreement
 st.subheader("Agreement between representations")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from dff_core.estimates import extraction_estimate
 from jobs import submit
-from pages.common import database, empty_state, format_bytes, format_seconds, show_error, user_errors
+from pages.common import database, empty_state, format_bytes, format_seconds, plain, show_error, user_errors
 from storage import views
 from storage.datasets import get_dataset
 
@@ -111,12 +111,12 @@ if st.button("Launch extraction", type="primary", key="ex_launch", disabled=not 
     except Exception as exc:  # an unexpected problem in the registry: still a message, not a traceback
         show_error(exc, "Cannot launch")
     else:
-        st.success(f"Queued extraction job #{job_id}: {family} → feature set {name!r}.")
+        st.success(plain(f"Queued extraction job #{job_id}: {family} → feature set {name!r}."))
         st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon=":material/pending_actions:")
 
-st.subheader(f"Feature sets of {dataset}")
+st.subheader(f"Feature sets of {plain(dataset)}")
 table = views.feature_set_table(db, dataset)
 if table.empty:
-    st.info(f"No feature sets for {dataset!r} yet.", icon=":material/info:")
+    st.info(plain(f"No feature sets for {dataset!r} yet."), icon=":material/info:")
 else:
     st.dataframe(table, hide_index=True, width="stretch")

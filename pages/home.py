@@ -5,7 +5,7 @@ import streamlit as st
 
 from jobs import submit
 from jobs.queue import ACTIVE, list_jobs
-from pages.common import PROGRESS_COLUMN, database, format_seconds, reported
+from pages.common import PROGRESS_COLUMN, database, format_seconds, plain, registry_ready, reported
 from storage import views
 
 db = database()
@@ -59,7 +59,7 @@ else:
          "epochs"]], hide_index=True, width="stretch")
 
 # ------------------------------------------------------------------------------------------ demo study
-with demo_box.container(border=True):
+def demo_study() -> None:
     st.subheader("Run the demo study")
     with st.spinner("Checking which backbones are available…"):
         plan, notes = submit.demo_study_plan(db)
@@ -70,7 +70,7 @@ with demo_box.container(border=True):
              f"{submit.DEMO_SETTINGS['epochs']} epochs; demo runs usually stop after 15–45 epochs, about 1 s each "
              "on a 2-core CPU). Then compare them on the Compare page.")
     for note in notes:
-        st.caption(f":material/info: {note}")
+        st.caption(f":material/info: {plain(note)}")
     if not plan:
         st.success("The demo study is stored or queued.")
         c1, c2 = st.columns(2)
@@ -86,3 +86,20 @@ with demo_box.container(border=True):
                 st.success(f"Queued jobs {', '.join('#' + str(i) for i in ids)}. The training jobs appear when "
                            "each sweep starts, after its features exist.")
                 st.page_link("pages/jobs.py", label="Watch them on the Jobs page", icon=":material/pending_actions:")
+
+
+@st.fragment(run_every=1.0)
+def _await_registry() -> None:
+    """Listing the backbones imports torch and transformers (seconds on a fresh server): the rest of Home is
+    usable meanwhile, and the demo study box appears once the background warm-up has finished."""
+    if registry_ready():
+        st.rerun()
+    st.caption(":material/hourglass_empty: Checking which backbones are available…")
+
+
+with demo_box.container(border=True):
+    if registry_ready():
+        demo_study()
+    else:
+        st.subheader("Run the demo study")
+        _await_registry()

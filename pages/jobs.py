@@ -5,7 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 from jobs import queue
-from pages.common import (PLOT_CONFIG, PROGRESS_COLUMN, STATUS_ICON, database, empty_state, format_seconds,
+from pages.common import (PLOT_CONFIG, PROGRESS_COLUMN, STATUS_ICON, database, empty_state, format_seconds, plain,
                           show_error, user_errors)
 from storage import views
 
@@ -46,12 +46,12 @@ def _control(job) -> None:
 def _details(job) -> None:
     icon = STATUS_ICON.get(job.status, "")
     st.markdown(f"#### {icon} Job #{job.id} · {job.kind} · {job.status}")
-    st.caption(views.job_label(job) + (f" · study {job.group_name}" if job.group_name else ""))
+    st.caption(plain(views.job_label(job) + (f" · study {job.group_name}" if job.group_name else "")))
     eta = f" · ETA {format_seconds(job.eta_seconds)}" if job.status == "running" and job.eta_seconds else ""
     st.progress(min(1.0, max(0.0, float(job.progress or 0))),
                 text=f"{100 * float(job.progress or 0):.0f}% · {job.step or job.status}{eta}")
     if job.error:
-        st.error(job.error, icon=":material/block:")
+        st.error(plain(job.error), icon=":material/block:")
     _control(job)
     run_id = (job.result or {}).get("run_id")
     if job.kind == "train" and run_id:

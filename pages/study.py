@@ -6,7 +6,7 @@ import streamlit as st
 
 from dff_core.study import plan as study_plan
 from dff_core.study import report, verdicts
-from pages.common import PLOT_CONFIG, database, empty_state, reported
+from pages.common import PLOT_CONFIG, database, empty_state, plain, reported
 from dff_core.endings import cap_warning
 from storage import views
 
@@ -64,8 +64,8 @@ with st.expander("New study", expanded=not study_plan.list_studies(db)):
                 with reported("could not queue the study"):
                     job_id = study_plan.queue_study(db, request)
                     st.session_state["st_selected"] = request.study
-                    st.success(f"queued study {request.study!r} (sweep job {job_id}); its runs start in the "
-                               "background worker")
+                    st.success(plain(f"queued study {request.study!r} (sweep job {job_id}); its runs start in the "
+                                     "background worker"))
 
 # ------------------------------------------------------------------------------------------- a study
 studies = study_plan.list_studies(db)

@@ -8,7 +8,7 @@ from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE, cap_warning
 from dff_core.models.item_encoders import STRATEGIES
 from dff_core.workflows import parse_layers
 from jobs import submit
-from pages.common import PLOT_CONFIG, database, empty_state, show_error, user_errors
+from pages.common import PLOT_CONFIG, database, empty_state, plain, show_error, user_errors
 from storage import views
 
 STRATEGY_HELP = {
@@ -95,7 +95,7 @@ if fs is not None:
                    f"the layers you chose ({views.layers_text(chosen, n)}). Cheap, not a substitute for training "
                    "— but layers near 1.0 carry little about what people watch together.")
     elif score_problem:
-        st.warning(f"No layer scores for {fs.name!r}: {score_problem}")
+        st.warning(plain(f"No layer scores for {fs.name!r}: {score_problem}"))
 
 # ---------------------------------------------------------------------------------------- settings
 with st.expander("Hyper-parameters", expanded=False):
@@ -140,8 +140,8 @@ if mode == "One run":
         except user_errors() as exc:
             show_error(exc, "Cannot launch")
         else:
-            st.success(f"Queued training job #{job_id}: {strategy} on {dataset}"
-                       + (f" with {fs.name} layers {layer_text}" if fs and strategy != "id" else "") + ".")
+            st.success(plain(f"Queued training job #{job_id}: {strategy} on {dataset}"
+                             + (f" with {fs.name} layers {layer_text}" if fs and strategy != "id" else "") + "."))
             st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon=":material/pending_actions:")
 else:
     st.subheader("Sweep")
@@ -171,6 +171,6 @@ else:
         except user_errors() as exc:
             show_error(exc, "Cannot launch")
         else:
-            st.success(f"Queued sweep job #{job_id} (study {study.strip()!r}); it expands into its training jobs "
-                       "when it starts.")
+            st.success(plain(f"Queued sweep job #{job_id} (study {study.strip()!r}); it expands into its training "
+                             "jobs when it starts."))
             st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon=":material/pending_actions:")

@@ -23,6 +23,9 @@ from storage.datasets import NotFound, get_dataset
 from storage.db import Database
 
 FLOAT16_SAFE = 60000.0  # beyond this magnitude float16 overflows; such sets are stored as float32
+# float16 keeps a vector when its round trip changes it by at most this much, relative to the vector's norm;
+# plain rounding gives <= 2^-11 ~ 4.9e-4, so only under- or overflow (subnormals, zeros, inf) cross the bound
+FLOAT16_REL_TOL = 1e-3
 STORAGE_KINDS = ("duckdb", "parquet")  # vectors in a per-set table, or in Parquet shards beside the file
 
 
@@ -136,11 +139,44 @@ def list_feature_sets(db: Database, dataset: str | int | None = None) -> list[Fe
     return [_record(r) for r in rows]
 
 
+def float16_error(feats: np.ndarray, chunk_rows: int = 65536) -> float:
+    """The worst relative change ``|f16(x) - x| / |x|`` over the vectors (last axis) of ``feats``; ``inf`` when
+    a value overflows float16. A nonzero vector that float16 flushes to zeros scores 1."""
+    if feats.size == 0:
+        return 0.0
+    rows = np.asarray(feats).reshape(-1, feats.shape[-1])
+    worst = 0.0
+    for s in range(0, len(rows), chunk_rows):
+        x = rows[s:s + chunk_rows].astype(np.float64)
+        if np.abs(x).max(initial=0.0) > FLOAT16_SAFE:
+            return float("inf")
+        diff = np.linalg.norm(x.astype(np.float16).astype(np.float64) - x, axis=1)
+        norm = np.linalg.norm(x, axis=1)
+        rel = np.divide(diff, norm, out=np.zeros_like(diff), where=norm > 0)
+        worst = max(worst, float(rel.max(initial=0.0)))
+    return worst
+
+
+def choose_dtype(feats: np.ndarray) -> tuple[str, str]:
+    """``("float16" | "float32", why)``: float16 only when every vector survives the round trip within
+    ``FLOAT16_REL_TOL`` (no overflow, no underflow to subnormals or zeros)."""
+    err = float16_error(feats)
+    if err == float("inf"):
+        return "float32", f"values exceed float16's range (|x| > {FLOAT16_SAFE:g})"
+    if err > FLOAT16_REL_TOL:
+        return "float32", f"float16 would change some vectors by {err:.1%} (too small values underflow)"
+    return "float16", f"float16 keeps every vector within {err:.1e} relative error"
+
+
 def _to_storage(fs: FeatureSetRecord, feats: np.ndarray) -> np.ndarray:
     if fs.dtype == "float16":
-        if np.abs(feats).max(initial=0.0) > FLOAT16_SAFE:
+        err = float16_error(feats)
+        if err == float("inf"):
             raise OverflowError(f"feature values exceed the float16 range in feature set {fs.name!r}; "
                                 "extract with dtype float32")
+        if err > FLOAT16_REL_TOL:  # refuse to store zeros for values that were not zero
+            raise OverflowError(f"float16 would change some vectors of feature set {fs.name!r} by {err:.1%} "
+                                "(values too small for float16); extract with dtype float32")
         return np.ascontiguousarray(feats, dtype=np.float16).view(np.int16)
     return np.ascontiguousarray(feats, dtype=np.float32)
 

@@ -290,16 +290,3 @@ def demo_dataset_exists(db: Database, name: str) -> bool:
         return True
     except NotFound:
         return False
-
-
-def save_upload(db: Database, dataset_name: str, filename: str, data: bytes):
-    """Keep an uploaded file under the database folder (``uploads/<dataset>/<file>``) and return its path,
-    so an imported dataset's files stay next to the database that refers to them."""
-    from pathlib import Path
-
-    safe_ds = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_name) or "dataset"
-    folder = db.path.parent / "uploads" / safe_ds
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (Path(filename).name or "upload")
-    path.write_bytes(data)
-    return path

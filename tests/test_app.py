@@ -134,7 +134,7 @@ def test_data_page_stats_plots_and_import_errors(filled, tmp_path, monkeypatch):
     at.text_input(key="gen_items").input(str(items))
     [b for b in at.button if b.label == "Import"][1].click().run()
     assert not at.exception
-    assert any("Imported 'second'" in s.value for s in at.success)
+    assert any("Imported “second”" in s.value for s in at.success)
     from storage.datasets import delete_dataset
     delete_dataset(db, "second")
 

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
+
 def typed_array(value) -> np.ndarray:
     """Plotly's JSON writes numeric arrays as base64 ``{dtype, bdata, shape}``."""
     if isinstance(value, dict) and "bdata" in value:
@@ -82,7 +83,9 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
     at = open_explore()
     catalog = nb.load_catalog(db, "demo")
     # default: three different representations side by side, ten neighbours each
-    labels = [m.value for m in at.markdown if m.value.startswith("**") and " · " in m.value and "`" not in m.value]
+    # labels name feature sets and runs (user text): Markdown-escaped, so shown as typed
+    labels = [re.sub(r"\\(.)", r"\1", m.value) for m in at.markdown
+              if m.value.startswith("**") and " · " in m.value and "`" not in m.value]
     assert labels[:3] == ["**syn · L2**", f"**run #{runs[0].id} · id**", f"**run #{runs[1].id} · gate (syn)**"]
     assert len([m for m in at.markdown if "· cos " in m.value]) == 30
     assert at.selectbox(key="ex_item").value == int(catalog.items["popularity"].idxmax())

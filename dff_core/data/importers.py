@@ -95,9 +95,13 @@ def read_microlens(folder: str | Path) -> RawDataset:
     meta_path = _find_one(folder, ["*metadata*.csv"], "item metadata file", required=False)
 
     users, items, orders, lines = [], [], [], []
-    with open(pairs_path, encoding="utf-8", newline="") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
+    with open(pairs_path, "rb") as fh:
+        for line_no, raw_line in enumerate(fh, start=1):
+            try:
+                line = raw_line.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{pairs_path.name} line {line_no}: not UTF-8 text (byte {exc.start + 1} of the line); "
+                                "save the file as UTF-8") from None
             if not line.strip():
                 continue
             user, sep, rest = line.partition("\t")
@@ -117,8 +121,9 @@ def read_microlens(folder: str | Path) -> RawDataset:
     title_col = _pick_column(titles, ["title"], titles_path)
     item_table = pd.DataFrame({"item_id": titles[item_col].astype(str).str.strip(),
                                "title": titles[title_col].fillna("").astype(str)})
-    item_table["_line"] = np.arange(len(item_table)) + 2
+    item_table["_line"] = _file_lines(titles_path, len(item_table))
     _check_duplicate_ids(item_table, titles_path)
+    title_warnings = _cap_titles(item_table, titles_path)
 
     meta = {}
     if meta_path is not None:
@@ -138,7 +143,9 @@ def read_microlens(folder: str | Path) -> RawDataset:
                                 for i in item_table["item_id"]]
     item_table["cover_path"] = [f"covers/{i}.jpg" if (covers / f"{i}.jpg").exists() else None
                                 for i in item_table["item_id"]]
-    raw = RawDataset(items=item_table, interactions=interactions, root=folder.resolve(), source="microlens")
+    raw = RawDataset(items=item_table, interactions=interactions, root=folder.resolve(), source="microlens",
+                     warnings=title_warnings)
+    _check_confined(raw, titles_path)  # an item id like '../x' or a symlinked cover must not leave the folder
     _check_unknown_items(raw, pairs_path)
     return raw
 
@@ -159,19 +166,20 @@ def read_generic(interactions_path: str | Path, items_path: str | Path, media_di
             frame = pd.read_parquet(interactions_path)
         except Exception as exc:  # pyarrow raises many types for a broken file
             raise DataError(f"{interactions_path.name}: not a readable Parquet file ({exc})") from exc
-        line_offset = 0  # Parquet has rows, not lines: report row numbers
-        where = "row"
+        where = "row"  # Parquet has rows, not lines: report row numbers
     else:
         frame = _read_csv(interactions_path)
-        line_offset = 1
         where = "line"
+    rows = (np.arange(len(frame), dtype=np.int64) + 1 if where == "row"
+            else _file_lines(interactions_path, len(frame)))
     user_col = _pick_column(frame, ["user_id", "user"], interactions_path)
     item_col = _pick_column(frame, ["item_id", "item"], interactions_path)
     ts_col = next((c for c in ("timestamp", "ts", "time") if c in frame.columns), None)
     for col in (user_col, item_col):
         empty = frame[col].isna() | (frame[col].astype(str).str.strip() == "")
         if empty.any():
-            n = int(np.flatnonzero(empty.to_numpy())[0]) + 1 + line_offset
+            first = int(np.flatnonzero(empty.to_numpy())[0])
+            n = int(rows[first])
             raise DataError(f"{interactions_path.name} {where} {n}: empty {col}; every interaction needs a user "
                             "and an item")
     interactions = pd.DataFrame({"user_id": frame[user_col].astype(str).str.strip(),
@@ -179,13 +187,14 @@ def read_generic(interactions_path: str | Path, items_path: str | Path, media_di
     if ts_col is not None:
         ts = pd.to_numeric(frame[ts_col], errors="coerce")
         if ts.isna().any():
-            n = int(np.flatnonzero(ts.isna().to_numpy())[0]) + 1 + line_offset
-            raise DataError(f"{interactions_path.name} {where} {n}: {ts_col} {frame[ts_col].iloc[n - 1 - line_offset]!r} "
+            first = int(np.flatnonzero(ts.isna().to_numpy())[0])
+            n = int(rows[first])
+            raise DataError(f"{interactions_path.name} {where} {n}: {ts_col} {frame[ts_col].iloc[first]!r} "
                             "is not a number; use integer or float timestamps (e.g. Unix seconds)")
         interactions["ts"] = ts.round().astype("Int64")
     else:
         interactions["ts"] = pd.array([pd.NA] * len(interactions), dtype="Int64")
-    interactions["_line"] = np.arange(len(interactions)) + 1 + line_offset
+    interactions["_line"] = rows
     interactions["order"] = interactions.groupby("user_id", sort=False).cumcount()
 
     items = _read_csv(items_path)
@@ -193,18 +202,24 @@ def read_generic(interactions_path: str | Path, items_path: str | Path, media_di
     title_col = _pick_column(items, ["title"], items_path)
     table = pd.DataFrame({"item_id": items[id_col].astype(str).str.strip(),
                           "title": items[title_col].fillna("").astype(str)})
-    table["_line"] = np.arange(len(table)) + 2
+    table["_line"] = _file_lines(items_path, len(table))
     _check_duplicate_ids(table, items_path)
+    title_warnings = _cap_titles(table, items_path)
     for col in ("video_path", "cover_path"):
         table[col] = items[col].where(items[col].notna(), None) if col in items.columns else None
     extra = [c for c in items.columns if c not in {id_col, title_col, "video_path", "cover_path"}]
     items = _numeric_columns(items, extra)
     table["meta"] = [{k: (None if pd.isna(v) else v) for k, v in rec.items()}
                      for rec in items[extra].to_dict("records")] if extra else [{} for _ in range(len(table))]
-    raw = RawDataset(items=table, interactions=interactions, root=root.resolve(), source=source)
+    raw = RawDataset(items=table, interactions=interactions, root=root.resolve(), source=source,
+                     warnings=title_warnings)
     _check_unknown_items(raw, interactions_path, where=where)
+    _check_confined(raw, items_path)
     raw.warnings.extend(_check_media(raw))
     return raw
+
+
+MAX_TITLE_CHARS = 2000  # longer titles are cut (with a warning): a pasted 10 MB "title" is not a title
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -212,11 +227,89 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True,
                            encoding="utf-8-sig")
     except pd.errors.ParserError as exc:
-        raise DataError(f"{path.name}: malformed CSV — {exc}; fix that line (quote fields that contain commas)") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path.name}: the file is empty") from exc
+        line, what = _locate_csv_problem(path)
+        where = f" line {line}" if line else ""
+        raise DataError(f"{path.name}{where}: malformed CSV — {what or str(exc).strip()}; fix that line (quote "
+                        "fields that contain commas)") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path.name}: the file is empty") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path.name}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+        data = path.read_bytes()
+        start = exc.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data[:start].count(b"\n") + 1
+        column = start - data.rfind(b"\n", 0, start)
+        raise DataError(f"{path.name} line {line}: not UTF-8 text (byte {column} of the line); save the file as "
+                        "UTF-8") from None
+
+
+def _csv_records(path: Path):
+    """(first file line, fields) of every non-empty CSV record, as pandas reads them (blank lines skipped,
+    quoted fields may span lines)."""
+    import csv
+
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, strict=True)
+        last = 0
+        for fields in reader:
+            start, last = last + 1, reader.line_num
+            if fields and any(f.strip() for f in fields):
+                yield start, fields
+
+
+def _file_lines(path: Path, n_rows: int) -> np.ndarray:
+    """The file line on which each of the first ``n_rows`` data rows starts (the header is line 1 or later)."""
+    import csv
+
+    try:
+        starts = [start for start, _ in _csv_records(path)][1:]  # without the header
+    except (csv.Error, UnicodeDecodeError, OSError):
+        starts = []
+    if len(starts) == n_rows:
+        return np.asarray(starts, dtype=np.int64)
+    return np.arange(n_rows, dtype=np.int64) + 2  # a file csv reads differently from pandas: best guess
+
+
+def _locate_csv_problem(path: Path) -> tuple[int | None, str | None]:
+    """The file line where the first bad record starts: more fields than the header, or an unclosed quote."""
+    import csv
+
+    header, end = None, 0
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, strict=True)
+            for fields in reader:
+                start, end = end + 1, reader.line_num
+                if not fields or not any(f.strip() for f in fields):
+                    continue
+                if header is None:
+                    header = len(fields)
+                elif len(fields) > header:
+                    return start, f"expected {header} fields, found {len(fields)}"
+    except csv.Error as exc:
+        return _next_record_line(path, end), f"unreadable record ({exc})"
+    except UnicodeDecodeError:
+        pass
+    return None, None
+
+
+def _next_record_line(path: Path, after: int) -> int:
+    """The line a quoted field that never closes starts on: the first non-blank line after ``after``."""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if line_no > after and line.strip():
+                return line_no
+    return after + 1
+
+
+def _cap_titles(table: pd.DataFrame, path: Path) -> list[str]:
+    """Cut titles longer than ``MAX_TITLE_CHARS``; one warning says how many and where the first one is."""
+    long = table["title"].str.len() > MAX_TITLE_CHARS
+    if not long.any():
+        return []
+    first = table.loc[long].iloc[0]
+    table.loc[long, "title"] = table.loc[long, "title"].str.slice(0, MAX_TITLE_CHARS)
+    return [f"{int(long.sum())} title(s) longer than {MAX_TITLE_CHARS:,} characters were cut to {MAX_TITLE_CHARS:,} "
+            f"(first: item {first['item_id']} on {path.name} line {first['_line']})"]
 
 
 def _numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -258,6 +351,23 @@ def _check_unknown_items(raw: RawDataset, path: Path, where: str = "line") -> No
                         "unknown items — add them to the items file or remove those interactions")
 
 
+def _check_confined(raw: RawDataset, path: Path) -> None:
+    """Refuse any media path that resolves outside the media folder (absolute, '..', or a symlink out)."""
+    from dff_core.data.media import MediaEscape, confine
+
+    for col in ("video_path", "cover_path"):
+        if col not in raw.items or raw.items[col].isna().all():
+            continue
+        for value, line in zip(raw.items[col], raw.items["_line"]):
+            if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip():
+                continue
+            try:
+                confine(raw.root, str(value))
+            except MediaEscape as exc:
+                raise DataError(f"{path.name} line {line}: {col} refused — {exc}; media must lie inside the media "
+                                "folder (--media)") from None
+
+
 def _check_media(raw: RawDataset) -> list[str]:
     warnings = []
     for col, label in (("video_path", "video"), ("cover_path", "cover")):
@@ -268,9 +378,8 @@ def _check_media(raw: RawDataset) -> list[str]:
             if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip():
                 values.append(None)
                 continue
-            path = Path(str(value))
-            full = path if path.is_absolute() else raw.root / path
-            if full.exists():
+            full = raw.root / Path(str(value))  # confined already (_check_confined)
+            if full.is_file():
                 values.append(str(value))
             else:
                 missing += 1

@@ -36,6 +36,46 @@ def import_generic(db: Database, name: str, interactions: str | Path, items: str
     return _store(db, name, read_generic(interactions, items, media, source=source), pre)
 
 
+def upload_folder(db: Database, name: str) -> Path:
+    """``uploads/<slug>-<hash>/`` under the database folder: the slug keeps it readable, the hash of the exact
+    name keeps it unique (``a b`` and ``a_b`` differ) and no name (``..``, ``/x``) leaves ``uploads/``."""
+    import hashlib
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:40] or "dataset"
+    return db.path.parent / "uploads" / f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
+def import_uploads(db: Database, name: str, interactions: tuple[str, bytes], items: tuple[str, bytes],
+                   media: str | Path | None = None, pre: Preprocessing | None = None) -> DatasetRecord:
+    """Import uploaded ``(file name, bytes)`` files: the name is validated and checked free *before* anything
+    is written, and a failed import removes what it wrote, so a refused upload never touches another
+    dataset's files."""
+    _check_name(name)
+    try:
+        get_dataset(db, name)
+    except NotFound:
+        pass
+    else:
+        raise ValueError(f"a dataset named {name!r} already exists; choose another name or delete it first")
+    folder = upload_folder(db, name)
+    shutil.rmtree(folder, ignore_errors=True)  # left by a deleted dataset of the same name: no one refers to it
+    folder.mkdir(parents=True)
+    try:
+        paths = []
+        for role, (filename, data) in (("interactions", interactions), ("items", items)):
+            suffix = Path(filename).suffix.lower()
+            if suffix not in (".csv", ".parquet", ".pq"):
+                raise ValueError(f"{filename}: upload a .csv (or .parquet for interactions) file")
+            path = folder / f"{role}{suffix}"   # fixed names: an uploaded file name never becomes a path
+            path.write_bytes(data)
+            paths.append(path)
+        return import_generic(db, name, paths[0], paths[1], media, pre)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def ensure_demo(db: Database, progress: Callable[[str, int, int], None] | None = None,
                 rebuild: bool = False) -> DatasetRecord:
     """Build the seeded demo clips next to the database (once) and import them as dataset ``demo``."""

@@ -21,6 +21,21 @@ def placeholder(size: int = 96) -> np.ndarray:
     return tile
 
 
+def cover_problem(path: str) -> str | None:
+    """None when the file at ``path`` decodes as an image; otherwise why not, in a few words (a corrupt or
+    truncated JPEG, a text file named .jpg), so the page can show a placeholder and say so."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return "not an image file PIL can read (corrupt or wrong format)"
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated data, bad headers
+        return f"the image cannot be decoded ({exc})"
+    return None
+
+
 @dataclass
 class Catalog:
     """Items of one dataset (row = item index) with absolute media paths and interaction counts, and
@@ -95,17 +110,15 @@ class Catalog:
 
 
 def load_catalog(db: Database, dataset: str | int) -> Catalog:
+    from dff_core.data.media import resolve_media
+
     ds = get_dataset(db, dataset)
     items = load_items(db, ds.id)
     split = load_split(db, ds.id)
     root = Path(ds.root) if ds.root else None
 
     def media(value) -> str | None:
-        if value is None or (isinstance(value, float) and np.isnan(value)) or not str(value):
-            return None
-        p = Path(str(value))
-        p = p if p.is_absolute() or root is None else root / p
-        return str(p) if p.exists() else None
+        return resolve_media(root, value)  # None outside the dataset's media folder: never served
 
     pop = np.bincount(np.concatenate([*split.train, split.val_target, split.test_target]).astype(np.int64),
                       minlength=split.num_items) if split.train else np.zeros(len(items), dtype=np.int64)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from storage import Database
 from storage.runs import checkpoint_dir, get_run
@@ -45,16 +44,18 @@ class Recommendation:
 class RunModel:
     run_id: int
     strategy: str
-    model: torch.nn.Module = field(repr=False)
+    model: "torch.nn.Module" = field(repr=False)  # torch is imported when a run is loaded, not with the page
     split: SplitData = field(repr=False)
     _vectors: np.ndarray | None = field(default=None, repr=False)
     _users: dict | None = field(default=None, repr=False)
 
-    @torch.no_grad()
     def item_vectors(self) -> np.ndarray:
         """``[num_items, hidden]``: the item encoder's output (what SASRec embeds and scores against)."""
+        import torch
+
         if self._vectors is None:
-            self._vectors = self.model.item_encoder().detach().float().cpu().numpy()
+            with torch.no_grad():
+                self._vectors = self.model.item_encoder().detach().float().cpu().numpy()
         return self._vectors
 
     def user_index(self, user: str | int) -> int:
@@ -66,13 +67,18 @@ class RunModel:
             raise ValueError(f"no user {user!r} in this dataset's split (e.g. "
                              f"{', '.join(map(str, self.split.user_ids[:3]))})") from None
 
-    @torch.no_grad()
     def recommend(self, user: str | int, k: int = 10) -> Recommendation:
         """Top-``k`` next items for the user's test input; items of that input are excluded except the
         test item itself, ties counted against it -- the protocol of ``dff_core.eval``."""
+        import torch
+
         from dff_core.eval.evaluate import pad_left
         from dff_core.eval.metrics import rank_of_targets
 
+        with torch.no_grad():
+            return self._recommend(torch, pad_left, rank_of_targets, user, k)
+
+    def _recommend(self, torch, pad_left, rank_of_targets, user: str | int, k: int) -> Recommendation:
         u = self.user_index(user)
         seq = self.split.test_input(u).astype(np.int64)
         target = int(self.split.test_target[u])
@@ -91,6 +97,8 @@ class RunModel:
 def load_run_model(db: Database, run_id: int) -> RunModel:
     """Rebuild the run's SASRec with its best weights, on CPU, in eval mode."""
     from dff_core.models.item_encoders import FEATURE_STRATEGIES
+    import torch
+
     from dff_core.train.trainer import TrainConfig, build_model
     from dff_core.workflows import load_training_features
     from storage.datasets import load_split

@@ -61,7 +61,7 @@ def test_explore_video_and_user(app_server, app_db, page, artifacts):
     shown = main.locator("code").filter(has_text=re.compile(rf"^{re.escape(first_neighbour)}$")).first
     picked = _choose(page, "Video", target["item_id"], re.compile(rf"· {re.escape(target['item_id'])}$"), shown)
     print(f"pick a video -> neighbours shown: {picked:.2f} s")
-    expect(main.get_by_role("heading", name=target["title"])).to_have_count(1)
+    expect(main.get_by_text(target["title"], exact=True).first).to_be_visible()   # plain text, not Markdown
     expect(main.locator('[data-testid="stVideo"], video')).not_to_have_count(0)
     neighbour_lines = main.get_by_text(re.compile(r"· cos -?\d\.\d{3}"))
     expect(neighbour_lines).to_have_count(30)                        # 3 representations x 10
