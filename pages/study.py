@@ -7,6 +7,7 @@ import streamlit as st
 from dff_core.study import plan as study_plan
 from dff_core.study import report, verdicts
 from pages.common import PLOT_CONFIG, database, empty_state, reported
+from pages.train_options import fast_path_settings
 from storage import views
 
 db = database()
@@ -42,6 +43,7 @@ with st.expander("New study", expanded=not study_plan.list_studies(db)):
         layers_text = c[2].text_input("Layers", "auto", key="st_layers", help="auto, A-B or i,j,k")
         range_text = c[3].text_input("DFF range", "auto", key="st_range", help="auto = the middle half, or A-B")
         epochs = c[4].number_input("Epochs", 1, 500, 20, key="st_epochs")
+        fast = fast_path_settings("st")
         name = st.text_input("Study name", f"study-{dataset}-{fs_name}", key=f"st_name_{dataset}_{fs_name}")
         request, runs = None, []
         with reported("cannot plan this study"):
@@ -49,7 +51,7 @@ with st.expander("New study", expanded=not study_plan.list_studies(db)):
                 dataset=dataset, features=fs_name, captions=None if captions == "(none)" else captions,
                 seeds=study_plan.parse_seeds(seeds_text), layers=study_plan.parse_layer_list(layers_text),
                 layer_points=int(points), intermediate=study_plan.parse_range(range_text), epochs=int(epochs),
-                name=name)
+                name=name, extra_settings=fast)
             runs = study_plan.plan_runs(request, next(fs for fs in hidden if fs.name == fs_name).num_layers)
         if request and runs:
             st.caption(f"**{len(runs) * len(request.seeds)} training runs**: "

@@ -5,9 +5,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dff_core.models.item_encoders import STRATEGIES
+from dff_core.train.defaults import TRAIN_DEFAULTS
 from dff_core.workflows import parse_layers
 from jobs import submit
 from pages.common import PLOT_CONFIG, database, empty_state, show_error, user_errors
+from pages.train_options import fast_path_settings
 from storage import views
 
 STRATEGY_HELP = {
@@ -101,8 +103,10 @@ with st.expander("Hyper-parameters", expanded=False):
     h = st.columns(4)
     settings = {
         "epochs": int(h[0].number_input("Epochs", 1, 500, 30, key="tr_epochs")),
-        "batch_size": int(h[1].number_input("Batch size", 8, 4096, 256, step=32, key="tr_batch")),
-        "lr": float(h[2].number_input("Learning rate", 1e-5, 1.0, 1e-3, format="%.4f", key="tr_lr")),
+        "batch_size": int(h[1].number_input("Batch size", 8, 4096, int(TRAIN_DEFAULTS["batch_size"]), step=32,
+                                            key="tr_batch")),
+        "lr": float(h[2].number_input("Learning rate", 1e-5, 1.0, float(TRAIN_DEFAULTS["lr"]), format="%.4f",
+                                      key="tr_lr")),
         "patience": int(h[3].number_input("Early-stopping patience", 0, 100, 5, key="tr_patience",
                                           help="evaluations without improvement; 0 = never stop early")),
     }
@@ -110,8 +114,11 @@ with st.expander("Hyper-parameters", expanded=False):
     settings["hidden"] = int(h[0].number_input("Hidden size", 8, 1024, 64, step=8, key="tr_hidden"))
     settings["max_len"] = int(h[1].number_input("Max sequence length", 5, 500, 50, key="tr_maxlen"))
     settings["dropout"] = float(h[2].number_input("Dropout", 0.0, 0.9, 0.2, step=0.05, key="tr_dropout"))
+    settings.update(fast_path_settings("tr"))
 st.caption(f"{settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['lr']:g}, hidden "
-           f"{settings['hidden']}, patience {settings['patience']}.")
+           f"{settings['hidden']}, patience {settings['patience']}; "
+           + (f"sampled softmax, {settings['negatives']} {settings['negative_sampler']} negatives"
+              if settings["loss"] == "sampled" else "full softmax") + f"; device {settings['device']}.")
 
 # ------------------------------------------------------------------------------------------ launch
 if mode == "One run":

@@ -16,7 +16,7 @@ from storage.runs import RunRecord, list_runs, run_metrics
 METRICS = ("NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR")
 USABLE_FEATURE_STATUS = ("complete", "partial")
 RUN_COLUMNS = (["run_id", "dataset", "study", "backbone", "features", "strategy", "layers", "n_layers", "layer",
-                "seed", "status", "epochs", "best_epoch", "s_per_epoch", "seconds", "job_id"]
+                "seed", "status", "epochs", "best_epoch", "s_per_epoch", "seconds", "job_id", "device", "loss"]
                + [f"{split} {m}" for split in ("test", "val") for m in METRICS]
                + [f"{b} {m}" for b in ("cold", "warm") for m in METRICS]
                + ["cold users", "warm users", "popularity test NDCG@10", "finished"])
@@ -153,7 +153,7 @@ def _run_row(r: RunRecord, datasets: dict, fsets: dict) -> dict:
            "layer": int(layers[0]) if layers and len(layers) == 1 else None,
            "seed": r.seed, "status": r.status, "epochs": r.epochs_run, "best_epoch": r.best_epoch,
            "s_per_epoch": r.seconds_per_epoch, "seconds": r.seconds, "job_id": r.job_id,
-           "finished": r.finished_at}
+           "finished": r.finished_at, "device": r.config.get("device") or "cpu", "loss": loss_text(r.config)}
     for split in ("test", "val"):
         for m in METRICS:
             row[f"{split} {m}"] = (res.get(split) or {}).get(m)
@@ -165,6 +165,13 @@ def _run_row(r: RunRecord, datasets: dict, fsets: dict) -> dict:
             row[f"{b} {m}"] = (bucket.get("metrics") or {}).get(m)
     row["popularity test NDCG@10"] = (res.get("popularity_test") or {}).get("NDCG@10")
     return row
+
+
+def loss_text(config: dict) -> str:
+    """``full`` or ``sampled 256 uniform``; a config from before the loss option was full softmax."""
+    if config.get("loss", "full") == "full":
+        return "full"
+    return f"sampled {config.get('negatives')} {config.get('negative_sampler', 'uniform')}"
 
 
 def run_label(row) -> str:
