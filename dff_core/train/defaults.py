@@ -6,8 +6,9 @@ softmax, batch 256, lr 1e-3, CPU) for library use and older checkpoints.
 Why these values: ``bench/bench_time_to_quality.py`` (README, "Fast path: training"). On the full MicroLens-50k
 (19,220 items) sampled softmax with 256 uniform negatives costs less than half the time per epoch of full softmax
 and is ahead of it at equal epochs; on a 3,000-item catalogue the two take about the same time and full softmax
-ends 3-4 % higher on test NDCG@10 (``--loss full`` there). Batch 256 / lr 1e-3 stay: batch 1024 / lr 3e-3 was
-no faster on the 3,000-item set and would give a small dataset (the demo's 2,000 users) two updates per epoch.
+ends 3-4 % higher on test NDCG@10 (``--loss full`` there). Batch 256 / lr 1e-3 stay for now: batch 1024 /
+lr 3e-3 helped full softmax a lot on the 3,000-item set, but it was not measured on the full dataset with full
+softmax and would give a small dataset (the demo's 2,000 users) two updates per epoch.
 Changing the loss changes results: runs made before the sampled loss became the default used full softmax (their
 stored config says so; a config without ``loss`` is full softmax).
 """
