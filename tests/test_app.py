@@ -263,7 +263,7 @@ def test_compare_page_leaderboard_and_plots(filled, monkeypatch):
     id_row = board[board["strategy"] == "id"].iloc[0]
     values = [r.result["test"]["NDCG@10"] for r in runs[:2]]
     assert id_row["seeds"] == 2
-    assert (id_row["loss"], id_row["device"]) == ("full", "cpu")  # runs stored before the options: full, cpu
+    assert (id_row["loss"], id_row["device"]) == ("sampled 256 uniform", "cpu")  # the defaults, resolved on CPU
     assert id_row["NDCG@10 (mean ± std)"] == f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
     assert len(at.get("download_button")) == 2
     assert len(at.get("plotly_chart")) >= 3  # strategies, cold/warm, DFF weights
