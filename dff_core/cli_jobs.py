@@ -30,6 +30,8 @@ def _register(sub) -> None:
     s.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epoch cap; runs end by early stopping")
     s.add_argument("--patience", type=int, default=DEFAULT_PATIENCE)
     s.add_argument("--threads", type=int, default=None, help="torch threads per training run (default: torch's)")
+    from dff_core.cli_train import add_fast_options
+    add_fast_options(s)
     add_engine_options(s)
     e = kinds.add_parser("extract", help="feature extraction")
     from dff_core.cli_extract import add_extract_options
@@ -84,11 +86,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     db = _db(args)
     if args.kind == "train":
         from dff_core.cli_train import train_settings
+        from jobs.submit import check_train_settings
         params = {"dataset": args.dataset, "strategy": args.strategy, "features": args.features,
                   "layers": args.layers, "seed": args.seed, "settings": train_settings(args), "study": args.study}
+        check_train_settings(params["settings"])
         _check_train_params(db, params)
         job_id = enqueue(db, "train", params, group=args.study)
     elif args.kind == "sweep":
+        from dff_core.cli_train import fast_settings
         from dff_core.models.item_encoders import STRATEGIES
         strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
         bad = [s for s in strategies if s not in STRATEGIES]
@@ -100,10 +105,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise UsageError(f"--seeds must be a comma list of integers, not {args.seeds!r}") from None
         params = {"dataset": args.dataset, "features": args.features, "strategies": strategies,
                   "layers": [l.strip() for l in args.layers.split(";") if l.strip()], "seeds": seeds,
-                  "study": args.study, "settings": {"epochs": args.epochs, "patience": args.patience},
+                  "study": args.study, "settings": {"epochs": args.epochs, "patience": args.patience,
+                                                    **fast_settings(args)},
                   **engine_params(args)}
         if args.threads:
             params["settings"]["num_threads"] = args.threads
+        from jobs.submit import check_train_settings
+        check_train_settings(params["settings"])
         for layers in params["layers"]:
             _check_train_params(db, {"dataset": args.dataset, "features": args.features,
                                      "strategy": next((s for s in strategies if s != "id"), "id"), "layers": layers})

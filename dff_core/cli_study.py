@@ -36,6 +36,13 @@ def _register(sub) -> None:
     p.add_argument("--max-len", type=int, default=None)
     p.add_argument("--hidden", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads per training run (default: torch's)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--amp", default=None, choices=["none", "bf16"], help="bf16 autocast, CUDA only")
+    p.add_argument("--loss", default=None, choices=["full", "sampled"],
+                   help="training objective (default: dff_core.train.defaults)")
+    p.add_argument("--negatives", type=int, default=None)
+    p.add_argument("--negative-sampler", default=None, choices=["uniform", "in-batch"])
     p.add_argument("--name", default=None, help="study name (default study-<dataset>-<features>)")
     p.add_argument("--dry-run", action="store_true", help="print the runs it would queue and stop")
     p.add_argument("--wait", action="store_true",
@@ -92,7 +99,11 @@ def cmd_study(args: argparse.Namespace) -> int:
                        epochs=args.epochs, patience=args.patience, name=args.name,
                        extra_settings={k: v for k, v in (("batch_size", args.batch_size), ("max_len", args.max_len),
                                                          ("hidden", args.hidden),
-                                                         ("num_threads", args.threads)) if v is not None})
+                                                         ("num_threads", args.threads), ("lr", args.lr),
+                                                         ("device", args.device), ("amp", args.amp),
+                                                         ("loss", args.loss), ("negatives", args.negatives),
+                                                         ("negative_sampler", args.negative_sampler))
+                                       if v is not None})
     if args.dry_run:
         from storage.features import get_feature_set
         runs = plan_runs(req, get_feature_set(db, req.features, dataset=req.dataset).num_layers)

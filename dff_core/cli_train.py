@@ -20,8 +20,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                    help=f"epoch cap (default {DEFAULT_EPOCHS}); runs end by early stopping (--patience)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
+    add_fast_options(p)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
@@ -35,9 +34,31 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study", default=None, help="group runs under a study name")
 
 
+def add_fast_options(p: argparse.ArgumentParser) -> None:
+    """Device, objective, batch size and learning rate (defaults: ``dff_core.train.defaults``)."""
+    from dff_core.train.defaults import TRAIN_DEFAULTS as D
+    from dff_core.train.negatives import SAMPLERS
+    from dff_core.train.trainer import AMP_CHOICES, LOSSES
+
+    p.add_argument("--device", default=D["device"], help="auto | cpu | cuda | cuda:N (auto: CUDA when available)")
+    p.add_argument("--amp", default=D["amp"], choices=AMP_CHOICES, help="bf16 autocast (CUDA only; refused on CPU)")
+    p.add_argument("--loss", default=D["loss"], choices=LOSSES,
+                   help="full softmax over all items, or sampled softmax over the target + --negatives items")
+    p.add_argument("--negatives", type=int, default=D["negatives"], help="negatives per user and step (sampled)")
+    p.add_argument("--negative-sampler", default=D["negative_sampler"], choices=SAMPLERS,
+                   help="uniform over the catalogue, or the batch's targets; the user's history is never a negative")
+    p.add_argument("--batch-size", type=int, default=D["batch_size"])
+    p.add_argument("--lr", type=float, default=D["lr"])
+
+
+def fast_settings(args: argparse.Namespace) -> dict:
+    return {"device": args.device, "amp": args.amp, "loss": args.loss, "negatives": args.negatives,
+            "negative_sampler": args.negative_sampler, "batch_size": args.batch_size, "lr": args.lr}
+
+
 def train_settings(args: argparse.Namespace) -> dict:
-    out = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
-           "max_len": args.max_len, "patience": args.patience, "dropout": args.dropout}
+    out = {"epochs": args.epochs, "hidden": args.hidden, "max_len": args.max_len, "patience": args.patience,
+           "dropout": args.dropout, **fast_settings(args)}
     if getattr(args, "layer_lr_mult", None) is not None:  # unset: the TrainConfig default is stored with the run
         out["layer_lr_mult"] = args.layer_lr_mult
     if getattr(args, "layer_init", None) is not None:
@@ -65,6 +86,12 @@ def _register(sub) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from dff_core.workflows import run_training
+    from jobs.submit import check_train_params
+
+    db = _db(args)
+    # the same validator as submit / the Train page: a bad device or loss setting stops here, exit 2
+    check_train_params(db, {"dataset": args.dataset, "strategy": args.strategy, "features": args.features,
+                            "layers": args.layers, "settings": train_settings(args)})
 
     def progress(frac: float, step: str) -> None:
         if not args.json:
@@ -73,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(("\n" if not args.json else "") + line, file=sys.stderr)
 
-    run = run_training(_db(args), args.dataset, args.strategy, features=args.features, layers=args.layers,
+    run = run_training(db, args.dataset, args.strategy, features=args.features, layers=args.layers,
                        settings=train_settings(args), seed=args.seed, study=args.study, progress=progress, log=log)
     res = run.result or {}
     out = {"run_id": run.id, "strategy": run.strategy, "layers": run.layers, "epochs": run.epochs_run,

@@ -47,13 +47,17 @@ def leaderboard(runs: pd.DataFrame, metric: str = "NDCG@10", split: str = "test"
 
     ``std`` is the sample standard deviation (0 for a single seed)."""
     col = f"{split} {metric}"
-    cols = GROUP + ["seeds", "mean", "std", f"{metric} (mean ± std)", "training", "capped", "runs"]
+    cols = GROUP + ["seeds", "mean", "std", f"{metric} (mean ± std)", "training", "capped", "loss", "device", "runs"]
     done = runs.dropna(subset=[col]) if len(runs) else runs
     if done.empty:
         return pd.DataFrame(columns=cols)
     done = done.assign(_capped=is_capped(done).astype(int))
+    for c, fill in (("loss", "full"), ("device", "cpu")):  # run tables from before these columns
+        done[c] = done[c].fillna(fill) if c in done.columns else fill
     g = done.groupby(GROUP, dropna=False, sort=False)
+    joined = lambda s: ", ".join(dict.fromkeys(str(v) for v in s))  # noqa: E731  (distinct values, in order)
     out = g.agg(seeds=("run_id", "size"), mean=(col, "mean"), std=(col, "std"), capped=("_capped", "sum"),
+                loss=("loss", joined), device=("device", joined),
                 runs=("run_id", lambda s: ", ".join(str(int(v)) for v in s))).reset_index()
     out["std"] = out["std"].fillna(0.0)
     out["capped"] = out["capped"].astype(int)

@@ -89,7 +89,11 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     elif features is not None:
         fs = get_feature_set(db, features, dataset=ds.id if not str(features).isdigit() else None)
     layer_ids = parse_layers(layers, fs.num_layers) if fs is not None else None
-    cfg = TrainConfig(strategy=strategy, layers=None, seed=seed, **(settings or {}))
+    from dff_core.train.defaults import with_defaults
+    from dff_core.train.device import resolve_device
+
+    cfg = TrainConfig(strategy=strategy, layers=None, seed=seed, **with_defaults(settings))
+    cfg.device = resolve_device(cfg.device)  # stored resolved: the run's config says where it trained
     feats, missing = None, 0
     if fs is not None and strategy in FEATURE_STRATEGIES:
         feats, layer_ids, missing = load_training_features(db, ds.id, fs, layer_ids)

@@ -27,10 +27,28 @@ DEMO_SEEDS = [1, 2]
 
 # ------------------------------------------------------------------------------------------ training
 
+def check_train_settings(settings: dict | None) -> dict:
+    """The settings a run would train with (request over ``dff_core.train.defaults``), checked: loss, negatives,
+    sampler, batch size, ... (``TrainConfig.validate``) and the device, resolved here (``cuda`` on a machine
+    without CUDA is refused). ``amp bf16`` is refused on CPU rather than silently ignored."""
+    from dff_core.train.defaults import with_defaults
+    from dff_core.train.device import resolve_device
+    from dff_core.train.trainer import TrainConfig
+
+    full = with_defaults(settings)
+    TrainConfig.from_dict(full).validate()
+    device = resolve_device(full["device"])
+    if full.get("amp") == "bf16" and not device.startswith("cuda"):
+        raise ValueError(f"amp bf16 needs a CUDA device, and this run would train on {device}; "
+                         "use --amp none (or --device cuda on a GPU machine)")
+    return full
+
+
 def check_train_params(db: Database, params: dict) -> None:
     from dff_core.models.item_encoders import FEATURE_STRATEGIES, STRATEGIES
     from dff_core.workflows import parse_layers
 
+    check_train_settings(params.get("settings"))
     if params["strategy"] not in STRATEGIES:
         raise ValueError(f"unknown strategy {params['strategy']!r}; choose from {', '.join(STRATEGIES)}")
     ds = get_dataset(db, params["dataset"])
@@ -95,6 +113,7 @@ def enqueue_sweep(db: Database, dataset: str, features: str | None, strategies: 
     if not strategies:
         raise ValueError("pick at least one strategy")
     feature_strats = [s for s in strategies if s != "id"]
+    check_train_settings(settings)
     for layers in layer_choices:
         check_train_params(db, {"dataset": dataset, "features": features if feature_strats else None,
                                 "strategy": feature_strats[0] if feature_strats else "id", "layers": layers})

@@ -45,6 +45,7 @@ def run_worker(db: Database, concurrency: int = 1, once: bool = False, idle_exit
     last_stale_check = time.monotonic()
     idle_since = time.monotonic()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see dff_core/__main__.py: spinning threads on shared CPUs
     while True:
         for job_id, proc in list(children.items()):
             if proc.poll() is not None:

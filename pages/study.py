@@ -8,6 +8,7 @@ from dff_core.study import plan as study_plan
 from dff_core.study import report, verdicts
 from pages.common import PLOT_CONFIG, database, empty_state, plain, reported
 from dff_core.endings import cap_warning
+from pages.train_options import fast_path_settings
 from storage import views
 
 db = database()
@@ -48,6 +49,7 @@ with st.expander("New study", expanded=not study_plan.list_studies(db)):
         cap_note = cap_warning(int(epochs), study_plan.DEFAULT_SETTINGS["patience"], views.epochs_needed(db, dataset))
         if cap_note:
             st.warning(cap_note, icon=":material/hourglass_bottom:")
+        fast = fast_path_settings("st")
         name = st.text_input("Study name", f"study-{dataset}-{fs_name}", key=f"st_name_{dataset}_{fs_name}")
         request, runs = None, []
         with reported("cannot plan this study"):
@@ -55,7 +57,7 @@ with st.expander("New study", expanded=not study_plan.list_studies(db)):
                 dataset=dataset, features=fs_name, captions=None if captions == "(none)" else captions,
                 seeds=study_plan.parse_seeds(seeds_text), layers=study_plan.parse_layer_list(layers_text),
                 layer_points=int(points), intermediate=study_plan.parse_range(range_text), epochs=int(epochs),
-                name=name)
+                name=name, extra_settings=fast)
             runs = study_plan.plan_runs(request, next(fs for fs in hidden if fs.name == fs_name).num_layers)
         if request and runs:
             st.caption(f"**{len(runs) * len(request.seeds)} training runs**: "

@@ -6,9 +6,11 @@ import streamlit as st
 
 from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE, cap_warning
 from dff_core.models.item_encoders import STRATEGIES
+from dff_core.train.defaults import TRAIN_DEFAULTS
 from dff_core.workflows import parse_layers
 from jobs import submit
 from pages.common import PLOT_CONFIG, database, empty_state, plain, show_error, user_errors
+from pages.train_options import fast_path_settings
 from storage import views
 
 STRATEGY_HELP = {
@@ -103,8 +105,9 @@ with st.expander("Hyper-parameters", expanded=False):
     settings = {
         "epochs": int(h[0].number_input("Epochs", 1, 1000, DEFAULT_EPOCHS, key="tr_epochs",
                                         help="the cap: runs end by early stopping (patience)")),
-        "batch_size": int(h[1].number_input("Batch size", 8, 4096, 256, step=32, key="tr_batch")),
-        "lr": float(h[2].number_input("Learning rate", 1e-5, 1.0, 1e-3, format="%.4f", key="tr_lr")),
+        "batch_size": int(h[1].number_input("Batch size", 8, 4096, int(TRAIN_DEFAULTS["batch_size"]), step=32,
+                                            key="tr_batch")),
+        "lr": float(h[2].number_input("Learning rate", 1e-5, 1.0, float(TRAIN_DEFAULTS["lr"]), format="%.4f", key="tr_lr")),
         "patience": int(h[3].number_input("Early-stopping patience", 0, 100, DEFAULT_PATIENCE, key="tr_patience",
                                           help="evaluations without improvement; 0 = never stop early")),
     }
@@ -120,8 +123,11 @@ with st.expander("Hyper-parameters", expanded=False):
     settings["layer_init"] = st.columns(4)[0].selectbox(
         "DFF layer start", list(LAYER_INITS), key="tr_layer_init",
         help="dff only: uniform weights, or start from the layers' usefulness scores shown above")
+    settings.update(fast_path_settings("tr"))
 st.caption(f"{settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['lr']:g}, hidden "
-           f"{settings['hidden']}, patience {settings['patience']}.")
+           f"{settings['hidden']}, patience {settings['patience']}; "
+           + (f"sampled softmax, {settings['negatives']} {settings['negative_sampler']} negatives"
+              if settings["loss"] == "sampled" else "full softmax") + f"; device {settings['device']}.")
 cap_note = cap_warning(settings["epochs"], settings["patience"], views.epochs_needed(db, dataset))
 if cap_note:
     st.warning(cap_note, icon=":material/hourglass_bottom:")

@@ -16,7 +16,7 @@ from storage.runs import RunRecord, list_runs, run_metrics
 METRICS = ("NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR")
 USABLE_FEATURE_STATUS = ("complete", "partial")
 RUN_COLUMNS = (["run_id", "dataset", "study", "backbone", "features", "strategy", "layers", "n_layers", "layer",
-                "seed", "status", "ending", "epochs", "best_epoch", "epoch_cap", "s_per_epoch", "seconds", "job_id"]
+                "seed", "status", "ending", "epochs", "best_epoch", "epoch_cap", "s_per_epoch", "seconds", "job_id", "device", "loss"]
                + [f"{split} {m}" for split in ("test", "val") for m in METRICS]
                + [f"{b} {m}" for b in ("cold", "warm") for m in METRICS]
                + ["cold users", "warm users", "popularity test NDCG@10", "finished"])
@@ -164,7 +164,7 @@ def _run_row(r: RunRecord, datasets: dict, fsets: dict) -> dict:
            "seed": r.seed, "status": r.status, "ending": r.ending or "", "epochs": r.epochs_run,
            "best_epoch": r.best_epoch, "epoch_cap": r.config.get("epochs"),
            "s_per_epoch": r.seconds_per_epoch, "seconds": r.seconds, "job_id": r.job_id,
-           "finished": r.finished_at}
+           "finished": r.finished_at, "device": r.config.get("device") or "cpu", "loss": loss_text(r.config)}
     for split in ("test", "val"):
         for m in METRICS:
             row[f"{split} {m}"] = (res.get(split) or {}).get(m)
@@ -212,6 +212,13 @@ def epochs_needed(db: Database, dataset: str | None = None) -> list[int]:
             return []
     return [int(r.epochs_run) for r in list_runs(db, dataset_id=ds_id)
             if r.status == "done" and r.ending == "early_stopped" and r.epochs_run]
+
+
+def loss_text(config: dict) -> str:
+    """``full`` or ``sampled 256 uniform``; a config from before the loss option was full softmax."""
+    if config.get("loss", "full") == "full":
+        return "full"
+    return f"sampled {config.get('negatives')} {config.get('negative_sampler', 'uniform')}"
 
 
 def run_label(row) -> str:

@@ -192,6 +192,9 @@ def test_train_page_layer_scores_and_launch(filled, monkeypatch):
     at.slider(key=fs_id.replace("tr_layer_mode_", "tr_span_")).set_value((1, 2)).run()
     at.number_input(key="tr_epochs").set_value(2).run()
     at.selectbox(key="tr_strategy_True").set_value("gate").run()
+    assert at.selectbox(key="tr_device").value == "auto"
+    at.selectbox(key="tr_loss").set_value("sampled").run()
+    at.number_input(key="tr_negatives").set_value(9).run()
     before = {j.id for j in list_jobs(db)}
     at.button(key="tr_launch").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -199,6 +202,7 @@ def test_train_page_layer_scores_and_launch(filled, monkeypatch):
     assert len(new) == 1
     p = new[0].params
     assert (p["strategy"], p["features"], p["layers"], p["settings"]["epochs"]) == ("gate", "feats", "1-2", 2)
+    assert (p["settings"]["loss"], p["settings"]["negatives"], p["settings"]["device"]) == ("sampled", 9, "auto")
     request_cancel(db, new[0].id)
     assert get_job(db, new[0].id).status == "cancelled"
 
@@ -260,6 +264,7 @@ def test_compare_page_leaderboard_and_plots(filled, monkeypatch):
     id_row = board[board["strategy"] == "id"].iloc[0]
     values = [r.result["test"]["NDCG@10"] for r in runs[:2]]
     assert id_row["seeds"] == 2
+    assert (id_row["loss"], id_row["device"]) == ("full", "cpu")  # the defaults, resolved on CPU
     assert id_row["NDCG@10 (mean ± std)"] == f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
     assert len(at.get("download_button")) == 2
     assert len(at.get("plotly_chart")) >= 3  # strategies, cold/warm, DFF weights

@@ -178,12 +178,13 @@ def sweep_params(request: StudyRequest, num_layers: int) -> dict:
 def queue_study(db, request: StudyRequest) -> int:
     """Check everything a worker would trip over, then queue the study's sweep; returns the job id."""
     from jobs.queue import ACTIVE, enqueue, list_jobs
-    from jobs.submit import check_train_params
+    from jobs.submit import check_train_params, check_train_settings
     from storage.datasets import get_dataset
     from storage.features import get_feature_set
     from storage.runs import list_runs
 
     ds = get_dataset(db, request.dataset)
+    check_train_settings(request.settings())
     fs = get_feature_set(db, request.features, dataset=ds.id)
     if fs.kind == "caption":
         raise ValueError(f"feature set {fs.name!r} is a caption embedding; give hidden states as --features and "

@@ -2,14 +2,17 @@
 
 Objective (SASRec's): for every training prefix ``s = train[u]`` the input is ``s[:-1]`` and the
 target ``s[1:]`` at every non-padded position (the last ``max_len`` positions), with softmax
-cross-entropy over ALL items; validation and test items are never trained on. AdamW. The item table
-is computed once per step. After every ``eval_every`` epochs the validation metric ``cfg.metric`` is
+cross-entropy over ALL items (``loss="full"``) or over the target and ``negatives`` sampled items
+(``loss="sampled"``: the positive is always logit 0; negatives are drawn per user, ``uniform`` or
+``in-batch``, never from the user's training sequence, see :mod:`dff_core.train.negatives`; no logQ
+correction); validation and test items are never trained on. Evaluation always ranks ALL items. AdamW.
+The item table is computed once per step. After every ``eval_every`` epochs the validation metric ``cfg.metric`` is
 computed (protocol: :mod:`dff_core.eval.metrics`); the best state is kept, training stops after
 ``patience`` evaluations without improvement, and the final validation and test metrics are computed
 with the best state.
 
-Reproducibility: the model is built after ``torch.manual_seed(seed)``; batches are shuffled with a
-dedicated generator; same seed -> identical results on CPU (on CUDA some kernels are not
+Reproducibility: the model is built after ``torch.manual_seed(seed)``; batches are shuffled and negatives
+drawn with dedicated CPU generators (both saved in checkpoints); same seed -> identical results on CPU (on CUDA some kernels are not
 deterministic).
 
 Checkpoints (``checkpoint_dir / "checkpoint.pt"``, written atomically: temp file + ``os.replace``)
@@ -17,11 +20,18 @@ hold the model, optimizer, RNG states, position in the epoch, history, best stat
 counter; they are written after every epoch and on cancel (mid-epoch). ``train`` resumes from an
 existing checkpoint, and an uninterrupted run and an interrupted + resumed run give identical results.
 Frozen features are not stored in checkpoints: pass the same ``features`` again when resuming.
+Checkpoints are written from CPU copies and loaded with ``map_location="cpu"``, then moved to the run's
+device, so a run started on CUDA resumes on CPU and back (``device`` and ``amp`` may differ on resume).
+
+Device: ``cfg.device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`dff_core.train.device.resolve_device`).
+``amp="bf16"`` runs the forward pass and the loss under ``torch.autocast(bfloat16)`` on CUDA; on CPU it is
+off (callers refuse it there: ``jobs.submit``).
 
 Epoch numbers in events, history and results are 1-based.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -38,12 +48,16 @@ from ..eval.evaluate import EvalInputs, EvalResult, evaluate, pad_left
 from ..models.item_encoders import STRATEGIES, build_item_encoder
 from ..models.sasrec import SASRec, SASRecConfig
 from .. import endings
+from .device import resolve_device
+from .negatives import SAMPLERS, NegativeSampler
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 # settings that may differ between an interrupted run and its resumption
-_RESUME_FREE = {"device", "num_threads", "log_every", "eval_batch_size"}
+_RESUME_FREE = {"device", "amp", "num_threads", "log_every", "eval_batch_size"}
 LAYER_INITS = ("uniform", "probe")
+LOSSES = ("full", "sampled")
+AMP_CHOICES = ("none", "bf16")
 
 
 @dataclass
@@ -74,6 +88,10 @@ class TrainConfig:
     layer_lr_mult: float = 10.0
     layer_init: str = "uniform"          # "uniform" (w = 0) or "probe" (w = z-scores of layer_scores)
     layer_scores: list[float] | None = None  # per chosen layer, higher = more useful (filled in for "probe")
+    loss: str = "full"                   # full softmax over all items | sampled softmax (see module docstring)
+    negatives: int = 256                 # negatives per user and step for loss="sampled"
+    negative_sampler: str = "uniform"    # uniform | in-batch
+    amp: str = "none"                    # none | bf16 (autocast on CUDA only)
 
     def model_config(self) -> SASRecConfig:
         return SASRecConfig(hidden=self.hidden, blocks=self.blocks, heads=self.heads,
@@ -102,6 +120,14 @@ class TrainConfig:
             raise ValueError(f"layer_lr_mult must be a number >= 0, got {self.layer_lr_mult}")
         if self.layer_init not in LAYER_INITS:
             raise ValueError(f"unknown layer_init {self.layer_init!r}; choose from {', '.join(LAYER_INITS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
+        if self.negative_sampler not in SAMPLERS:
+            raise ValueError(f"unknown negative sampler {self.negative_sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if self.loss == "sampled" and self.negatives < 1:
+            raise ValueError("negatives must be >= 1 for the sampled loss")
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"unknown amp {self.amp!r}; choose from {', '.join(AMP_CHOICES)}")
 
 
 @dataclass
@@ -177,6 +203,34 @@ class TrainingBatches:
         return TrainingBatches(self.inputs.to(device), self.targets.to(device), self.lengths.to(device))
 
 
+def sampled_softmax_loss(h: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
+                         table: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions with a target, each against ``[positive, its user's negatives]``.
+
+    ``h [B, T, d]`` hidden states, ``targets [B, T]`` model indices (0 = no target), ``negatives [B, N]`` model
+    indices shared by all positions of a row (0 = none: masked out), ``table [num_items + 1, d]``. The positive
+    is logit 0 of every row."""
+    sel = targets > 0
+    pos = (h * table[targets]).sum(-1, keepdim=True)                      # [B, T, 1]
+    neg = torch.einsum("btd,bnd->btn", h, table[negatives])              # [B, T, N]
+    neg = neg.masked_fill((negatives == 0).unsqueeze(1), float("-inf"))
+    logits = torch.cat([pos, neg], dim=-1)[sel].float()                   # [P, 1 + N]
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents with every tensor on the CPU, wherever it was written (``map_location``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
+    """Move optimizer state tensors to ``device`` (``step`` counters stay where torch keeps them)."""
+    for state in opt.state.values():
+        for k, v in state.items():
+            if torch.is_tensor(v) and k != "step":
+                state[k] = v.to(device)
+
+
 def _cpu_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -192,9 +246,10 @@ def _check_resumable(saved: dict, cfg: TrainConfig, num_items: int) -> None:
         raise ValueError(f"checkpoint version {saved.get('version')} is not {CHECKPOINT_VERSION}")
     if saved.get("num_items") != num_items:
         raise ValueError("checkpoint was written for a different dataset (num_items differs)")
-    now = cfg.to_dict()
+    now, old = cfg.to_dict(), saved["config"]
     default = TrainConfig().to_dict()  # a setting added since the checkpoint was written had its default then
-    diff = {k for k in now if k not in _RESUME_FREE and saved["config"].get(k, default[k]) != now[k]}
+    default["loss"] = "full"           # checkpoints from before the loss option trained with full softmax
+    diff = {k for k in now if k not in _RESUME_FREE and old.get(k, default[k]) != now[k]}
     if diff:
         raise ValueError(f"checkpoint config differs in {sorted(diff)}; use another checkpoint_dir")
 
@@ -207,8 +262,7 @@ def train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None = None,
     exists in ``checkpoint_dir``. ``callback(event)`` receives "step" and "epoch" events;
     ``should_stop()`` is polled between steps and cancels gracefully (checkpoint, ``cancelled=True``)."""
     cfg.validate()
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {cfg.device!r} requested but CUDA is not available")
+    resolve_device(cfg.device)  # a clear ValueError before any work
     prev_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -221,11 +275,18 @@ def train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None = None,
 
 def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
     t_call = time.perf_counter()
-    device = torch.device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
+    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                if cfg.amp == "bf16" and device.type == "cuda" else contextlib.nullcontext())
     torch.manual_seed(cfg.seed)
     model = build_model(data.num_items, cfg, features).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    negative_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    sampler = None
+    if cfg.loss == "sampled":  # rows = users with >= 2 training items, in order (as in TrainingBatches.build)
+        sampler = NegativeSampler([np.asarray(s) for s in data.train if len(s) >= 2], data.num_items,
+                                  cfg.negatives, cfg.negative_sampler, negative_gen)
 
     batches = TrainingBatches.build(data, cfg.max_len).to(device)
     n_train = len(batches)
@@ -237,14 +298,17 @@ def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
               stopped_early=False, done=False, seconds_total=0.0)
     ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
     if ckpt_path is not None and ckpt_path.exists():
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved = load_checkpoint(ckpt_path)
         _check_resumable(saved, cfg, data.num_items)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
+        _optimizer_to(opt, device)
         torch.set_rng_state(saved["rng_torch"])
         if saved.get("rng_cuda") is not None and device.type == "cuda":
             torch.cuda.set_rng_state(saved["rng_cuda"], device)
         shuffle_gen.set_state(saved["rng_shuffle"])
+        if saved.get("rng_negatives") is not None:
+            negative_gen.set_state(saved["rng_negatives"])
         st.update(saved["state"])
         # The checkpoint is written just before each epoch's event, so a kill between the two leaves the last
         # checkpointed epoch unseen by the listener (every earlier event ran before that epoch trained): replay
@@ -262,7 +326,8 @@ def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
                       "model": _cpu_state(model), "optimizer": opt.state_dict(),
                       "rng_torch": torch.get_rng_state(),
                       "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                      "rng_shuffle": shuffle_gen.get_state(), "state": state}, ckpt_path)
+                      "rng_shuffle": shuffle_gen.get_state(), "rng_negatives": negative_gen.get_state(),
+                      "state": state}, ckpt_path)
 
     def evaluate_val():
         return evaluate(model, data, "val", cfg.eval_batch_size, cfg.cold_threshold, inputs=val_inputs)
@@ -287,11 +352,15 @@ def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
             idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             width = int(batches.lengths[idx].max())
             inp, tgt = batches.inputs[idx, -width:], batches.targets[idx, -width:]
-            table = model.item_table()                      # once per step, for input and output
-            h = model(inp, table)
-            sel = tgt > 0
-            logits = SASRec.scores(h[sel], table)
-            loss = F.cross_entropy(logits, tgt[sel] - 1)
+            with autocast:
+                table = model.item_table()                  # once per step, for input and output
+                h = model(inp, table)
+                if sampler is None:
+                    sel = tgt > 0
+                    loss = F.cross_entropy(SASRec.scores(h[sel], table).float(), tgt[sel] - 1)
+                else:
+                    neg = sampler.sample(idx.cpu(), tgt if cfg.negative_sampler == "in-batch" else None)
+                    loss = sampled_softmax_loss(h, tgt, neg.to(device), table)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,0 +1,23 @@
+"""The training settings every entry point starts from (CLI ``train``/``submit``/``study``, sweeps, the Train and
+Study pages): ``dff_core.workflows.run_training`` fills what a request leaves out from here, so a queued job, a
+sweep and a foreground run agree. ``TrainConfig``'s own defaults stay those of the original objective (full
+softmax, batch 256, lr 1e-3, CPU) for library use and older checkpoints.
+
+Why these values: ``bench/bench_time_to_quality.py`` (README, "Fast path: training"). On the full MicroLens-50k
+(19,220 items) sampled softmax with 256 uniform negatives costs 0.6x the time per epoch of full softmax and is
+ahead of it at equal early epochs, but neither converged in the measured time; on a 3,000-item catalogue the two
+take about the same time and full softmax ends 3-5 % higher on test NDCG@10. Full softmax stays the default
+until a converged measurement on a large catalogue says otherwise; ``--loss sampled`` is the opt-in there. Batch 256 / lr 1e-3 stay for now: batch 1024 /
+lr 3e-3 helped full softmax a lot on the 3,000-item set, but it was not measured on the full dataset with full
+softmax and would give a small dataset (the demo's 2,000 users) two updates per epoch.
+A stored config without ``loss`` is full softmax (runs from before the option).
+"""
+from __future__ import annotations
+
+TRAIN_DEFAULTS: dict = {"device": "auto", "amp": "none", "loss": "full", "negatives": 256,
+                        "negative_sampler": "uniform", "batch_size": 256, "lr": 1e-3}
+
+
+def with_defaults(settings: dict | None) -> dict:
+    """``settings`` over :data:`TRAIN_DEFAULTS` (``None`` values count as not given)."""
+    return {**TRAIN_DEFAULTS, **{k: v for k, v in (settings or {}).items() if v is not None}}
