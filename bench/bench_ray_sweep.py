@@ -6,7 +6,7 @@
   the built-in demo dataset (2,000 users, 300 clips; built in a temporary folder unless ``--db`` is given) with
   a demo-shaped feature set (31 layers x 576, as SmolLM2 titles; random values: the training cost does not
   depend on them). Local engine: the runs one after another in this process (what the job worker does, less
-  the per-job process start). Ray: ``dff_core.ray_sweep.run_sweep_ray`` on a fresh local instance with 2 CPUs,
+  the per-job process start). Ray: ``jobs.ray_sweep.run_sweep_ray`` on a fresh local instance with 2 CPUs,
   start-up included, the job's work as in production (one read, object store, driver writes). Both store
   their runs; the test metrics of matching runs are compared.
 * estimate — wall time of a 100-run MicroLens-50k study on 8 GPUs, from stated assumptions (printed).
@@ -76,7 +76,7 @@ def main() -> None:
     local_s = time.perf_counter() - t
     print(f"local engine (one after another): {local_s:.1f} s  (load {os.getloadavg()[0]:.2f})")
 
-    from dff_core.ray_sweep import run_sweep_ray
+    from jobs.ray_sweep import run_sweep_ray
 
     t = time.perf_counter()
     first: list[float] = []

@@ -60,7 +60,7 @@ def handle_sweep(db: Database, job: queue.Job, ctx: JobContext) -> None:
     """Expand into train jobs grouped under the study name; they queue behind this one.
 
     ``engine: ray`` instead runs every training run as a Ray task with this job as the driver
-    (``dff_core.ray_sweep``): progress, cancel and resume stay on this one job."""
+    (``jobs.ray_sweep``): progress, cancel and resume stay on this one job."""
     if job.params.get("engine") == "ray":
         return handle_sweep_ray(db, job, ctx)
     children = (job.result or {}).get("children")
@@ -73,7 +73,7 @@ def handle_sweep(db: Database, job: queue.Job, ctx: JobContext) -> None:
 
 
 def handle_sweep_ray(db: Database, job: queue.Job, ctx: JobContext) -> None:
-    from dff_core.ray_sweep import run_sweep_ray
+    from jobs.ray_sweep import run_sweep_ray
 
     out = run_sweep_ray(db, expand_sweep(job.params), study=job.params["study"], job_id=job.id,
                         address=job.params.get("address"), progress=lambda f, s: ctx.progress(f, s),

@@ -44,7 +44,7 @@ class StudyRequest:
     patience: int = DEFAULT_SETTINGS["patience"]
     name: str | None = None
     extra_settings: dict = field(default_factory=dict)  # other TrainConfig fields (batch_size, max_len, ...)
-    engine: str = "local"                    # "ray": every run a Ray task (dff_core.ray_sweep)
+    engine: str = "local"                    # "ray": every run a Ray task (jobs.ray_sweep)
     address: str | None = None               # with engine "ray": a running cluster; None = a local instance
 
     @property

@@ -1,6 +1,6 @@
 """One training run as a Ray task: pure compute, no storage.
 
-The sweep driver (``dff_core.ray_sweep``) puts the split and each feature tensor into the object store once;
+The sweep driver (``jobs.ray_sweep``) puts the split and each feature tensor into the object store once;
 every task receives them as zero-copy, read-only arrays, slices out its own layers (float32, as the local
 engine reads them) and returns ``TrainResult.to_dict()`` — the per-epoch history, final validation and test
 metrics, layer weights — to the driver, which alone writes storage. With the same config and seed on CPU
