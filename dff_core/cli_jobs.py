@@ -137,9 +137,6 @@ def _check_train_params(db, params: dict) -> None:
     if params.get("features"):
         fs = get_feature_set(db, params["features"], dataset=ds.id if not str(params["features"]).isdigit() else None)
         parse_layers(params.get("layers"), fs.num_layers)
-    if params.get("settings"):
-        from jobs.submit import check_settings
-        check_settings(params["strategy"], params["settings"])
 
 
 def cmd_control(args: argparse.Namespace) -> int:

@@ -28,13 +28,17 @@ DEMO_SEEDS = [1, 2]
 # ------------------------------------------------------------------------------------------ training
 
 def check_train_settings(settings: dict | None) -> dict:
-    """The settings a run would train with (request over ``dff_core.train.defaults``), checked: loss, negatives,
-    sampler, batch size, ... (``TrainConfig.validate``) and the device, resolved here (``cuda`` on a machine
+    """The settings a run would train with (request over ``dff_core.train.defaults``), checked: only
+    ``TrainConfig`` fields, and their values (loss, negatives, sampler, batch size, DFF layer settings, ...:
+    ``TrainConfig.validate``) and the device, resolved here (``cuda`` on a machine
     without CUDA is refused). ``amp bf16`` is refused on CPU rather than silently ignored."""
     from dff_core.train.defaults import with_defaults
     from dff_core.train.device import resolve_device
     from dff_core.train.trainer import TrainConfig
 
+    unknown = sorted(set(settings or {}) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {', '.join(unknown)}")
     full = with_defaults(settings)
     TrainConfig.from_dict(full).validate()
     device = resolve_device(full["device"])
@@ -59,18 +63,6 @@ def check_train_params(db: Database, params: dict) -> None:
         if fs.status not in USABLE_FEATURE_STATUS:
             raise ValueError(f"feature set {fs.name!r} is {fs.status}; wait for its extraction to finish")
         parse_layers(params.get("layers"), fs.num_layers)
-    check_settings(params["strategy"], params.get("settings") or {})
-
-
-def check_settings(strategy: str, settings: dict) -> None:
-    """Training settings as ``TrainConfig`` fields (e.g. ``layer_lr_mult``, ``layer_init``), refused before queueing."""
-    from dff_core.train.trainer import TrainConfig
-
-    known = {f for f in TrainConfig.__dataclass_fields__}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ValueError(f"unknown training setting(s) {', '.join(unknown)}")
-    TrainConfig(**{**settings, "strategy": strategy}).validate()
 
 
 def enqueue_train(db: Database, dataset: str, strategy: str, features: str | None, layers: str | None,

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE
+
 DEFAULT_SEEDS = (1, 2, 3)
 DEFAULT_LAYER_POINTS = 7
 # a generous cap: runs end by early stopping; one stopped by the cap while improving decides nothing
-DEFAULT_SETTINGS = {"epochs": 200, "patience": 5}   # = dff_core.endings.DEFAULT_EPOCHS / DEFAULT_PATIENCE
+DEFAULT_SETTINGS = {"epochs": DEFAULT_EPOCHS, "patience": DEFAULT_PATIENCE}
 
 
 @dataclass
