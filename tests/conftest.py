@@ -27,3 +27,16 @@ def microlens_dir() -> Path:
     if not (MICROLENS / "MicroLens-50k_pairs.tsv").exists():
         pytest.skip("the MicroLens-50k bundle is not present at ../shared/data/microlens")
     return MICROLENS
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance on 2 CPUs for one test module (ray.init with no dashboard); shut down after the
+    module if this fixture started it. Skips where the optional Ray engine is not installed."""
+    ray = pytest.importorskip("ray", reason="the Ray engine is optional: pip install -r requirements-ray.txt")
+    from dff_core.extraction import ray_engine
+
+    started = ray_engine.connect(num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()

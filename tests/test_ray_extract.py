@@ -22,14 +22,6 @@ NO_TITLE = "i4"
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    started = ray_engine.connect(num_cpus=2)  # ray.init(num_cpus=2, include_dashboard=False, ...)
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def titled(tmp_path_factory):
     """A database with N_ITEMS items, one of them without a title (the item that must fail)."""
     folder = tmp_path_factory.mktemp("ray")

@@ -19,7 +19,6 @@ ray = pytest.importorskip("ray", reason="the Ray engine is optional: pip install
 from data_helpers import write_generic  # noqa: E402
 from dff_core import cli  # noqa: E402
 from dff_core.data.load import import_generic  # noqa: E402
-from dff_core.extraction import ray_engine  # noqa: E402
 from dff_core.workflows import import_features_npz, run_training  # noqa: E402
 from jobs import queue  # noqa: E402
 from jobs.handlers import expand_sweep  # noqa: E402
@@ -29,14 +28,6 @@ from storage.runs import list_runs, run_metrics  # noqa: E402
 
 SETTINGS = {"epochs": 3, "patience": 0, "hidden": 16, "batch_size": 64, "max_len": 10, "num_threads": 1}
 SWEEP = {"dataset": "d", "features": "f", "strategies": ["id", "dff"], "layers": ["1-2"], "seeds": [1, 2]}
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    started = ray_engine.connect(num_cpus=2)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
