@@ -22,3 +22,8 @@ def write_generic(folder: Path, n_users: int = 12, n_items: int = 20, seq: int =
         rows.append(f"i{i},\"title {i}, with comma\",{video},,cat{i % 3}")
     (folder / "items.csv").write_text("\n".join(rows) + "\n")
     return folder / "interactions.csv", folder / "items.csv"
+
+
+def strip_times(history: list[dict]) -> list[dict]:
+    """A training history without its wall-clock fields: what two identical runs must agree on."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")} for r in history]

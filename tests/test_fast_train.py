@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_helpers import write_generic
+from data_helpers import strip_times, write_generic
 from dff_core.data.load import import_generic
 from dff_core.data.split import leave_one_out
 from dff_core.eval import popularity_baseline
@@ -37,10 +37,6 @@ def cfg(**kw):
                 dropout=0.2, patience=20, log_every=100, num_threads=1, seed=3)
     base.update(kw)
     return TrainConfig(**base)
-
-
-def _strip_times(history):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")} for r in history]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +122,7 @@ def test_resume_after_kill_with_sampled_loss_equals_uninterrupted(chain, tmp_pat
     saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert saved["state"]["epoch"] == 2 and saved["rng_negatives"] is not None
     resumed = train(chain, cfg(**c), checkpoint_dir=tmp_path)
-    assert _strip_times(resumed.history) == _strip_times(full.history)
+    assert strip_times(resumed.history) == strip_times(full.history)
     assert resumed.test == full.test and resumed.val == full.val
     # the negatives' generator matters: another seed for it would give other results
     assert train(chain, cfg(**c, seed=4)).test != full.test

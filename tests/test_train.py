@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_helpers import strip_times
 from dff_core.data.split import leave_one_out
 from dff_core.eval import popularity_baseline
 from dff_core.train import TrainConfig, TrainingBatches, train
@@ -30,10 +31,6 @@ def small_cfg(**kw):
                 patience=10, log_every=2, num_threads=1)  # 1 thread: tiny model, shared CI cores
     base.update(kw)
     return TrainConfig(**base)
-
-
-def _strip_times(history):
-    return [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")} for r in history]
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +115,10 @@ def test_same_seed_same_results_and_events(small):
     events = []
     a = train(data, small_cfg(strategy="dff"), feats, callback=events.append)
     b = train(data, small_cfg(strategy="dff"), feats)
-    assert _strip_times(a.history) == _strip_times(b.history)
+    assert strip_times(a.history) == strip_times(b.history)
     assert a.test == b.test and a.val == b.val and a.layer_weights == b.layer_weights
     c = train(data, small_cfg(strategy="dff", seed=7), feats)
-    assert _strip_times(c.history) != _strip_times(a.history)
+    assert strip_times(c.history) != strip_times(a.history)
     # events: steps every log_every and the last step of each epoch, one epoch event per epoch
     steps = -(-sum(len(s) >= 2 for s in data.train) // small_cfg().batch_size)
     assert steps == 4
@@ -155,7 +152,7 @@ def test_resume_after_mid_epoch_cancel_equals_uninterrupted(small, tmp_path):
     assert not [p for p in (tmp_path / "run").iterdir() if p.name != CHECKPOINT_NAME]  # no temp files left
     resumed = train(data, small_cfg(strategy="gate"), feats, checkpoint_dir=tmp_path / "run")
     assert not resumed.cancelled
-    assert _strip_times(resumed.history) == _strip_times(full.history)
+    assert strip_times(resumed.history) == strip_times(full.history)
     assert resumed.test == full.test and resumed.val == full.val and resumed.best_epoch == full.best_epoch
 
 
@@ -173,11 +170,11 @@ def test_resume_after_kill_at_epoch_end_equals_uninterrupted(small, tmp_path):
     assert saved["state"]["epoch"] == 2
     assert not any("feats" in k for k in saved["model"])  # frozen features are not checkpointed
     resumed = train(data, small_cfg(strategy="dff"), feats, checkpoint_dir=tmp_path)
-    assert _strip_times(resumed.history) == _strip_times(full.history)
+    assert strip_times(resumed.history) == strip_times(full.history)
     assert resumed.test == full.test and resumed.layer_weights == full.layer_weights
     # a finished run resumes to the same result without training again
     again = train(data, small_cfg(strategy="dff"), feats, checkpoint_dir=tmp_path)
-    assert again.test == full.test and _strip_times(again.history) == _strip_times(full.history)
+    assert again.test == full.test and strip_times(again.history) == strip_times(full.history)
     with pytest.raises(ValueError, match="config differs"):
         train(data, small_cfg(strategy="dff", lr=1e-2), feats, checkpoint_dir=tmp_path)
 
