@@ -15,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import leave_pages_directory_mode, start_worker, warm_up_registry
+from pages.common import leave_pages_directory_mode, start_worker
 
 leave_pages_directory_mode()
 st.set_page_config(page_title="DFF Studio", page_icon="🎞️", layout="wide")
@@ -34,7 +34,6 @@ PAGES = [
 ROOT = Path(__file__).resolve().parent
 
 start_worker()
-warm_up_registry()
 pages = [st.Page(f, title=t, icon=i, default=(f == "pages/home.py")) for f, t, i in PAGES if (ROOT / f).exists()]
 page = st.navigation(pages, position="hidden")
 with st.sidebar:  # the config hides Streamlit's own page list (see above), so the app draws it

@@ -7,8 +7,10 @@ one-epoch runs is built first (about a minute on an idle 2-core machine). For ev
 from navigation until Streamlit has finished the run (title rendered, no "running" indicator): the first
 visit of each page (cold: imports, first queries) and the median of the repeats (warm). ``--fresh`` also
 opens every page FIRST on its own fresh server (the worst first visit: nothing imported or cached yet, the
-backbone warm-up still running). Numbers only; on a shared machine they are indicative (the load average is
-printed with them).
+imports not yet done). The first row, ``(bare)``, is the baseline measured the same way in the same run:
+``bench/bare_streamlit_app.py``, a Streamlit page with a title and nothing else — what Streamlit and the browser
+cost on this machine before any page of ours does anything. Numbers only; on a shared machine they are
+indicative (the load average is printed with them).
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "browser")]
 
 PAGES = ["", "data", "extract", "train", "jobs", "compare", "explore", "study"]
+BARE = str(ROOT / "bench" / "bare_streamlit_app.py")
+BARE_ROW = "(bare)"
 
 
 def _prepare(folder: Path) -> Path:
@@ -60,16 +64,22 @@ def main() -> int:
         t0 = time.perf_counter()
         db_path = Path(args.db) if args.db else _prepare(Path(tmp))
         print(f"database: {db_path} (prepared in {time.perf_counter() - t0:.1f} s)")
-        with running_app(db_path, worker=False) as base, sync_playwright() as pw:
+        with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"])
-            page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
-            cold = {slug: open_page(page, base, slug) for slug in PAGES}
-            warm = {slug: [] for slug in PAGES}
-            for _ in range(args.repeats):
-                for slug in PAGES:
-                    warm[slug].append(open_page(page, base, slug))
+            cold, warm, fresh = {}, {}, {}
+            with running_app(db_path, worker=False, script=BARE) as base:   # the baseline, fresh server
+                page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+                cold[BARE_ROW] = fresh[BARE_ROW] = open_page(page, base)
+                warm[BARE_ROW] = [open_page(page, base) for _ in range(args.repeats)]
+                page.context.close()
+            with running_app(db_path, worker=False) as base:
+                page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+                cold.update({slug: open_page(page, base, slug) for slug in PAGES})
+                warm.update({slug: [] for slug in PAGES})
+                for _ in range(args.repeats):
+                    for slug in PAGES:
+                        warm[slug].append(open_page(page, base, slug))
             browser.close()
-        fresh = {}
         if args.fresh:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"])
@@ -81,10 +91,10 @@ def main() -> int:
                 browser.close()
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'page':10} {'first visit s':>14} {'warm median s':>14} {'warm min s':>11}"
-          + (f" {'fresh server s':>15}" if fresh else ""))
-    for slug in PAGES:
-        print(f"{'/' + slug:10} {cold[slug]:14.2f} {statistics.median(warm[slug]):14.2f} {min(warm[slug]):11.2f}"
-              + (f" {fresh[slug]:15.2f}" if fresh else ""))
+          + (f" {'fresh server s':>15}" if args.fresh else ""))
+    for slug in [BARE_ROW] + PAGES:
+        print(f"{slug if slug == BARE_ROW else '/' + slug:10} {cold[slug]:14.2f} {statistics.median(warm[slug]):14.2f} {min(warm[slug]):11.2f}"
+              + (f" {fresh[slug]:15.2f}" if args.fresh else ""))
     return 0
 
 

@@ -71,38 +71,6 @@ def start_worker() -> int | None:
             return None
 
 
-WARMUP_DELAY_S = 2.0  # let the first page render before the import competes with it for the CPU and the GIL
-
-
-def _warm_registry() -> None:
-    import time
-
-    from jobs.submit import backbone_families
-
-    time.sleep(WARMUP_DELAY_S)
-    backbone_families()
-
-
-@st.cache_resource(show_spinner=False)
-def _registry_warmup() -> threading.Thread:
-    thread = threading.Thread(target=_warm_registry, name="backbone-registry-warmup", daemon=True)
-    thread.start()
-    return thread
-
-
-def warm_up_registry() -> None:
-    """Import the backbone registry (torch, transformers: seconds) once per server process, in the background,
-    so the first visit of Home or Extract does not wait for it."""
-    if not _under_apptest():
-        _registry_warmup()
-
-
-def registry_ready() -> bool:
-    """True once the background warm-up has listed the backbones (then ``backbone_families`` is instant).
-    Under AppTest there is no warm-up: pages list the registry themselves."""
-    return _under_apptest() or not _registry_warmup().is_alive()
-
-
 _AUTOLINK = re.compile(r"(?i)(https?|ftp|mailto|xmpp|www|@)")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~:$&=\"'])")
 

@@ -141,7 +141,9 @@ k = c_k.slider("Neighbours per representation", 5, 20, 10, key="ex_k")
 chosen: list[nb.Source] = []
 pick_cols = st.columns(count)
 for slot, col in enumerate(pick_cols):
-    choice = col.selectbox(f"Representation {slot + 1}", choices, index=slot % len(choices),
+    # feature sets first, each slot another layer (stored vectors: instant); a run's vectors need its model
+    # (torch, seconds), so runs are there to choose, not the default of a first visit
+    choice = col.selectbox(f"Representation {slot + 1}", choices, index=slot % (len(feature_sets) or len(choices)),
                            format_func=labels.get, key=f"ex_rep_{slot}")
     if choice.startswith("fs:"):
         fs = next(f for f in feature_sets if f"fs:{f.id}" == choice)
@@ -192,7 +194,12 @@ else:
     if not users:
         st.warning(f"No user id contains “{plain(utext)}”.")
     else:
-        user = u_pick.selectbox("User", users, key="ex_user", help="longest histories first")
+        # no user until one is chosen: a run's model loads torch (seconds), which a first visit should not wait for
+        user = u_pick.selectbox("User", users, index=None, key="ex_user", placeholder="Choose a user",
+                                help="longest histories first")
+    if users and user is None:
+        st.caption("Choose a user to see their history and what two runs recommend to them next.")
+    elif users:
         history = catalog.user_history(user)
         st.markdown(f"**Recent history** (last {min(10, len(history))} of {len(history)} videos, newest last)")
         hist_cols = st.columns(10)

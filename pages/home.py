@@ -5,7 +5,7 @@ import streamlit as st
 
 from jobs import submit
 from jobs.queue import ACTIVE, list_jobs
-from pages.common import PROGRESS_COLUMN, database, format_seconds, plain, registry_ready, reported
+from pages.common import PROGRESS_COLUMN, database, format_seconds, plain, reported
 from storage import views
 
 db = database()
@@ -20,7 +20,7 @@ cols[1].metric("Feature sets", n["feature_sets"])
 cols[2].metric("Finished runs", n["runs_done"])
 cols[3].metric("Jobs running", n["jobs_running"])
 cols[4].metric("Jobs queued", n["jobs_queued"])
-demo_box = st.container()  # filled last: listing the backbones can take a while on a cold start
+demo_box = st.container()  # filled last, above the tables: the plan reads the registry and the stored data
 
 # ------------------------------------------------------------------------------------------ stored data
 st.subheader("Datasets")
@@ -88,18 +88,5 @@ def demo_study() -> None:
                 st.page_link("pages/jobs.py", label="Watch them on the Jobs page", icon=":material/pending_actions:")
 
 
-@st.fragment(run_every=1.0)
-def _await_registry() -> None:
-    """Listing the backbones imports torch and transformers (seconds on a fresh server): the rest of Home is
-    usable meanwhile, and the demo study box appears once the background warm-up has finished."""
-    if registry_ready():
-        st.rerun()
-    st.caption(":material/hourglass_empty: Checking which backbones are available…")
-
-
 with demo_box.container(border=True):
-    if registry_ready():
-        demo_study()
-    else:
-        st.subheader("Run the demo study")
-        _await_registry()
+    demo_study()

@@ -5,8 +5,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE, cap_warning
-from dff_core.models.item_encoders import STRATEGIES
-from dff_core.train.defaults import TRAIN_DEFAULTS
+from dff_core.models.strategies import STRATEGIES
+from dff_core.train.defaults import LAYER_INITS, LAYER_LR_MULT, TRAIN_DEFAULTS
 from dff_core.workflows import parse_layers
 from jobs import submit
 from pages.common import PLOT_CONFIG, database, empty_state, plain, show_error, user_errors
@@ -115,9 +115,8 @@ with st.expander("Hyper-parameters", expanded=False):
     settings["hidden"] = int(h[0].number_input("Hidden size", 8, 1024, 64, step=8, key="tr_hidden"))
     settings["max_len"] = int(h[1].number_input("Max sequence length", 5, 500, 50, key="tr_maxlen"))
     settings["dropout"] = float(h[2].number_input("Dropout", 0.0, 0.9, 0.2, step=0.05, key="tr_dropout"))
-    from dff_core.train.trainer import LAYER_INITS, TrainConfig
     settings["layer_lr_mult"] = float(h[3].number_input(
-        "DFF layer lr ×", 0.0, 1000.0, float(TrainConfig.layer_lr_mult), key="tr_layer_lr",
+        "DFF layer lr ×", 0.0, 1000.0, LAYER_LR_MULT, key="tr_layer_lr",
         help="dff only: the layer logits learn at learning rate × this (1 = the shared rate, which leaves the "
              "softmax near uniform)"))
     settings["layer_init"] = st.columns(4)[0].selectbox(

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dff_core.train.defaults import TRAIN_DEFAULTS
-from dff_core.train.negatives import SAMPLERS
-from dff_core.train.trainer import LOSSES
+import sys
+from pathlib import Path
+
+from dff_core.train.defaults import LOSSES, SAMPLERS, TRAIN_DEFAULTS
+
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver sees
 
 
 def device_options() -> list[str]:
+    """``auto``, ``cpu`` and every CUDA device. Torch is imported only where it is loaded already or the NVIDIA
+    driver lists a GPU: on a CPU-only machine a first visit of the page must not wait seconds for it."""
+    if "torch" not in sys.modules and not (NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())):
+        return ["auto", "cpu"]
     import torch
 
     gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []

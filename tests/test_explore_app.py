@@ -82,11 +82,16 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
     monkeypatch.setenv("DFF_DB", str(db.path))
     at = open_explore()
     catalog = nb.load_catalog(db, "demo")
-    # default: three different representations side by side, ten neighbours each
-    # labels name feature sets and runs (user text): Markdown-escaped, so shown as typed
-    labels = [re.sub(r"\\(.)", r"\1", m.value) for m in at.markdown
-              if m.value.startswith("**") and " · " in m.value and "`" not in m.value]
-    assert labels[:3] == ["**syn · L2**", f"**run #{runs[0].id} · id**", f"**run #{runs[1].id} · gate (syn)**"]
+    # default: three layers of the stored feature set side by side (no run model loads on a first visit)
+    def shown_labels():  # labels name feature sets and runs (user text): Markdown-escaped, so shown as typed
+        return [re.sub(r"\\(.)", r"\1", m.value) for m in at.markdown
+                if m.value.startswith("**") and " · " in m.value and "`" not in m.value]
+    assert shown_labels()[:3] == ["**syn · L2**", "**syn · L3**", "**syn · L0**"]
+    assert len([m for m in at.markdown if "· cos " in m.value]) == 30
+    # runs are one choice away: ten neighbours each under their trained item vectors
+    at.selectbox(key="ex_rep_1").set_value(f"run:{runs[0].id}").run()
+    at.selectbox(key="ex_rep_2").set_value(f"run:{runs[1].id}").run()
+    assert shown_labels()[:3] == ["**syn · L2**", f"**run #{runs[0].id} · id**", f"**run #{runs[1].id} · gate (syn)**"]
     assert len([m for m in at.markdown if "· cos " in m.value]) == 30
     assert at.selectbox(key="ex_item").value == int(catalog.items["popularity"].idxmax())
 

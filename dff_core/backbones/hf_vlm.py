@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,18 +28,30 @@ OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 HALF = [0.5, 0.5, 0.5]
 
-try:  # the mixin itself has no torchvision dependency (the family classes do)
-    import transformers as _transformers
-    from transformers import processing_utils as _processing_utils
-    from transformers.video_processing_utils import VideoProcessorMixin as _VideoProcessorBase
+
+
+@lru_cache(maxsize=None)
+def with_transformers_mixin(cls: type) -> type:
+    """``cls`` (a :class:`TorchVideoProcessor` subclass) mixed with transformers' ``VideoProcessorMixin``
+    (``from_pretrained``, ``to_dict``, ``save_pretrained``), built on first use.
+
+    Why not subclass the mixin directly: importing it imports transformers and torch (seconds), and this module
+    is imported whenever the registry lists its families (the dashboard's Extract and Home pages), which must
+    stay fast. So the family classes are plain Python until a model is loaded. The result keeps ``cls``'s name
+    and its methods come first (``cls`` before the mixin in the MRO), exactly as a direct subclass."""
+    import transformers
+    from transformers import processing_utils
+    from transformers.video_processing_utils import VideoProcessorMixin
 
     # ProcessorMixin checks sub-processors against ``transformers.VideoProcessorMixin``, which the package
     # only exports when torchvision is installed: export the (torchvision-free) mixin so the check passes.
-    for _module in (_transformers, getattr(_processing_utils, "transformers_module", None)):
-        if _module is not None and not hasattr(_module, "VideoProcessorMixin"):
-            setattr(_module, "VideoProcessorMixin", _VideoProcessorBase)
-except ImportError:  # pragma: no cover - transformers without video processors
-    _VideoProcessorBase = object
+    for module in (transformers, getattr(processing_utils, "transformers_module", None)):
+        if module is not None and not hasattr(module, "VideoProcessorMixin"):
+            setattr(module, "VideoProcessorMixin", VideoProcessorMixin)
+    if issubclass(cls, VideoProcessorMixin):
+        return cls
+    return type(cls.__name__, (cls, VideoProcessorMixin), {"__module__": cls.__module__,
+                                                            "__qualname__": cls.__qualname__})
 
 
 def video_metadata(item: ItemInput, n: int):
@@ -61,8 +74,9 @@ def video_metadata(item: ItemInput, n: int):
     return VideoMetadata(total_num_frames=max(indices[-1] + 1, n), fps=fps, frames_indices=indices, duration=duration)
 
 
-class TorchVideoProcessor(_VideoProcessorBase):
-    """A video processor in plain torch. Subclasses set the family defaults and implement ``_videos``.
+class TorchVideoProcessor:
+    """A video processor in plain torch. Subclasses set the family defaults and implement ``_videos``;
+    :func:`with_transformers_mixin` makes the class that is instantiated (``from_pretrained``, ``save_pretrained``).
 
     Config keys from the checkpoint (``video_preprocessor_config.json``, the nested ``processor_config.json``
     or, for older checkpoints, ``preprocessor_config.json``) become attributes, as in transformers."""
@@ -164,7 +178,7 @@ def build_processor(source: str, processor_cls, image_processor_cls, video_proce
         processor_dict = {}
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
     image_processor = image_processor_cls.from_pretrained(source)
-    video_processor = video_processor_cls.from_pretrained(source)
+    video_processor = with_transformers_mixin(video_processor_cls).from_pretrained(source)
     chat_template = processor_dict.get("chat_template") or getattr(tokenizer, "chat_template", None)
     if isinstance(chat_template, dict):
         chat_template = chat_template.get("default") or next(iter(chat_template.values()))

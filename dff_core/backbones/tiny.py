@@ -86,6 +86,7 @@ def _text(tok, **extra) -> dict:
 def _qwen(family: str):
     import transformers as T
 
+    from .hf_vlm import with_transformers_mixin
     from .qwen_vl import Qwen3VLVideoProcessor, QwenVLVideoProcessor
 
     tok = byte_level_tokenizer(QWEN_SPECIALS, QWEN3_VL_TEMPLATE if family == "qwen3-vl" else QWEN2_VL_TEMPLATE,
@@ -121,7 +122,7 @@ def _qwen(family: str):
     image_processor = T.Qwen2VLImageProcessorPil(**pixels, **mean)
     if family == "qwen3-vl":  # Qwen3-VL's video budget covers all frames
         pixels = {**pixels, "size": {"shortest_edge": 2 * 16 * 16, "longest_edge": 16 * 32 * 32}}
-    video_processor = video_cls(**pixels, **mean)
+    video_processor = with_transformers_mixin(video_cls)(**pixels, **mean)
     processor = proc_cls(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
                          chat_template=tok.chat_template)
     return model_cls, config, processor
@@ -130,6 +131,7 @@ def _qwen(family: str):
 def _llava_onevision():
     import transformers as T
 
+    from .hf_vlm import with_transformers_mixin
     from .llava_onevision import LlavaOneVisionVideoProcessor
 
     tok = byte_level_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
@@ -143,7 +145,7 @@ def _llava_onevision():
         vision_feature_select_strategy="full", vision_feature_layer=-1, image_grid_pinpoints=pinpoints)
     image_processor = T.LlavaOnevisionImageProcessorPil(size={"height": side, "width": side},
                                                         image_grid_pinpoints=pinpoints)
-    video_processor = LlavaOneVisionVideoProcessor(size={"height": side, "width": side})
+    video_processor = with_transformers_mixin(LlavaOneVisionVideoProcessor)(size={"height": side, "width": side})
     processor = T.LlavaOnevisionProcessor(image_processor=image_processor, tokenizer=tok,
                                           video_processor=video_processor, num_image_tokens=(side // 8) ** 2,
                                           vision_feature_select_strategy="full", chat_template=tok.chat_template)
@@ -153,6 +155,7 @@ def _llava_onevision():
 def _smolvlm():
     import transformers as T
 
+    from .hf_vlm import with_transformers_mixin
     from .smolvlm import SmolVLMVideoProcessor
 
     specials = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<global-img>",
@@ -167,7 +170,7 @@ def _smolvlm():
         image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=scale, pad_token_id=tok.pad_token_id)
     image_processor = T.SmolVLMImageProcessorPil(size={"longest_edge": side}, max_image_size={"longest_edge": side},
                                                  do_image_splitting=False)
-    video_processor = SmolVLMVideoProcessor(size={"longest_edge": side}, max_image_size={"longest_edge": side})
+    video_processor = with_transformers_mixin(SmolVLMVideoProcessor)(size={"longest_edge": side}, max_image_size={"longest_edge": side})
     processor = T.SmolVLMProcessor(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
                                    image_seq_len=(side // patch) ** 2 // scale ** 2, chat_template=tok.chat_template)
     return T.SmolVLMForConditionalGeneration, config, processor

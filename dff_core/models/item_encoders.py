@@ -41,9 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-STRATEGIES = ("id", "replace", "init", "caption", "add", "concat", "gate", "dff")
-FEATURE_STRATEGIES = tuple(s for s in STRATEGIES if s != "id")
-GATED_STRATEGIES = ("caption", "gate", "dff")
+from .strategies import FEATURE_STRATEGIES, GATED_STRATEGIES, STRATEGIES  # noqa: F401 - re-exported
 
 
 def default_init_std(hidden: int) -> float:

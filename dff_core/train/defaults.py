@@ -14,6 +14,13 @@ A stored config without ``loss`` is full softmax (runs from before the option).
 """
 from __future__ import annotations
 
+# the choices each setting takes: here, without torch, so the pages and the CLI can list them without loading it
+LOSSES = ("full", "sampled")
+SAMPLERS = ("uniform", "in-batch")
+AMP_CHOICES = ("none", "bf16")
+LAYER_INITS = ("uniform", "probe")
+LAYER_LR_MULT = 10.0  # TrainConfig.layer_lr_mult (README, "DFF layer weights: do they learn?")
+
 TRAIN_DEFAULTS: dict = {"device": "auto", "amp": "none", "loss": "full", "negatives": 256,
                         "negative_sampler": "uniform", "batch_size": 256, "lr": 1e-3}
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-SAMPLERS = ("uniform", "in-batch")
+from .defaults import SAMPLERS  # noqa: E402 - the choices live with the defaults (torch-free)
 MAX_ROUNDS = 50
 
 

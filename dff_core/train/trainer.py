@@ -49,15 +49,13 @@ from ..models.item_encoders import STRATEGIES, build_item_encoder
 from ..models.sasrec import SASRec, SASRecConfig
 from .. import endings
 from .device import resolve_device
-from .negatives import SAMPLERS, NegativeSampler
+from .defaults import AMP_CHOICES, LAYER_INITS, LAYER_LR_MULT, LOSSES, SAMPLERS
+from .negatives import NegativeSampler
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 # settings that may differ between an interrupted run and its resumption
 _RESUME_FREE = {"device", "amp", "num_threads", "log_every", "eval_batch_size"}
-LAYER_INITS = ("uniform", "probe")
-LOSSES = ("full", "sampled")
-AMP_CHOICES = ("none", "bf16")
 
 
 @dataclass
@@ -85,7 +83,7 @@ class TrainConfig:
     num_threads: int | None = None       # torch.set_num_threads for the duration of train()
     # DFF layer logits w (a = softmax(w)): their own AdamW group at lr * layer_lr_mult, no weight decay. Adam moves
     # each parameter by about one learning rate per step, so at the shared lr the softmax barely leaves uniform.
-    layer_lr_mult: float = 10.0
+    layer_lr_mult: float = LAYER_LR_MULT
     layer_init: str = "uniform"          # "uniform" (w = 0) or "probe" (w = z-scores of layer_scores)
     layer_scores: list[float] | None = None  # per chosen layer, higher = more useful (filled in for "probe")
     loss: str = "full"                   # full softmax over all items | sampled softmax (see module docstring)

@@ -103,8 +103,8 @@ def _server_env(db_path: Path) -> dict:
 
 
 @contextmanager
-def running_app(db_path: Path, worker: bool = True):
-    """``streamlit run app.py`` on ``db_path`` at 127.0.0.1 on a free port; yields the base URL.
+def running_app(db_path: Path, worker: bool = True, script: str = "app.py"):
+    """``streamlit run app.py`` (or ``script``) on ``db_path`` at 127.0.0.1 on a free port; yields the base URL.
 
     The server runs in its own process group; on exit that group and the job worker the app started
     (its pid file sits next to the database) are terminated."""
@@ -114,7 +114,7 @@ def running_app(db_path: Path, worker: bool = True):
     log = open(log_path, "wb")
     env = dict(_server_env(db_path), DFF_WORKER="1" if worker else "0")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+        [sys.executable, "-m", "streamlit", "run", script, "--server.address", "127.0.0.1",
          "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none", "--server.runOnSave", "false"],
         cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
