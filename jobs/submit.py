@@ -6,7 +6,9 @@ is refused here, before anything is queued, with a message that says what to cha
 from __future__ import annotations
 
 import argparse
+import sys
 from functools import lru_cache
+from pathlib import Path
 
 from jobs.queue import ACTIVE, enqueue, list_jobs
 from storage import Database
@@ -152,8 +154,16 @@ def _backbone_families() -> tuple[tuple[dict, ...], str | None]:
     return tuple(out), None
 
 
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the NVIDIA driver sees
+
+
 def device_choices() -> list[str]:
-    """What the device pickers offer: auto, cpu, and each visible CUDA device."""
+    """What the device pickers (Extract, Train, Study) offer: auto, cpu, and each visible CUDA device.
+
+    Torch is imported only where it is loaded already or the NVIDIA driver lists a GPU: on a CPU-only machine a
+    first visit of a page must not wait seconds for it (``tests/test_first_visit.py``)."""
+    if "torch" not in sys.modules and not (NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())):
+        return ["auto", "cpu"]
     import torch
 
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0

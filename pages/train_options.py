@@ -5,29 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-import sys
-from pathlib import Path
-
 from dff_core.train.defaults import LOSSES, SAMPLERS, TRAIN_DEFAULTS
-
-NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver sees
-
-
-def device_options() -> list[str]:
-    """``auto``, ``cpu`` and every CUDA device. Torch is imported only where it is loaded already or the NVIDIA
-    driver lists a GPU: on a CPU-only machine a first visit of the page must not wait seconds for it."""
-    if "torch" not in sys.modules and not (NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())):
-        return ["auto", "cpu"]
-    import torch
-
-    gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return ["auto", "cpu"] + gpus
+from jobs import submit
 
 
 def fast_path_settings(prefix: str) -> dict:
     """Device, bf16 autocast and the training objective as a settings dict (keys of ``TrainConfig``)."""
     c = st.columns(4)
-    devices = device_options()
+    devices = submit.device_choices()
     device = c[0].selectbox("Device", devices, index=devices.index(TRAIN_DEFAULTS["device"]), key=f"{prefix}_device",
                             help="auto: the GPU when there is one, else the CPU" +
                                  ("" if len(devices) > 2 else " (no CUDA device on this machine)"))

@@ -1,0 +1,65 @@
+"""A first visit must not wait for torch (seconds to import on a 2-core machine; ``bench/bench_pages.py``).
+
+Every page except a chosen run or user on Explore renders from stored data: listing the backbone registry, the
+training choices, the strategies and the devices must not import torch or transformers. Each check runs in a
+fresh interpreter, so an import made by another test cannot hide one made here."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PAGES_SCRIPT = r"""
+import json, sys
+from streamlit.testing.v1 import AppTest
+out = {}
+at = AppTest.from_file(sys.argv[1], default_timeout=120).run()
+out["Home"] = [sys.modules.get("torch") is not None, sys.modules.get("transformers") is not None,
+               [e.value for e in at.exception], [t.value for t in at.title]]
+for page in ("data", "extract", "train", "jobs", "compare", "explore", "study"):
+    at.switch_page(f"pages/{page}.py").run()
+    out[page] = [sys.modules.get("torch") is not None, sys.modules.get("transformers") is not None,
+                 [e.value for e in at.exception], [t.value for t in at.title]]
+print(json.dumps(out))
+"""
+
+
+def test_registry_lists_every_family_without_importing_torch():
+    code = ("import sys, json; from dff_core.backbones import list_families; f = list_families(); "
+            "print(json.dumps([[x['family'], x['available']] for x in f] + "
+            "[['torch' in sys.modules, 'transformers' in sys.modules]]))")
+    out = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                    check=True).stdout.strip().splitlines()[-1])
+    *families, (torch_loaded, transformers_loaded) = out
+    assert dict(families) == {"smollm2": True, "minilm": True, "efficientnet-lite0": True, "qwen2-vl": True,
+                              "qwen2.5-vl": True, "qwen3-vl": True, "llava-onevision": True, "smolvlm": True}
+    assert (torch_loaded, transformers_loaded) == (False, False)
+
+
+@pytest.mark.parametrize("module", ["dff_core.train.defaults", "dff_core.models.strategies"])
+def test_choice_tables_import_without_torch(module):
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_every_page_renders_without_torch_on_a_demo_database(tmp_path):
+    """The demo dataset stored, no features or runs: every page renders (its title, no exception) and nothing
+    has imported torch or transformers by the end."""
+    env = {**os.environ, "DFF_DB": str(tmp_path / "db.duckdb"), "DFF_WORKER": "0", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "dff_core", "demo"], cwd=ROOT, env=env, check=True, capture_output=True)
+    res = subprocess.run([sys.executable, "-c", PAGES_SCRIPT, str(ROOT / "app.py")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    pages = json.loads(res.stdout.strip().splitlines()[-1])
+    assert list(pages) == ["Home", "data", "extract", "train", "jobs", "compare", "explore", "study"]
+    for name, (torch_loaded, transformers_loaded, errors, titles) in pages.items():
+        assert errors == [], (name, errors)
+        assert titles, name
+        assert (torch_loaded, transformers_loaded) == (False, False), name
