@@ -118,9 +118,9 @@ def one_pass_vs_naive(titles: list[str], batch_size: int, full_layers: int, naiv
 
 def pipeline(batch_size: int) -> None:
     from dff_core.backbones import load_backbone
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
     from dff_core.demo import build_demo
-    from dff_core.workflows import run_extraction
+    from jobs.workflows import run_extraction
     from storage import Database
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -28,14 +28,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jobs import queue  # noqa: E402
+from storage import queue  # noqa: E402
 from jobs.runner import REPORT_EVERY_S  # noqa: E402
 from jobs.worker import POLL_S  # noqa: E402
 from storage import Database  # noqa: E402
 
 
 def tiny_dataset(db: Database, folder: Path) -> None:
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -97,8 +97,8 @@ def bench_browser(x: np.ndarray) -> None:
     from browser_helpers import chromium_path, open_page, running_app, wait_for_app
     from playwright.sync_api import sync_playwright
 
-    from dff_core.data.load import import_generic
-    from dff_core.workflows import import_features_npz
+    from jobs.datasets import import_generic
+    from jobs.workflows import import_features_npz
     from storage import Database
 
     if chromium_path() is None:

@@ -31,8 +31,8 @@ BARE_ROW = "(bare)"
 
 def _prepare(folder: Path) -> Path:
     from browser_helpers import add_topic_features
-    from dff_core.data.load import ensure_demo
-    from dff_core.workflows import run_training
+    from jobs.datasets import ensure_demo
+    from jobs.workflows import run_training
     from storage import Database
 
     db = Database(folder / "bench.duckdb")

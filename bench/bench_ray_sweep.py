@@ -27,14 +27,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dff_core.workflows import import_features_npz, run_training  # noqa: E402
+from jobs.workflows import import_features_npz, run_training  # noqa: E402
 from jobs.handlers import expand_sweep  # noqa: E402
 from storage import Database  # noqa: E402
 from storage.runs import list_runs  # noqa: E402
 
 
 def demo_db(folder: Path) -> tuple[Database, str, str]:
-    from dff_core.data.load import DEMO_NAME, ensure_demo
+    from jobs.datasets import DEMO_NAME, ensure_demo
     from storage.datasets import get_dataset, load_items
 
     db = Database(folder / "bench.duckdb")

@@ -28,11 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dff_core.data.load import import_microlens  # noqa: E402
+from jobs.datasets import import_microlens  # noqa: E402
 from dff_core.data.split import SplitData  # noqa: E402
 from dff_core.train.trainer import TrainConfig, train  # noqa: E402
 from storage import Database  # noqa: E402
-from storage.datasets import load_split  # noqa: E402
+from jobs.reads import load_split  # noqa: E402
 
 RB_VENV = ROOT / ".venv-recbole"
 

@@ -67,7 +67,7 @@ def _catalogue(folder: Path, n_items: int, users: int, seq: int) -> tuple[Path, 
 
 def bench_memory(args) -> dict:
     """The same catalogue in two database files: one keeps the vectors in a table, one in Parquet shards."""
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
     from storage import Database
     from storage.features import create_feature_set, finish_feature_set, get_feature_set, write_vectors
 
@@ -110,7 +110,8 @@ def child(args) -> None:
     """One measurement in a fresh process: the peak RSS above the baseline taken after imports."""
     import torch  # noqa: F401  (imported before the baseline: both kinds pay it equally)
 
-    from dff_core.workflows import parse_layers, run_training
+    from dff_core.layers import parse_layers
+    from jobs.workflows import run_training
     from storage import Database
     from storage.features import get_feature_set, read_features
 
@@ -136,7 +137,7 @@ def child(args) -> None:
 def _titles_db(tmp: Path, n_items: int):
     """The demo catalogue's titles and interactions for ``n_items`` items, without rendering its clips
     (titles are all a text backbone encodes)."""
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
     from dff_core.demo import make_catalog, simulate_interactions
     from storage import Database
 
@@ -157,7 +158,7 @@ def bench_throughput(args) -> dict:
     """Each engine over the same items on the same cores. The steady rate comes from the progress reports
     (first to last), so it leaves out the fixed cost: the model load, and for Ray also starting the
     instance, the actor pool and one model load per replica."""
-    from dff_core.workflows import run_extraction
+    from jobs.workflows import run_extraction
 
     tmp = Path(tempfile.mkdtemp(prefix="dff_scale_tp_"))
     db = _titles_db(tmp, args.demo_items)

@@ -21,7 +21,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dff_core.data.load import import_generic  # noqa: E402
+from jobs.datasets import import_generic  # noqa: E402
 from storage import Database  # noqa: E402
 from storage.features import create_feature_set, read_features, write_vectors  # noqa: E402
 from storage.runs import create_run  # noqa: E402

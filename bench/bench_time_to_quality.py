@@ -52,9 +52,11 @@ def parse_config(text: str) -> dict:
 
 
 def load(db_path: str, dataset: str, strategy: str, features: str | None, layers: str):
-    from dff_core.workflows import load_training_features, parse_layers
+    from dff_core.layers import parse_layers
+    from jobs.reads import load_training_features
     from storage import Database
-    from storage.datasets import get_dataset, load_split
+    from storage.datasets import get_dataset
+    from jobs.reads import load_split
     from storage.features import get_feature_set
 
     db = Database(db_path)

@@ -22,9 +22,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dff_core.eval.evaluate import popularity_baseline  # noqa: E402
-from dff_core.workflows import run_training  # noqa: E402
+from jobs.workflows import run_training  # noqa: E402
 from storage import Database  # noqa: E402
-from storage.datasets import get_dataset, load_split  # noqa: E402
+from storage.datasets import get_dataset  # noqa: E402
+from jobs.reads import load_split
 
 
 def main() -> None:

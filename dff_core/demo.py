@@ -27,7 +27,7 @@ Media fallbacks are exercised on purpose: a few items have a cover but no video 
 empty) and two items have neither; ``DemoFiles.cover_only`` and ``DemoFiles.no_media`` list them, and
 README.txt names them.
 
-No storage, no Streamlit: this module only writes files (``dff_core.data.load.ensure_demo`` imports
+No storage, no Streamlit: this module only writes files (``jobs.datasets.ensure_demo`` imports
 them). ``python -m dff_core.demo OUT_DIR [--seed N]`` builds one from the command line.
 """
 from __future__ import annotations

@@ -5,21 +5,16 @@ similarity of the (mean-centred) layer vectors and count how many of them the it
 within ``window`` positions of the same user's **training** history (validation and test targets are never
 used). ``chance`` is that fraction for random neighbours, so ``lift = score / chance``: 1 means the layer
 knows nothing about what people watch together, higher is better. It takes seconds on a few thousand items
-and is cached on disk next to the database (keyed by the feature set and the parameters).
+and is cached on disk next to the database (keyed by the feature set and the parameters) by
+``jobs.probes``, which reads the split and the vectors; this module only computes.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
-
-from storage.datasets import load_split
-from storage.db import Database
-from storage.features import FeatureSetRecord, read_features
 
 DEFAULTS = {"k": 10, "max_items": 1000, "window": 3, "seed": 0}
 
@@ -55,59 +50,36 @@ def neighbour_agreement(x: np.ndarray, related: np.ndarray, k: int) -> float:
     return float(related[np.arange(len(x))[:, None], nn].mean())
 
 
-def layer_usefulness(db: Database, fs: FeatureSetRecord, k: int = 10, max_items: int = 1000, window: int = 3,
-                     seed: int = 0, max_batch_bytes: int = 256 * 2 ** 20) -> pd.DataFrame:
-    """Columns ``layer, score, chance, lift`` (one row per stored layer); ``attrs["items"]`` = sample size."""
-    split = load_split(db, fs.dataset_id)
-    co = cowatch_matrix(split.train, split.num_items, window)
+def layer_scores(train: list[np.ndarray], num_items: int, present: np.ndarray, num_layers: int, dim: int,
+                 read_layers: Callable[[list[int]], np.ndarray], *, name: str = "", k: int = 10,
+                 max_items: int = 1000, window: int = 3, seed: int = 0,
+                 max_batch_bytes: int = 256 * 2 ** 20) -> pd.DataFrame:
+    """Columns ``layer, score, chance, lift`` (one row per layer); ``attrs["items"]`` = sample size.
+
+    ``present``: which items have vectors; ``read_layers(ids)`` returns ``[items, len(ids), dim]`` float16
+    vectors for those layers (called in batches of at most ``max_batch_bytes``, so a large set never sits in
+    memory whole)."""
+    co = cowatch_matrix(train, num_items, window)
     has_pair = np.asarray(co.sum(axis=1)).ravel() > 0
-    _, present = read_features(db, fs, layers=[0], dtype=np.float16)
     candidates = np.flatnonzero(has_pair[: len(present)] & present)
     if len(candidates) < k + 2:
-        raise ValueError(f"feature set {fs.name!r}: only {len(candidates)} items have both vectors and training "
+        raise ValueError(f"feature set {name!r}: only {len(candidates)} items have both vectors and training "
                          f"co-watches; the layer score needs at least {k + 2}")
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(candidates, size=min(max_items, len(candidates)), replace=False))
     m = len(sample)
     related = co[sample][:, sample].toarray() > 0
     chance = float(related.sum() / (m * (m - 1)))
-    batch = max(1, int(max_batch_bytes // max(1, len(present) * fs.dim * 2)))
+    batch = max(1, int(max_batch_bytes // max(1, len(present) * dim * 2)))
     scores: list[float] = []
-    for start in range(0, fs.num_layers, batch):
-        layer_ids = list(range(start, min(fs.num_layers, start + batch)))
-        feats, _ = read_features(db, fs, layers=layer_ids, dtype=np.float16)
+    for start in range(0, num_layers, batch):
+        layer_ids = list(range(start, min(num_layers, start + batch)))
+        feats = read_layers(layer_ids)
         sub = np.asarray(feats[sample], dtype=np.float32)
         del feats
         scores += [neighbour_agreement(sub[:, j, :], related, k) for j in range(len(layer_ids))]
-    out = pd.DataFrame({"layer": np.arange(fs.num_layers), "score": scores})
+    out = pd.DataFrame({"layer": np.arange(num_layers), "score": scores})
     out["chance"] = chance
     out["lift"] = out["score"] / chance if chance > 0 else np.nan
     out.attrs["items"] = m
-    return out
-
-
-def _cache_path(db: Database, fs: FeatureSetRecord, params: dict) -> Path:
-    key = json.dumps({"fs": fs.id, "name": fs.name, "created": str(fs.created_at), "status": fs.status,
-                      "items": fs.stats.get("items"), "layers": fs.num_layers, **params}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return db.side_dir("cache") / "layer-scores" / f"fs{fs.id}-{digest}.json"
-
-
-def cached_layer_usefulness(db: Database, fs: FeatureSetRecord, **params) -> pd.DataFrame:
-    """``layer_usefulness`` computed once per feature set and parameters, then read from a small JSON file."""
-    params = {**DEFAULTS, **params}
-    path = _cache_path(db, fs, params)
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-            out = pd.DataFrame(data["rows"])
-            out.attrs["items"] = data["items"]
-            return out
-        except (ValueError, KeyError):
-            pass  # a damaged cache file is recomputed
-    out = layer_usefulness(db, fs, **params)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"items": out.attrs["items"], "rows": out.to_dict("records")}))
-    tmp.replace(path)
     return out

@@ -1,16 +1,15 @@
 """What each job kind does. A handler gets the database, the job and a ``JobContext`` (progress, log,
-cancel flag) and calls the same ``dff_core.workflows`` functions the CLI runs in the foreground."""
+cancel flag) and calls the same ``jobs.workflows`` functions the CLI runs in the foreground."""
 from __future__ import annotations
 
 import itertools
 
-from jobs import queue
-from jobs.runner import JobContext
-from storage import Database
+from jobs.context import JobContext
+from storage import Database, queue
 
 
 def handle_train(db: Database, job: queue.Job, ctx: JobContext) -> None:
-    from dff_core.workflows import run_training
+    from jobs.workflows import run_training
 
     p = job.params
     run_id = (job.result or {}).get("run_id")  # set when an earlier attempt got as far as creating the run
@@ -88,14 +87,14 @@ def handle_sweep_ray(db: Database, job: queue.Job, ctx: JobContext) -> None:
 
 
 def handle_extract(db: Database, job: queue.Job, ctx: JobContext) -> None:
-    from dff_core.workflows import run_extraction
+    from jobs.workflows import run_extraction
 
     run_extraction(db, **job.params, progress=lambda f, s: ctx.progress(f, s), log=ctx.log,
                    should_stop=ctx.should_stop)
 
 
 def handle_demo(db: Database, job: queue.Job, ctx: JobContext) -> None:
-    from dff_core.data.load import ensure_demo
+    from jobs.datasets import ensure_demo
 
     ensure_demo(db, progress=lambda stage, done, total: ctx.progress(done / max(1, total), stage))
 

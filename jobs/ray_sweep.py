@@ -58,8 +58,11 @@ def run_sweep_ray(db: Database, runs: list[dict], *, study: str, job_id: int | N
     from dff_core.models.item_encoders import FEATURE_STRATEGIES
     from dff_core.train.ray_task import train_task
     from dff_core.train.trainer import TrainConfig
-    from dff_core.workflows import load_training_features, parse_layers, store_epoch, store_result
-    from storage.datasets import get_dataset, load_split
+    from dff_core.layers import parse_layers
+    from jobs.reads import load_training_features
+    from jobs.workflows import store_epoch, store_result
+    from storage.datasets import get_dataset
+    from jobs.reads import load_split
     from storage.features import get_feature_set
     from storage.runs import clear_metrics, create_run, finish_run, list_runs, set_run_status
 

@@ -11,50 +11,13 @@ import ctypes
 import signal
 import sys
 import threading
-import time
 import traceback
 
-from jobs import queue
-from storage import Database
+from jobs.context import REPORT_EVERY_S, JobContext  # noqa: F401  (REPORT_EVERY_S: read by tests)
+from jobs.handlers import HANDLERS
+from storage import Database, queue
 
 HEARTBEAT_S = 5.0
-REPORT_EVERY_S = 0.5
-
-
-class JobContext:
-    """What a job handler sees: progress reporting, logging and the cancel flag."""
-
-    def __init__(self, db: Database, job: queue.Job):
-        self.db, self.job = db, job
-        self._last_report = 0.0
-        self._cancel = False
-        self._started = time.monotonic()
-        self._lock = threading.Lock()
-
-    def progress(self, fraction: float, step: str | None = None, *, force: bool = False,
-                 result_update: dict | None = None) -> None:
-        """Throttled: at most one write every REPORT_EVERY_S unless ``force`` (ETA from elapsed time)."""
-        now = time.monotonic()
-        if not force and now - self._last_report < REPORT_EVERY_S and result_update is None:
-            return
-        fraction = max(0.0, min(1.0, float(fraction)))
-        elapsed = now - self._started
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
-        with self._lock:
-            self._cancel = queue.report(self.db, self.job.id, progress=fraction, step=step, eta_seconds=eta,
-                                        result_update=result_update) or self._cancel
-            self._last_report = now
-
-    def log(self, line: str) -> None:
-        with self._lock:
-            self._cancel = queue.report(self.db, self.job.id, log=f"[{time.strftime('%H:%M:%S')}] {line}") or self._cancel
-
-    def should_stop(self) -> bool:
-        return self._cancel
-
-    def heartbeat(self) -> None:
-        with self._lock:
-            self._cancel = queue.report(self.db, self.job.id) or self._cancel
 
 
 def _die_with_parent() -> None:
@@ -67,8 +30,6 @@ def _die_with_parent() -> None:
 
 
 def run_job(db: Database, job: queue.Job) -> str:
-    from jobs.handlers import HANDLERS
-
     ctx = JobContext(db, job)
     stop = threading.Event()
 
@@ -90,7 +51,7 @@ def run_job(db: Database, job: queue.Job) -> str:
         return status
     except Exception as exc:  # a job's failure is recorded, never raised into the worker
         stop.set()
-        from dff_core.cli import user_message
+        from jobs.errors import user_message
         ctx.log(traceback.format_exc(limit=8))
         queue.finish(db, job.id, "failed", error=user_message(exc))
         return "failed"

@@ -1,16 +1,16 @@
-"""Validated job requests as the dashboard makes them: train, sweep, extract, and the one-click demo study.
+"""The one validator and enqueuer for every action — train, sweep, extract and the one-click demo study — used
+alike by the CLI, the pages and study plans (``jobs.study``).
 
 Everything that would fail in the worker (unknown dataset or feature set, bad layers, an unknown backbone)
 is refused here, before anything is queued, with a message that says what to change.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from functools import lru_cache
 from pathlib import Path
 
-from jobs.queue import ACTIVE, enqueue, list_jobs
+from storage.queue import ACTIVE, enqueue, list_jobs
 from storage import Database
 from storage.datasets import get_dataset
 from storage.features import get_feature_set, list_feature_sets
@@ -52,14 +52,15 @@ def check_train_settings(settings: dict | None) -> dict:
 
 def check_train_params(db: Database, params: dict) -> None:
     from dff_core.models.item_encoders import FEATURE_STRATEGIES, STRATEGIES
-    from dff_core.workflows import parse_layers
+    from dff_core.layers import parse_layers
 
     check_train_settings(params.get("settings"))
     if params["strategy"] not in STRATEGIES:
         raise ValueError(f"unknown strategy {params['strategy']!r}; choose from {', '.join(STRATEGIES)}")
     ds = get_dataset(db, params["dataset"])
     if params["strategy"] in FEATURE_STRATEGIES and not params.get("features"):
-        raise ValueError(f"strategy {params['strategy']!r} needs a feature set; only 'id' trains without one")
+        raise ValueError(f"strategy {params['strategy']!r} needs --features (a feature set); only 'id' trains "
+                         "without one")
     if params.get("features"):
         fs = get_feature_set(db, params["features"], dataset=ds.id)
         if fs.status not in USABLE_FEATURE_STATUS:
@@ -77,11 +78,19 @@ def enqueue_train(db: Database, dataset: str, strategy: str, features: str | Non
     return enqueue(db, "train", params, group=params["study"])
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str | int, *, number_is_count: bool = False) -> list[int]:
+    """Seeds as people type them: a list ``1,2,5`` (``;`` works too). A bare number is one seed (``3`` -> [3]:
+    ``submit sweep --seeds``, the Train page's sweep), or with ``number_is_count`` a count (``3`` -> [1, 2, 3]:
+    ``study --seeds``, the Study page, where "how many seeds" is the question)."""
+    text = str(text).strip()
     try:
-        seeds = [int(s) for s in str(text).replace(";", ",").split(",") if s.strip()]
+        if number_is_count and text.isdigit():
+            seeds = list(range(1, int(text) + 1))
+        else:
+            seeds = [int(s) for s in text.replace(";", ",").split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"seeds must be a comma list of integers, e.g. 1,2,3 — not {text!r}") from None
+        form = "a count (3) or a comma list (1,2,5)" if number_is_count else "a comma list of integers, e.g. 1,2,3"
+        raise ValueError(f"seeds: give {form}, not {text!r}") from None
     if not seeds:
         raise ValueError("give at least one seed")
     return seeds
@@ -100,12 +109,30 @@ def sweep_runs(strategies: list[str], layer_choices: list[str], seeds: list[int]
                              "seeds": seeds, "study": ""}))
 
 
+def engine_params(engine: str | None = "local", address: str | None = None) -> dict:
+    """A sweep's (or study's) engine choice as job parameters ({} for the local engine), checked."""
+    engine = engine or "local"
+    if address and engine != "ray":
+        raise ValueError("--address names a Ray cluster; add --engine ray")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}; local or ray")
+    return {"engine": "ray", "address": address or None} if engine == "ray" else {}
+
+
 def enqueue_sweep(db: Database, dataset: str, features: str | None, strategies: list[str], layer_choices: list[str],
-                  seeds: list[int], study: str, settings: dict) -> int:
+                  seeds: list[int], study: str, settings: dict, *, engine: str = "local",
+                  address: str | None = None) -> int:
+    from dff_core.models.item_encoders import STRATEGIES
+
     if not study or not study.strip():
         raise ValueError("name the study: its runs are grouped under that name on the Compare page")
     if not strategies:
         raise ValueError("pick at least one strategy")
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad:
+        raise ValueError(f"unknown strategies {bad}; choose from {', '.join(STRATEGIES)}")
+    if not seeds:
+        raise ValueError("give at least one seed")
     feature_strats = [s for s in strategies if s != "id"]
     check_train_settings(settings)
     for layers in layer_choices:
@@ -113,7 +140,7 @@ def enqueue_sweep(db: Database, dataset: str, features: str | None, strategies: 
                                 "strategy": feature_strats[0] if feature_strats else "id", "layers": layers})
     params = {"dataset": dataset, "features": features if feature_strats else None, "strategies": list(strategies),
               "layers": list(layer_choices), "seeds": [int(s) for s in seeds], "study": study.strip(),
-              "settings": dict(settings)}
+              "settings": dict(settings), **engine_params(engine, address)}
     return enqueue(db, "sweep", params, group=study.strip())
 
 
@@ -175,23 +202,75 @@ def backbone_spec(family: str, checkpoint: str | None) -> str:
     return f"{family}:{checkpoint}" if checkpoint else family
 
 
-def extract_job_params(db: Database, dataset: str, backbone: str, name: str, inputs: list[str], num_frames: int = 8,
-                       pooling: str | None = None, batch_size: int = 8, dtype: str = "float16",
+STORAGE_CHOICES = {"table": "duckdb", "parquet": "parquet"}  # CLI word -> feature_sets.storage
+
+
+def check_compute(backbone: str, device: str | None, compute_dtype: str | None, quantize: str | None,
+                  engine: str = "local") -> dict:
+    """The device/precision choices of an extraction, validated for this machine and backbone family.
+    Returns them as given (``auto`` is resolved when the job runs, and stored with the feature set)."""
+    from dff_core.backbones import family_class, parse_spec, resolve_precision
+    from dff_core.devices import device_name, resolve_device
+
+    device = (device or "auto").strip().lower()
+    compute_dtype, quantize = compute_dtype or "auto", quantize or "none"
+    cls = family_class(parse_spec(backbone)[0])
+    if engine == "ray":
+        # replicas sit on the cluster's GPUs (or CPUs); only cpu can be forced from here
+        if device not in ("auto", "cpu"):
+            raise ValueError(f"--engine ray places replicas on the cluster's GPUs itself; use --device auto "
+                             f"(or cpu to keep them on CPUs), not {device!r}")
+        resolve_precision(cls, "cpu" if device == "cpu" or quantize == "int8" else "cuda:0", compute_dtype,
+                          quantize)
+    else:
+        resolve_precision(cls, device_name(resolve_device(device)), compute_dtype, quantize)
+    return {"device": device, "compute_dtype": compute_dtype, "quantize": quantize}
+
+
+def extract_job_params(db: Database, dataset: str, backbone: str, name: str, inputs: list[str] | None = None,
+                       num_frames: int = 8, pooling: str | None = None, batch_size: int = 8, dtype: str = "float16",
                        caption: bool = False, frame_size: int = 224, text_encoder: str = "minilm",
-                       device: str = "auto", compute_dtype: str = "auto", quantize: str = "none") -> dict:
-    """The same checks and parameters as ``python -m dff_core submit extract``."""
-    from dff_core.cli_extract import extract_params
+                       device: str = "auto", compute_dtype: str = "auto", quantize: str = "none",
+                       storage: str | None = "table", engine: str | None = "local", address: str | None = None) -> dict:
+    """Validated keyword arguments for ``jobs.workflows.run_extraction`` (checked before anything is queued or
+    run): ``extract``, ``submit extract`` and the Extract page. ``inputs`` None: what the backbone takes."""
+    from dff_core.backbones import family_info
 
     if not name or not name.strip():
         raise ValueError("name the feature set")
-    if not inputs:
+    if inputs is not None and not inputs:
         raise ValueError("pick at least one input (frames, title or cover)")
-    args = argparse.Namespace(dataset=dataset, backbone=backbone, name=name.strip(), inputs=",".join(inputs),
-                              frames=int(num_frames), frame_size=int(frame_size), pooling=pooling,
-                              batch_size=int(batch_size), dtype=dtype, caption=bool(caption),
-                              text_encoder=text_encoder, device=device, compute_dtype=compute_dtype,
-                              quantize=quantize)
-    return extract_params(db, args)
+    get_dataset(db, dataset)
+    info = family_info(backbone)
+    inputs = list(inputs) if inputs else list(info["default_inputs"])
+    bad = [i for i in inputs if i not in info["inputs"]]
+    if bad:
+        raise ValueError(f"backbone {backbone!r} takes {', '.join(info['inputs'])}; not {', '.join(bad)}")
+    pooling = pooling or info["default_pooling"]
+    if pooling not in info["poolings"]:
+        raise ValueError(f"backbone {backbone!r} pools by {', '.join(info['poolings'])}; not {pooling!r}")
+    if caption and not info.get("can_caption"):
+        raise ValueError(f"backbone {backbone!r} cannot write captions; use an LVLM family")
+    if int(num_frames) < 1 or int(batch_size) < 1:
+        raise ValueError("--frames and --batch-size must be at least 1")
+    params = {"dataset": dataset, "backbone": backbone, "name": name.strip(), "inputs": inputs,
+              "num_frames": int(num_frames), "frame_size": int(frame_size), "pooling": pooling,
+              "batch_size": int(batch_size), "dtype": dtype, "caption": bool(caption), "text_encoder": text_encoder}
+    # scale-out choices are passed only when asked for, so job params of the default path stay as they were
+    stored_as = STORAGE_CHOICES[storage or "table"]
+    engine = engine or "local"
+    if engine == "ray" and caption:
+        raise ValueError("the caption route runs on the local engine only; leave out --engine ray")
+    engine_params(engine, address)
+    if engine == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("--engine ray needs Ray: pip install -r requirements-ray.txt")
+    params.update(check_compute(backbone, device, compute_dtype, quantize, engine))
+    extra = {"storage": stored_as if stored_as != "duckdb" else None, "engine": engine if engine != "local" else None,
+             "address": address}
+    return {**params, **{k: v for k, v in extra.items() if v}}
 
 
 def enqueue_extract(db: Database, **kwargs) -> int:
@@ -210,7 +289,7 @@ def demo_study_plan(db: Database) -> tuple[list[tuple[str, dict]], list[str]]:
     The worker runs jobs in id order: the demo dataset, the extractions, then sweeps whose train jobs are
     created when the sweep itself runs, i.e. after its feature set exists.
     """
-    from dff_core.data.load import DEMO_NAME
+    from jobs.datasets import DEMO_NAME
 
     active = [j for j in list_jobs(db) if j.status in ACTIVE]
     plan: list[tuple[str, dict]] = []

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import queue
+from storage import queue
 from storage import Database
 
 POLL_S = 0.5

@@ -96,13 +96,13 @@ def plain(value, limit: int | None = None, code: bool = False) -> str:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from dff_core.cli import user_errors as errors
+    from jobs.errors import user_errors as errors
     return errors()
 
 
 def show_error(exc: BaseException, what: str | None = None) -> None:
     """A user error as one clear line; anything else with its type (never a traceback)."""
-    from dff_core.cli import user_message
+    from jobs.errors import user_message
     st.error(plain((f"{what}: " if what else "") + user_message(exc)), icon=":material/block:")
 
 

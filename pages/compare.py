@@ -78,7 +78,7 @@ with st.expander("Export these runs to MLflow"):
     target = st.text_input("MLflow folder (inside the database's folder)", "mlruns", key="cmp_mlflow_dir")
     if st.button(f"Export {len(ids)} runs", key="cmp_mlflow_export", icon=":material/upload:"):
         with reported("MLflow export failed"):
-            from dff_core.export_mlflow import export_dir, export_runs
+            from jobs.export_mlflow import export_dir, export_runs
             out = export_runs(db, str(export_dir(db.path, target)), run_ids=ids)
             st.success(f"Exported {out['runs']} runs ({out['created']} new, {out['updated']} updated) to:",
                        icon=":material/check_circle:")

@@ -55,7 +55,7 @@ with tab_ml:
         folder = st.text_input("Folder", key="ml_folder", placeholder="../shared/data/microlens")
         pre = _preprocessing_inputs("ml")
         if st.form_submit_button("Import", type="primary"):
-            from dff_core.data.load import import_microlens
+            from jobs.datasets import import_microlens
 
             def read(n, p):
                 if not folder.strip():
@@ -75,7 +75,7 @@ with tab_paths:
                                    help="default: the items file's folder")
         pre = _preprocessing_inputs("gen")
         if st.form_submit_button("Import", type="primary"):
-            from dff_core.data.load import import_generic
+            from jobs.datasets import import_generic
 
             def read(n, p):
                 if not inter_path.strip() or not items_path.strip():
@@ -94,7 +94,7 @@ with tab_upload:
         media_up = st.text_input("Media folder on this machine (optional)", key="up_media")
         pre = _preprocessing_inputs("up")
         if st.form_submit_button("Import", type="primary"):
-            from dff_core.data.load import import_uploads
+            from jobs.datasets import import_uploads
 
             def read(n, p):
                 if inter_up is None or items_up is None:
@@ -151,7 +151,7 @@ with st.expander("Delete this dataset"):
     st.caption(f"Removes “{plain(chosen)}” and everything derived from it (feature sets, runs, metrics).")
     sure = st.checkbox(f"Yes, delete “{plain(chosen)}”", key="delete_sure")
     if st.button("Delete", disabled=not sure, key="delete_button"):
-        from storage.datasets import delete_dataset
+        from storage.removal import delete_dataset
         try:
             delete_dataset(db, chosen)
             st.success(f"Deleted “{plain(chosen)}”.")

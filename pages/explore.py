@@ -7,8 +7,8 @@ import os
 import plotly.express as px
 import streamlit as st
 
-from dff_core import neighbours as nb
-from dff_core.neighbours.explore import cover_problem
+from jobs import neighbours as nb
+from jobs.neighbours import cover_problem
 from pages.common import PLOT_CONFIG, database, empty_state, plain, reported, show_error, user_errors
 from storage import Database, views
 from storage.datasets import get_dataset

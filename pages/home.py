@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from jobs import submit
-from jobs.queue import ACTIVE, list_jobs
+from storage.queue import ACTIVE, list_jobs
 from pages.common import PROGRESS_COLUMN, database, format_seconds, plain, reported
 from storage import views
 

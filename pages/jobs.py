@@ -4,7 +4,7 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from jobs import queue
+from storage import queue
 from pages.common import (PLOT_CONFIG, PROGRESS_COLUMN, STATUS_ICON, database, empty_state, format_seconds, plain,
                           show_error, user_errors)
 from storage import views

@@ -6,6 +6,8 @@ import streamlit as st
 
 from dff_core.study import plan as study_plan
 from dff_core.study import report, verdicts
+from jobs import study as study_jobs
+from jobs import submit
 from pages.common import PLOT_CONFIG, database, empty_state, plain, reported
 from dff_core.endings import cap_warning
 from pages.train_options import fast_path_settings
@@ -25,7 +27,7 @@ if not names:
     st.stop()
 
 # ------------------------------------------------------------------------------------------------ form
-with st.expander("New study", expanded=not study_plan.list_studies(db)):
+with st.expander("New study", expanded=not study_jobs.list_studies(db)):
     c = st.columns(3)
     dataset = c[0].selectbox("Dataset", names, key="st_dataset")
     usable = views.usable_feature_sets(db, dataset)
@@ -55,7 +57,7 @@ with st.expander("New study", expanded=not study_plan.list_studies(db)):
         with reported("cannot plan this study"):
             request = study_plan.StudyRequest(
                 dataset=dataset, features=fs_name, captions=None if captions == "(none)" else captions,
-                seeds=study_plan.parse_seeds(seeds_text), layers=study_plan.parse_layer_list(layers_text),
+                seeds=submit.parse_seeds(seeds_text, number_is_count=True), layers=study_plan.parse_layer_list(layers_text),
                 layer_points=int(points), intermediate=study_plan.parse_range(range_text), epochs=int(epochs),
                 name=name, extra_settings=fast)
             runs = study_plan.plan_runs(request, next(fs for fs in hidden if fs.name == fs_name).num_layers)
@@ -64,19 +66,19 @@ with st.expander("New study", expanded=not study_plan.list_studies(db)):
                        + ", ".join(r["role"] for r in runs) + f" × {len(request.seeds)} seeds")
             if st.button("Queue study", key="st_queue", type="primary", icon=":material/science:"):
                 with reported("could not queue the study"):
-                    job_id = study_plan.queue_study(db, request)
+                    job_id = study_jobs.queue_study(db, request)
                     st.session_state["st_selected"] = request.study
                     st.success(plain(f"queued study {request.study!r} (sweep job {job_id}); its runs start in the "
                                      "background worker"))
 
 # ------------------------------------------------------------------------------------------- a study
-studies = study_plan.list_studies(db)
+studies = study_jobs.list_studies(db)
 if not studies:
     st.info("No study yet: fill in the form above and queue one.")
     st.stop()
 selected = st.session_state.get("st_selected")
 study = st.selectbox("Study", studies, index=studies.index(selected) if selected in studies else 0, key="st_study")
-data = verdicts.load_study(db, study)
+data = study_jobs.load_study(db, study)
 p = data.progress
 total, done = p.get("total", 0), p.get("done", 0)
 if total:

@@ -7,7 +7,7 @@ import streamlit as st
 from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE, cap_warning
 from dff_core.models.strategies import STRATEGIES
 from dff_core.train.defaults import LAYER_INITS, LAYER_LR_MULT, TRAIN_DEFAULTS
-from dff_core.workflows import parse_layers
+from dff_core.layers import parse_layers
 from jobs import submit
 from pages.common import PLOT_CONFIG, database, empty_state, plain, show_error, user_errors
 from pages.train_options import fast_path_settings
@@ -32,7 +32,7 @@ if not datasets:
 
 @st.cache_data(show_spinner="Scoring layers against co-watch…", max_entries=32)
 def _layer_scores(db_path: str, fs_id: int, status: str, items: int):
-    from dff_core.probes import cached_layer_usefulness
+    from jobs.probes import cached_layer_usefulness
     from storage.features import get_feature_set
 
     return cached_layer_usefulness(db, get_feature_set(db, fs_id))

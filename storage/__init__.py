@@ -3,7 +3,6 @@
 Every function takes a ``Database`` handle and opens a short transaction per call; see ``storage.db``
 for why. No Streamlit imports here.
 """
-from storage.datasets import NotFound
-from storage.db import Database, DatabaseBusy, default_db_path
+from storage.db import Database, DatabaseBusy, NotFound, default_db_path
 
 __all__ = ["Database", "DatabaseBusy", "NotFound", "default_db_path"]

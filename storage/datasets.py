@@ -9,12 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
-from dff_core.data.split import SplitData
-from storage.db import Database
-
-
-class NotFound(LookupError):
-    """A named thing (dataset, feature set, run, job) does not exist."""
+from storage.db import Database, NotFound
 
 
 @dataclass
@@ -93,24 +88,6 @@ def get_dataset(db: Database, name_or_id: str | int) -> DatasetRecord:
     return _record(row)
 
 
-def delete_dataset(db: Database, name: str) -> None:
-    """Remove a dataset and everything derived from it (feature sets, runs, metrics)."""
-    ds = get_dataset(db, name)
-    from storage.features import drop_feature_set_rows
-
-    with db.session() as conn:
-        fs_ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM feature_sets WHERE dataset_id = :d"),
-                                             {"d": ds.id})]
-        for fs_id in fs_ids:
-            drop_feature_set_rows(conn, fs_id)
-        run_ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM runs WHERE dataset_id = :d"), {"d": ds.id})]
-        for run_id in run_ids:
-            conn.execute(sa.text("DELETE FROM metrics WHERE run_id = :r"), {"r": run_id})
-        for table in ("runs", "interactions", "users", "items", "splits"):
-            conn.execute(sa.text(f"DELETE FROM {table} WHERE dataset_id = :d"), {"d": ds.id})
-        conn.execute(sa.text("DELETE FROM datasets WHERE id = :d"), {"d": ds.id})
-
-
 def load_items(db: Database, dataset_id: int) -> pd.DataFrame:
     """All items of a dataset ordered by idx (the row order of every feature tensor)."""
     with db.session() as conn:
@@ -126,8 +103,10 @@ def load_interactions(db: Database, dataset_id: int) -> pd.DataFrame:
             "WHERE dataset_id = ? ORDER BY user_idx, pos", [dataset_id]).df()
 
 
-def load_split(db: Database, dataset_id: int) -> SplitData:
-    """The stored leave-one-out split as in-memory sequences (dense 0-based item indices)."""
+def load_split_arrays(db: Database, dataset_id: int) -> dict:
+    """The stored leave-one-out split as in-memory sequences (dense 0-based item indices): the fields of
+    ``dff_core.data.split.SplitData`` as a dict (storage imports no science; ``jobs.reads.load_split``
+    wraps them)."""
     with db.session() as conn:
         raw = Database.raw(conn)
         inter = raw.sql("SELECT user_idx, item_idx, role FROM interactions WHERE dataset_id = ? "
@@ -148,5 +127,5 @@ def load_split(db: Database, dataset_id: int) -> SplitData:
         val.append(item_idx[s:e][r == "val"][0])
         test.append(item_idx[s:e][r == "test"][0])
         uids.append(users[user_idx[s]][0])
-    return SplitData(num_items=int(num_items), user_ids=uids, train=train,
-                     val_target=np.asarray(val, dtype=np.int64), test_target=np.asarray(test, dtype=np.int64))
+    return dict(num_items=int(num_items), user_ids=uids, train=train,
+                val_target=np.asarray(val, dtype=np.int64), test_target=np.asarray(test, dtype=np.int64))

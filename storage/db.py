@@ -33,6 +33,10 @@ DEFAULT_DB = Path("data") / "dff_studio.duckdb"
 T = TypeVar("T")
 
 
+class NotFound(LookupError):
+    """A named thing (dataset, feature set, run, job) does not exist."""
+
+
 class DatabaseBusy(RuntimeError):
     """The file stayed locked by another process for longer than the configured deadline."""
 

@@ -13,50 +13,19 @@ dispatches on ``FeatureSetRecord.storage``, so callers never care which kind the
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from storage.datasets import NotFound, get_dataset
-from storage.db import Database
+from storage.datasets import get_dataset
+from storage.db import Database, NotFound
+from storage.records import FeatureSetRecord, feature_set_from_row
 
 FLOAT16_SAFE = 60000.0  # beyond this magnitude float16 overflows; such sets are stored as float32
 # float16 keeps a vector when its round trip changes it by at most this much, relative to the vector's norm;
 # plain rounding gives <= 2^-11 ~ 4.9e-4, so only under- or overflow (subnormals, zeros, inf) cross the bound
 FLOAT16_REL_TOL = 1e-3
 STORAGE_KINDS = ("duckdb", "parquet")  # vectors in a per-set table, or in Parquet shards beside the file
-
-
-@dataclass
-class FeatureSetRecord:
-    id: int
-    dataset_id: int
-    name: str
-    backbone: str
-    kind: str
-    inputs: list
-    pooling: str
-    params: dict
-    num_layers: int
-    dim: int
-    dtype: str
-    layer_names: list | None
-    status: str
-    storage: str
-    location: str
-    stats: dict
-    created_at: object = None
-
-
-def _record(row) -> FeatureSetRecord:
-    return FeatureSetRecord(
-        id=row.id, dataset_id=row.dataset_id, name=row.name, backbone=row.backbone, kind=row.kind,
-        inputs=json.loads(row.inputs), pooling=row.pooling, params=json.loads(row.params),
-        num_layers=row.num_layers, dim=row.dim, dtype=row.dtype,
-        layer_names=json.loads(row.layer_names) if row.layer_names else None, status=row.status,
-        storage=row.storage, location=row.location, stats=json.loads(row.stats), created_at=row.created_at)
 
 
 def create_feature_set(db: Database, dataset: str | int, name: str, backbone: str, num_layers: int, dim: int,
@@ -74,7 +43,7 @@ def create_feature_set(db: Database, dataset: str | int, name: str, backbone: st
         row = conn.execute(sa.text("SELECT * FROM feature_sets WHERE dataset_id = :d AND name = :n"),
                            {"d": ds.id, "n": name}).first()
         if row is not None:
-            existing = _record(row)
+            existing = feature_set_from_row(row)
             if not exist_ok:
                 raise ValueError(f"feature set {name!r} already exists for dataset {ds.name!r}; "
                                  "pick another --name, or resume it")
@@ -99,7 +68,7 @@ def create_feature_set(db: Database, dataset: str | int, name: str, backbone: st
 
             conn.execute(sa.text("UPDATE feature_sets SET storage = 'parquet', location = :l WHERE id = :i"),
                          {"l": parquet_features.prepare(db.path, fs_id), "i": fs_id})
-            return _record(conn.execute(sa.text("SELECT * FROM feature_sets WHERE id = :i"), {"i": fs_id}).first())
+            return feature_set_from_row(conn.execute(sa.text("SELECT * FROM feature_sets WHERE id = :i"), {"i": fs_id}).first())
         table = f"fv_{fs_id}"
         vec_type = "SMALLINT" if dtype == "float16" else "FLOAT"
         conn.execute(sa.text(f"CREATE TABLE {table} (item INTEGER NOT NULL, layer SMALLINT NOT NULL, "
@@ -125,7 +94,7 @@ def get_feature_set(db: Database, ref: str | int, dataset: str | int | None = No
         raise NotFound(f"no feature set {ref!r}; {hint}")
     if len(rows) > 1:
         raise ValueError(f"several datasets have a feature set named {ref!r}; say which dataset, or use its id")
-    return _record(rows[0])
+    return feature_set_from_row(rows[0])
 
 
 def list_feature_sets(db: Database, dataset: str | int | None = None) -> list[FeatureSetRecord]:
@@ -136,7 +105,7 @@ def list_feature_sets(db: Database, dataset: str | int | None = None) -> list[Fe
             ds = get_dataset(db, dataset)
             rows = conn.execute(sa.text("SELECT * FROM feature_sets WHERE dataset_id = :d ORDER BY id"),
                                 {"d": ds.id}).fetchall()
-    return [_record(r) for r in rows]
+    return [feature_set_from_row(r) for r in rows]
 
 
 def float16_error(feats: np.ndarray, chunk_rows: int = 65536) -> float:

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
     from storage.db import Database
-    from storage.features import FeatureSetRecord
+    from storage.records import FeatureSetRecord
 
 SHARD_GLOB = "part-*.parquet"
 FEATURES_DIR = "features"

@@ -8,8 +8,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from storage.datasets import NotFound
-from storage.db import Database
+from storage.db import Database, NotFound
 
 
 @dataclass

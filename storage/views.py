@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from storage.datasets import DatasetRecord, NotFound, get_dataset, list_datasets, load_interactions
-from storage.db import Database
+from storage.datasets import DatasetRecord, get_dataset, list_datasets, load_interactions
+from storage.db import Database, NotFound
 from storage.features import FeatureSetRecord, list_feature_sets
 from storage.runs import RunRecord, list_runs, run_metrics
 
@@ -26,7 +26,7 @@ RUN_COLUMNS = (["run_id", "dataset", "study", "backbone", "features", "strategy"
 
 def counts(db: Database) -> dict:
     """Numbers for the Home page."""
-    from jobs.queue import list_jobs
+    from storage.queue import list_jobs
 
     runs = list_runs(db)
     jobs = list_jobs(db)

@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from data_helpers import write_generic
-from dff_core.data.load import import_generic
+from jobs.datasets import import_generic
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -34,7 +34,7 @@ def _no_worker(monkeypatch):
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
     """A small dataset, a 4-layer feature set whose layer 2 knows the co-watch structure, and three finished runs."""
-    from dff_core.workflows import import_features_npz, run_training
+    from jobs.workflows import import_features_npz, run_training
     from storage import Database
     from storage.datasets import get_dataset, load_items
 
@@ -78,7 +78,7 @@ def test_home_lists_datasets_with_stats(tmp_path, monkeypatch):
 def test_home_demo_study_button_queues_jobs(tmp_path, monkeypatch):
     """With no demo data and no backbone available, the demo study is the demo dataset + an ID-only sweep."""
     from jobs import submit
-    from jobs.queue import list_jobs
+    from storage.queue import list_jobs
     from storage import Database
 
     monkeypatch.setattr(submit, "backbone_families", lambda: ([], "no registry in this test"))
@@ -135,7 +135,7 @@ def test_data_page_stats_plots_and_import_errors(filled, tmp_path, monkeypatch):
     [b for b in at.button if b.label == "Import"][1].click().run()
     assert not at.exception
     assert any("Imported “second”" in s.value for s in at.success)
-    from storage.datasets import delete_dataset
+    from storage.removal import delete_dataset
     delete_dataset(db, "second")
 
 
@@ -180,7 +180,7 @@ def test_extract_page_estimate_and_missing_registry(filled, monkeypatch):
 
 
 def test_train_page_layer_scores_and_launch(filled, monkeypatch):
-    from jobs.queue import get_job, list_jobs, request_cancel
+    from storage.queue import get_job, list_jobs, request_cancel
 
     db, _ = filled
     monkeypatch.setenv("DFF_DB", str(db.path))
@@ -208,7 +208,7 @@ def test_train_page_layer_scores_and_launch(filled, monkeypatch):
 
 
 def test_train_page_sweep_counts_and_queues(filled, monkeypatch):
-    from jobs.queue import list_jobs, request_cancel
+    from storage.queue import list_jobs, request_cancel
 
     db, _ = filled
     monkeypatch.setenv("DFF_DB", str(db.path))
@@ -238,7 +238,7 @@ def test_train_page_without_features_offers_only_id(tmp_path, monkeypatch):
 
 
 def test_jobs_page_lists_and_cancels(filled, monkeypatch):
-    from jobs.queue import enqueue, get_job
+    from storage.queue import enqueue, get_job
 
     db, _ = filled
     monkeypatch.setenv("DFF_DB", str(db.path))
@@ -280,7 +280,7 @@ def test_compare_page_empty_state(tmp_path, monkeypatch):
 
 
 def test_extract_page_queues_a_job_with_the_real_registry(filled, monkeypatch):
-    from jobs.queue import list_jobs, request_cancel
+    from storage.queue import list_jobs, request_cancel
 
     families = pytest.importorskip("dff_core.backbones").list_families()
     if not any(f["family"] == "smollm2" and f.get("available") for f in families):
@@ -309,7 +309,7 @@ def test_compare_page_marks_and_hides_runs_capped_while_improving(filled, monkey
 
     import sqlalchemy as sa
 
-    from dff_core.cli import main
+    from cli import main
     from storage import Database
 
     src, runs = filled

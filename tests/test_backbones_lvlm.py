@@ -189,7 +189,7 @@ def test_registry_lists_the_families(tiny_root):
 
 
 def test_cli_tiny_checkpoint(tmp_path, capsys):
-    from dff_core.cli import main
+    from cli import main
 
     assert main(["tiny-checkpoint", "no-such-family", str(tmp_path / "x")]) == 2
     assert "no tiny checkpoint" in capsys.readouterr().err
@@ -200,7 +200,7 @@ def test_cli_tiny_checkpoint(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
     """A small demo dataset (clips, covers, titles) in a fresh database."""
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
     from dff_core.demo import build_demo
     from storage import Database
 
@@ -214,7 +214,7 @@ def demo_db(tmp_path_factory):
 @pytest.mark.parametrize("family", ["qwen3-vl", "llava-onevision"])
 def test_run_extraction_of_the_demo_with_a_tiny_checkpoint(demo_db, tiny_root, family):
     from dff_core.backbones import clear_cache
-    from dff_core.workflows import run_extraction
+    from jobs.workflows import run_extraction
     from storage.datasets import load_items
     from storage.features import failures, read_features
 

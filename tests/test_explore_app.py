@@ -37,9 +37,9 @@ def _no_worker(monkeypatch):
 @pytest.fixture(scope="module")
 def explored(tmp_path_factory):
     """A small demo dataset with a 4-layer feature set (layers 0 and 1 identical) and two finished runs."""
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
     from dff_core.demo import build_demo
-    from dff_core.workflows import run_training
+    from jobs.workflows import run_training
     from storage import Database
     from storage.features import create_feature_set, finish_feature_set, write_vectors
 
@@ -61,7 +61,7 @@ def explored(tmp_path_factory):
 
 
 def test_explore_empty_states(tmp_path, monkeypatch):
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
     from storage import Database
 
     from data_helpers import write_generic
@@ -76,7 +76,7 @@ def test_explore_empty_states(tmp_path, monkeypatch):
 
 
 def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch):
-    from dff_core import neighbours as nb
+    from jobs import neighbours as nb
 
     db, runs = explored
     monkeypatch.setenv("DFF_DB", str(db.path))

@@ -11,10 +11,10 @@ pytest.importorskip("mlflow", reason="the MLflow export is optional: pip install
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from data_helpers import write_generic  # noqa: E402
-from dff_core import cli  # noqa: E402
-from dff_core.data.load import import_generic  # noqa: E402
-from dff_core.export_mlflow import export_dir, tracking_uri  # noqa: E402
-from dff_core.workflows import import_features_npz, run_training  # noqa: E402
+import cli  # noqa: E402
+from jobs.datasets import import_generic  # noqa: E402
+from jobs.export_mlflow import export_dir, tracking_uri  # noqa: E402
+from jobs.workflows import import_features_npz, run_training  # noqa: E402
 from storage import Database  # noqa: E402
 from storage.runs import run_metrics  # noqa: E402
 

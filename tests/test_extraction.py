@@ -120,7 +120,7 @@ def test_caption_route_with_a_fake_lvlm():
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
     """A small demo dataset (same generator as ``python -m dff_core demo``) in a fresh database."""
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
     from dff_core.demo import build_demo
     from storage import Database
 
@@ -185,7 +185,7 @@ def test_cli_extract_each_builtin(demo_db, backbone, extra, shape, pooling, inpu
 def test_cli_corrupt_video_is_recorded_and_the_rest_stored(tmp_path):
     from data_helpers import write_generic
 
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
     from storage import Database
     from storage.features import failures, get_feature_set, read_features
 
@@ -206,7 +206,7 @@ def test_cli_corrupt_video_is_recorded_and_the_rest_stored(tmp_path):
 
 
 def test_resume_after_stop_equals_one_full_run(demo_db):
-    from dff_core.workflows import run_extraction
+    from jobs.workflows import run_extraction
     from storage.features import read_features, stored_items
 
     calls = []
@@ -224,7 +224,7 @@ def test_resume_after_stop_equals_one_full_run(demo_db):
 
 def test_caption_route_end_to_end(demo_db, monkeypatch):
     import dff_core.extraction as extraction
-    from dff_core.workflows import run_extraction
+    from jobs.workflows import run_extraction
     from storage.features import captions, read_features
 
     original = extraction.caption_and_embed  # short captions keep the test quick; the route is the same

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from data_helpers import strip_times, write_generic
-from dff_core.data.load import import_generic
+from jobs.datasets import import_generic
 from dff_core.data.split import leave_one_out
 from dff_core.eval import popularity_baseline
 from dff_core.train import TrainConfig, TrainingBatches, train
@@ -185,7 +185,7 @@ def dataset(db, tmp_path):
 
 @pytest.mark.skipif(not NO_CUDA, reason="checks the CPU-only machine")
 def test_cli_refuses_cuda_and_cpu_bf16_with_one_line(db, dataset, capsys):
-    from dff_core.cli import main
+    from cli import main
 
     for extra, msg in ((["--device", "cuda"], "CUDA is not available"), (["--amp", "bf16"], "needs a CUDA device"),
                        (["--device", "gpu"], "unknown device")):
@@ -196,14 +196,14 @@ def test_cli_refuses_cuda_and_cpu_bf16_with_one_line(db, dataset, capsys):
     assert main(["--db", str(db.path), "submit", "sweep", "--dataset", "d", "--strategies", "id", "--study", "s",
                  "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
-    from jobs.queue import list_jobs
+    from storage.queue import list_jobs
     assert list_jobs(db) == []  # nothing queued
 
 
 def test_run_stores_loss_and_resolved_device_and_compare_shows_them(db, dataset, capsys):
     import json
 
-    from dff_core.cli import main
+    from cli import main
     from dff_core.compare import leaderboard
     from storage import views
     from storage.runs import get_run
@@ -221,10 +221,11 @@ def test_run_stores_loss_and_resolved_device_and_compare_shows_them(db, dataset,
 
 
 def test_sweep_and_study_carry_the_training_options(db, dataset):
-    from dff_core.cli import main
-    from dff_core.study.plan import StudyRequest, queue_study
+    from cli import main
+    from dff_core.study.plan import StudyRequest
+    from jobs.study import queue_study
     from jobs.handlers import expand_sweep
-    from jobs.queue import list_jobs
+    from storage.queue import list_jobs
     from jobs.submit import enqueue_sweep, enqueue_train
     from storage.features import create_feature_set, finish_feature_set, write_vectors
 

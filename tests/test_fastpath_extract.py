@@ -19,7 +19,7 @@ INT8_MIN_COSINE = 0.95   # every layer, int8 vs float32 on the tiny random check
 
 
 def run_cli(*argv) -> int:
-    from dff_core.cli import main
+    from cli import main
 
     return main([str(a) for a in argv])
 
@@ -152,7 +152,7 @@ def test_int8_needs_a_quantizable_family():
 
 @pytest.fixture
 def small_db(db, tmp_path):
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
 
     import_generic(db, "small", *write_generic(tmp_path / "d", n_users=12, n_items=20, seq=6))
     return db
@@ -170,7 +170,7 @@ def test_cli_cuda_without_cuda_is_one_line_exit_2(small_db, capsys, monkeypatch)
                    "--quantize", "int8")
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no int8 path" in err and len(err.splitlines()) == 1
-    from jobs.queue import list_jobs
+    from storage.queue import list_jobs
 
     assert list_jobs(small_db) == []  # nothing was queued
 
@@ -187,7 +187,7 @@ def test_submit_validator_refuses_cuda_and_keeps_the_choices(small_db, monkeypat
 
 
 def test_feature_set_records_device_and_precision(small_db, tiny_llama, capsys):
-    from dff_core.workflows import run_extraction
+    from jobs.workflows import run_extraction
     from storage.views import feature_set_table
 
     spec = f"smollm2:{tiny_llama}"
@@ -294,7 +294,7 @@ def test_runner_batches_by_token_count_when_the_backbone_counts_tokens():
 
 
 def test_block_writer_writes_everything_once_in_blocks():
-    from dff_core.workflows import BlockWriter
+    from jobs.workflows import BlockWriter
 
     calls = []
     w = BlockWriter(lambda idx, feats: calls.append((list(idx), feats.copy())), max_items=5, max_seconds=1e9)
@@ -311,7 +311,7 @@ def test_block_writer_writes_everything_once_in_blocks():
 
 
 def test_resume_keeps_the_precision_a_set_was_started_in(small_db, tiny_llama):
-    from dff_core.workflows import run_extraction
+    from jobs.workflows import run_extraction
 
     spec = f"smollm2:{tiny_llama}"
     calls = []

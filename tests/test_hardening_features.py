@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from data_helpers import write_generic
-from dff_core import cli
-from dff_core.data.load import import_generic
+import cli
+from jobs.datasets import import_generic
 from storage.datasets import load_items
 from storage.features import choose_dtype, get_feature_set, list_feature_sets, read_features
 

@@ -9,7 +9,7 @@ import pytest
 
 from data_helpers import ROOT, write_generic
 from dff_core.data.importers import MAX_TITLE_CHARS, DataError, read_generic, read_microlens
-from dff_core.data.load import import_generic, import_uploads, upload_folder
+from jobs.datasets import import_generic, import_uploads, upload_folder
 from dff_core.data.media import resolve_media
 from storage.datasets import list_datasets, load_items
 
@@ -99,7 +99,7 @@ def test_readers_never_leave_the_media_folder(tmp_path):
 def test_explore_catalog_does_not_serve_escaping_paths(db, tmp_path):
     import sqlalchemy as sa
 
-    from dff_core.neighbours import load_catalog
+    from jobs.neighbours import load_catalog
 
     inter, items = write_generic(tmp_path / "d")
     ds = import_generic(db, "d", inter, items)

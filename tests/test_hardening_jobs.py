@@ -10,9 +10,9 @@ import time
 import sqlalchemy as sa
 
 from data_helpers import ROOT, write_generic
-from dff_core import cli
-from dff_core.data.load import import_generic
-from jobs import queue
+import cli
+from jobs.datasets import import_generic
+from storage import queue
 from storage.runs import create_run, get_run
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -7,8 +7,9 @@ import pytest
 
 from data_helpers import write_generic
 from dff_core.data.importers import DataError, Preprocessing, prepare, read_generic
-from dff_core.data.load import import_generic, import_microlens
-from storage.datasets import list_datasets, load_items, load_split
+from jobs.datasets import import_generic, import_microlens
+from storage.datasets import list_datasets, load_items
+from jobs.reads import load_split
 
 
 def test_generic_import_counts_roles_and_split(db, tmp_path):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from data_helpers import ROOT, write_generic
-from dff_core.data.load import import_generic
-from jobs import queue
+from jobs.datasets import import_generic
+from storage import queue
 from jobs.handlers import expand_sweep
 from storage.runs import get_run, list_runs, run_metrics
 
@@ -111,7 +111,7 @@ def test_cancel_a_queued_job_and_retry_a_failed_one(db, dataset):
 
 
 def test_concurrent_enqueue_from_two_processes(db):
-    code = ("import sys; from storage import Database; from jobs.queue import enqueue; db = Database(sys.argv[1]); "
+    code = ("import sys; from storage import Database; from storage.queue import enqueue; db = Database(sys.argv[1]); "
             "print([enqueue(db, 'train', {'i': i, 'who': sys.argv[2]}) for i in range(15)])")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(db.path), who], cwd=str(ROOT), env=ENV,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for who in "ab"]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dff_core import neighbours as nb
-from dff_core.neighbours import cache
+from jobs import neighbours as nb
+from jobs.neighbours import cache
 from dff_core.neighbours.index import build_index, exact_search, recall_at_k
 
 
@@ -23,9 +23,9 @@ def clustered(n: int, dim: int, clusters: int = 20, noise: float = 0.3, seed: in
 def demo(tmp_path_factory):
     """A small demo dataset (60 clips, 300 users), a 3-layer synthetic feature set with one item left
     without vectors, and a 2-epoch DFF run and ID run on it."""
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
     from dff_core.demo import build_demo
-    from dff_core.workflows import run_training
+    from jobs.workflows import run_training
     from storage import Database
     from storage.features import create_feature_set, finish_feature_set, write_vectors
 
@@ -112,7 +112,7 @@ def test_feature_source_mean_of_layers_matches_brute_force(demo):
 
 
 def test_cache_reuses_and_rebuilds_when_the_source_changes(demo, tmp_path):
-    from dff_core.data.load import import_generic
+    from jobs.datasets import import_generic
     from storage import Database
     from storage.features import create_feature_set, finish_feature_set, write_vectors
 
@@ -228,7 +228,7 @@ def test_catalog_cooccurrence_and_search(demo):
 # ---------------------------------------------------------------------------------------------- CLI
 
 def run_cli(capsys, db, *args) -> tuple[int, str, str]:
-    from dff_core.cli import main
+    from cli import main
 
     code = main(["--db", str(db.path), "neighbours", *args])
     out = capsys.readouterr()

@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_helpers import write_generic
-from dff_core.data.load import import_generic
+from jobs.datasets import import_generic
 from storage import NotFound, parquet_features
-from storage.datasets import delete_dataset
+from storage.removal import delete_dataset
 from storage.features import (create_feature_set, delete_feature_set, failures, finish_feature_set,
                               get_feature_set, read_features, record_failure, stored_items, write_vectors)
 
@@ -133,8 +133,8 @@ def test_storage_kind_is_kept_on_resume(db, dataset):
 
 def test_training_from_parquet_equals_training_from_the_table(db, tmp_path):
     """A Parquet set trains like any other: same tensor in, same metrics out (same seed)."""
-    from dff_core import cli
-    from dff_core.workflows import run_training
+    import cli
+    from jobs.workflows import run_training
     from test_train import cluster_data
 
     split, feats = cluster_data(seed=3, n_clusters=4, per_cluster=8, users=40, seq_len=6, layers=3, dim=8)
@@ -165,7 +165,7 @@ def test_training_from_parquet_equals_training_from_the_table(db, tmp_path):
             assert runs["fp"].result[split_name][metric] == pytest.approx(value, abs=1e-9), (split_name, metric)
     assert runs["fp"].result["layer_weights"].keys() == {"1", "2"}
     # and it explores like any other: the same nearest neighbours as the table copy
-    from dff_core.neighbours import feature_source, neighbours_of
+    from jobs.neighbours import feature_source, neighbours_of
 
     near = {name: neighbours_of(db, feature_source(db, name, "1-2", dataset="c"), ids[0], k=5) for name in ("fp", "ft")}
     assert len(near["fp"]) == 5

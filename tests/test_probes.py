@@ -7,7 +7,8 @@ import pytest
 
 from dff_core import compare
 from dff_core.estimates import DEFAULT_ITEMS_PER_S, extraction_estimate
-from dff_core.probes import cached_layer_usefulness, cowatch_matrix, layer_usefulness
+from dff_core.probes import cowatch_matrix
+from jobs.probes import cached_layer_usefulness, layer_usefulness
 
 
 def test_cowatch_matrix_is_symmetric_within_window():
@@ -23,8 +24,8 @@ def test_cowatch_matrix_is_symmetric_within_window():
 @pytest.fixture
 def topic_db(tmp_path, db):
     """60 users who each watch 8 items of one of 3 topics; features: layer 0 knows the topic, layer 1 is noise."""
-    from dff_core.data.load import import_generic
-    from dff_core.workflows import import_features_npz
+    from jobs.datasets import import_generic
+    from jobs.workflows import import_features_npz
     from storage.datasets import get_dataset
 
     rng = np.random.default_rng(0)
@@ -58,7 +59,7 @@ def test_layer_usefulness_separates_signal_from_noise(topic_db):
 
 
 def test_layer_usefulness_is_cached(topic_db, monkeypatch):
-    import dff_core.probes as probes
+    import jobs.probes as probes
 
     db, fs = topic_db
     first = cached_layer_usefulness(db, fs, k=5)

@@ -10,8 +10,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray engine is optional: pip install -r requirements-ray.txt")
 
-from dff_core import cli  # noqa: E402
-from dff_core.data.load import import_generic  # noqa: E402
+import cli  # noqa: E402
+from jobs.datasets import import_generic  # noqa: E402
 from dff_core.extraction import ray_engine  # noqa: E402
 from storage import Database  # noqa: E402
 from storage.features import failures, get_feature_set, read_features, stored_items  # noqa: E402
@@ -99,7 +99,7 @@ def test_resume_progress_and_cancel(local_ray, titled):
 
 
 def test_clear_errors_for_what_the_ray_engine_does_not_do(titled, capsys):
-    from dff_core.workflows import run_extraction
+    from jobs.workflows import run_extraction
 
     with pytest.raises(ValueError, match="local engine only"):
         run_extraction(titled, "t", BACKBONE, "cap", inputs=["title"], caption=True, engine="ray")

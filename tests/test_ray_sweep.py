@@ -17,10 +17,10 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray engine is optional: pip install -r requirements-ray.txt")
 
 from data_helpers import write_generic  # noqa: E402
-from dff_core import cli  # noqa: E402
-from dff_core.data.load import import_generic  # noqa: E402
-from dff_core.workflows import import_features_npz, run_training  # noqa: E402
-from jobs import queue  # noqa: E402
+import cli  # noqa: E402
+from jobs.datasets import import_generic  # noqa: E402
+from jobs.workflows import import_features_npz, run_training  # noqa: E402
+from storage import queue  # noqa: E402
 from jobs.handlers import expand_sweep  # noqa: E402
 from jobs.runner import run_job  # noqa: E402
 from storage import Database  # noqa: E402

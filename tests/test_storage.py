@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from data_helpers import write_generic
-from dff_core.data.load import import_generic
+from jobs.datasets import import_generic
 from storage import Database, NotFound
 from storage.features import (create_feature_set, delete_feature_set, failures, get_feature_set, read_features,
                               record_failure, stored_items, write_vectors)

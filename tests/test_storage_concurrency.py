@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from data_helpers import write_generic
-from dff_core.data.load import import_generic
+from jobs.datasets import import_generic
 from storage.features import create_feature_set, read_features
 from storage.runs import create_run, run_metrics
 

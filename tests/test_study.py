@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 
 from data_helpers import write_generic
-from dff_core.data.load import import_generic
+from jobs.datasets import import_generic
 from dff_core.study import plan as study_plan
-from dff_core.study.plan import StudyRequest, even_layers, plan_runs, queue_study, sweep_params
+from dff_core.study.plan import StudyRequest, even_layers, plan_runs, sweep_params
+from jobs.study import queue_study
 from dff_core.study.report import figure_weights, render_html, runs_csv, spread_table, verdicts_csv
 from dff_core.study.verdicts import (CONTRADICTED, INCONCLUSIVE, SUPPORTED, UNDER_TRAINED, Comparison, compare,
-                                     evaluate, layer_curve, load_study, sign_flip_p, study_from_runs_csv,
-                                     weights_table)
-from jobs import queue
+                                     evaluate, layer_curve, sign_flip_p, study_from_runs_csv, weights_table)
+from jobs.study import load_study
+from storage import queue
 from jobs.handlers import expand_sweep
 from storage.features import create_feature_set, finish_feature_set, write_vectors
 from storage.runs import create_run, finish_run
@@ -294,8 +295,8 @@ def test_csv_exports(db, feature_sets):
 
 def test_cli_study_end_to_end_trains_every_planned_run(db, feature_sets, tmp_path, capsys):
     """Queue through the CLI, run the sweep's train jobs in-process, render the report from stored runs."""
-    from dff_core.cli import main
-    from dff_core.workflows import run_training
+    from cli import main
+    from jobs.workflows import run_training
 
     assert main(["--db", str(db.path), "study", "--dataset", "d", "--features", "hs", "--captions", "caps",
                  "--seeds", "1", "--layers", "3", "--range", "2-4", "--epochs", "1", "--hidden", "16",
@@ -322,7 +323,7 @@ def test_cli_study_end_to_end_trains_every_planned_run(db, feature_sets, tmp_pat
 
 
 def test_cli_user_errors(db, feature_sets, capsys):
-    from dff_core.cli import main
+    from cli import main
     assert main(["--db", str(db.path), "study", "--dataset", "d"]) == 2
     assert "--features" in capsys.readouterr().err
     assert main(["--db", str(db.path), "study", "--dataset", "d", "--features", "hs", "--seeds", "x"]) == 2
@@ -333,8 +334,9 @@ def test_cli_user_errors(db, feature_sets, capsys):
 
 
 def test_subsample_keeps_whole_sequences_and_copies_features(db, feature_sets):
-    from dff_core.study.subsample import subsample_dataset
-    from storage.datasets import get_dataset, load_interactions, load_items, load_split
+    from jobs.subsample import subsample_dataset
+    from storage.datasets import get_dataset, load_interactions, load_items
+    from jobs.reads import load_split
     from storage.features import get_feature_set, read_features
 
     out = subsample_dataset(db, "d", "d-half", users=20, seed=7, feature_sets=["hs"], log=lambda line: None)
@@ -367,7 +369,7 @@ def test_subsample_keeps_whole_sequences_and_copies_features(db, feature_sets):
 def test_cli_train_json_says_how_the_run_ended_and_warns_when_capped(db, dataset, capsys):
     import json
 
-    from dff_core.cli import main
+    from cli import main
 
     assert main(["--db", str(db.path), "train", "--dataset", "d", "--strategy", "id", "--epochs", "1",
                  "--hidden", "16", "--json"]) == 0

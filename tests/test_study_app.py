@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from data_helpers import write_generic
-from dff_core.data.load import import_generic
+from jobs.datasets import import_generic
 from test_study import CONTRADICTING, SUPPORTING, store_study
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -50,7 +50,7 @@ def test_study_page_empty_state(tmp_path, monkeypatch):
 
 
 def test_study_page_form_queues_one_sweep(filled):
-    from jobs.queue import list_jobs
+    from storage.queue import list_jobs
 
     db, _, _ = filled
     at = open_study()
@@ -75,7 +75,8 @@ def test_study_page_form_queues_one_sweep(filled):
 
 
 def test_study_page_shows_verdicts_plots_and_exports(filled):
-    from dff_core.study.plan import StudyRequest, queue_study
+    from dff_core.study.plan import StudyRequest
+    from jobs.study import queue_study
 
     db, hidden, caps = filled
     queue_study(db, StudyRequest("d", "hs", captions="caps", name="syn", layers=[0, 2, 4], intermediate=(1, 4)))
@@ -96,7 +97,8 @@ def test_study_page_shows_verdicts_plots_and_exports(filled):
 
 
 def test_study_page_shows_under_trained_with_its_count_and_warns_on_a_low_cap(filled):
-    from dff_core.study.plan import StudyRequest, queue_study
+    from dff_core.study.plan import StudyRequest
+    from jobs.study import queue_study
 
     db, hidden, caps = filled
     queue_study(db, StudyRequest("d", "hs", captions="caps", name="cap", layers=[0, 2, 4], intermediate=(1, 4)))

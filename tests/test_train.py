@@ -202,9 +202,9 @@ def test_two_databases_in_one_folder_keep_their_checkpoints_apart(tmp_path):
     """Run ids restart in every database: run 1 of one file must never resume from run 1 of another, nor from
     a leftover of a deleted file of the same name."""
     from data_helpers import write_generic
-    from dff_core.data.load import import_generic
-    from dff_core.neighbours.runs import checkpoint_path
-    from dff_core.workflows import run_training
+    from jobs.datasets import import_generic
+    from jobs.neighbours.models import checkpoint_path
+    from jobs.workflows import run_training
     from storage import Database
 
     settings = {"epochs": 2, "hidden": 16, "batch_size": 64, "max_len": 10}

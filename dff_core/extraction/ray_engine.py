@@ -60,11 +60,11 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     quiet = {"log_to_driver": False, "logging_level": "warning"}
     try:
         if address:
-            # the cluster's nodes need DFF Studio's dependencies installed; the code itself travels along
+            # the cluster's nodes need DFF Studio's dependencies installed; the code itself travels along. Tasks
+            # and replicas run only the science (storage stays with the driver), so dff_core is all they need
             import dff_core
-            import storage
 
-            ray.init(address=address, runtime_env={"py_modules": [dff_core, storage],
+            ray.init(address=address, runtime_env={"py_modules": [dff_core],
                                                    "env_vars": {k: v for k, v in worker_env().items()
                                                                 if k != "PYTHONPATH"}}, **quiet)
         else:

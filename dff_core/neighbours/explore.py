@@ -3,13 +3,9 @@ watched what together, and how much different representations agree about neighb
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from storage import Database
-from storage.datasets import get_dataset, load_items, load_split
 
 from ..data.split import SplitData
 
@@ -107,29 +103,6 @@ class Catalog:
                     if other != item:
                         counts[other] = counts.get(other, 0) + 1
         return counts
-
-
-def load_catalog(db: Database, dataset: str | int) -> Catalog:
-    from dff_core.data.media import resolve_media
-
-    ds = get_dataset(db, dataset)
-    items = load_items(db, ds.id)
-    split = load_split(db, ds.id)
-    root = Path(ds.root) if ds.root else None
-
-    def media(value) -> str | None:
-        return resolve_media(root, value)  # None outside the dataset's media folder: never served
-
-    pop = np.bincount(np.concatenate([*split.train, split.val_target, split.test_target]).astype(np.int64),
-                      minlength=split.num_items) if split.train else np.zeros(len(items), dtype=np.int64)
-    frame = pd.DataFrame({
-        "idx": items["idx"].to_numpy(), "item_id": np.asarray(items["item_id"].tolist(), dtype=str),
-        "title": [t if isinstance(t, str) else "" for t in items["title"].tolist()],
-        "cover": [media(v) for v in items["cover_path"].tolist()],
-        "video": [media(v) for v in items["video_path"].tolist()],
-        "popularity": pop[: len(items)],
-    })
-    return Catalog(dataset=ds.name, items=frame, split=split)
 
 
 def overlap_at_k(a: np.ndarray, b: np.ndarray, k: int) -> float:

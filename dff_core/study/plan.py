@@ -57,30 +57,6 @@ class StudyRequest:
         return {**self.extra_settings, "epochs": int(self.epochs), "patience": int(self.patience)}
 
 
-def parse_seeds(text: str | int) -> list[int]:
-    """``3`` -> seeds 1, 2, 3 (a count); ``1,2,5`` -> those seeds."""
-    text = str(text).strip()
-    try:
-        if "," in text:
-            seeds = [int(s) for s in text.split(",") if s.strip()]
-        else:
-            seeds = list(range(1, int(text) + 1))
-    except ValueError:
-        raise ValueError(f"seeds: give a count (3) or a comma list (1,2,5), not {text!r}") from None
-    if not seeds:
-        raise ValueError("seeds: give at least one seed")
-    return seeds
-
-
-def list_studies(db) -> list[str]:
-    """Names of the studies queued through study mode, newest first."""
-    from jobs.queue import list_jobs
-
-    names = [j.group_name for j in sorted(list_jobs(db), key=lambda j: -j.id)
-             if j.kind == "sweep" and ((j.params or {}).get("plan") or {}).get("kind") == "study"]
-    return list(dict.fromkeys(n for n in names if n))
-
-
 def even_layers(num_layers: int, points: int) -> list[int]:
     """``points`` layers spread evenly from 0 to the last (always included); all of them if fewer exist.
 
@@ -175,30 +151,3 @@ def sweep_params(request: StudyRequest, num_layers: int) -> dict:
             "plan": {"kind": "study", "captions": request.captions, "layer_points": points,
                      "intermediate": list(span), "num_layers": num_layers},
             **({"engine": "ray", "address": request.address} if request.engine == "ray" else {})}
-
-
-def queue_study(db, request: StudyRequest) -> int:
-    """Check everything a worker would trip over, then queue the study's sweep; returns the job id."""
-    from jobs.queue import ACTIVE, enqueue, list_jobs
-    from jobs.submit import check_train_params, check_train_settings
-    from storage.datasets import get_dataset
-    from storage.features import get_feature_set
-    from storage.runs import list_runs
-
-    ds = get_dataset(db, request.dataset)
-    check_train_settings(request.settings())
-    fs = get_feature_set(db, request.features, dataset=ds.id)
-    if fs.kind == "caption":
-        raise ValueError(f"feature set {fs.name!r} is a caption embedding; give hidden states as --features and "
-                         "the caption set as --captions")
-    if request.captions:
-        cap = get_feature_set(db, request.captions, dataset=ds.id)
-        check_train_params(db, {"dataset": ds.name, "strategy": "caption", "features": cap.name, "layers": "all"})
-    params = sweep_params(request, fs.num_layers)
-    for run in params["runs"]:
-        check_train_params(db, {"dataset": ds.name, **run})
-    study = params["study"]
-    if list_runs(db, study=study) or any(j.status in ACTIVE for j in list_jobs(db, group=study)):
-        raise ValueError(f"study {study!r} already has runs or queued jobs; pick another --name, or render it "
-                         f"with: python -m dff_core study --report {study}")
-    return enqueue(db, "sweep", params, group=study)

@@ -241,12 +241,3 @@ A finding is supported when all its primary parts are, and never while any of th
 {_table(runs_table(data))}
 </body></html>
 """
-
-
-def build_report(db, study: str, metric: str = "NDCG@10", compute_note: str | None = None) -> tuple[str, str, str]:
-    """(html, verdicts csv, runs csv) for a stored study."""
-    from dff_core.study.verdicts import load_study
-
-    data = load_study(db, study)
-    findings = evaluate(data, metric)
-    return render_html(data, metric, compute_note, findings), verdicts_csv(findings), runs_csv(data)

@@ -77,54 +77,6 @@ def assign_roles(runs: pd.DataFrame, num_layers: int | None) -> pd.DataFrame:
     return out
 
 
-def load_study(db, study: str) -> StudyData:
-    """Finished runs of ``study`` (from ``storage``), with roles, DFF layer weights and job progress."""
-    from jobs.queue import list_jobs
-    from storage.datasets import NotFound
-    from storage.features import get_feature_set
-    from storage.views import layer_weights_frame, runs_frame
-
-    runs = runs_frame(db, status="done", study=study)
-    jobs = [j for j in list_jobs(db, group=study)]
-    if runs.empty and not jobs:
-        raise NotFound(f"no study named {study!r}: no runs or jobs are stored under that name")
-    sweep = next((j for j in jobs if j.kind == "sweep"), None)
-    p = (sweep.params if sweep else {}) or {}
-    plan = p.get("plan") or {}
-    dataset = p.get("dataset") or (runs["dataset"].iloc[0] if len(runs) else "")
-    hidden = runs[~runs["strategy"].isin(["id", "caption"])]
-    features = p.get("features") or (hidden["features"].mode().iloc[0] if len(hidden) else "")
-    num_layers = plan.get("num_layers")
-    if num_layers is None and features:
-        try:
-            num_layers = get_feature_set(db, features, dataset=dataset).num_layers
-        except NotFound:
-            num_layers = None
-    runs = assign_roles(runs, num_layers)
-    weights = layer_weights_frame(db, runs)
-    if len(weights):
-        info = runs.set_index("run_id")[["role", "seed"]]
-        weights = weights.join(info, on="run_id")[["run_id", "role", "seed", "layer", "weight"]]
-    else:
-        weights = pd.DataFrame(columns=["run_id", "role", "seed", "layer", "weight"])
-    train_jobs = [j for j in jobs if j.kind == "train"]
-    progress = {status: sum(j.status == status for j in train_jobs)
-                for status in ("queued", "running", "done", "failed", "cancelled", "interrupted")}
-    progress["total"] = len(train_jobs)
-    if p.get("engine") == "ray":  # no train jobs: the runs are Ray tasks, counted from their run records
-        from jobs.handlers import expand_sweep
-        from storage.runs import list_runs
-
-        records = [r for r in list_runs(db, study=study) if r.job_id == sweep.id]
-        progress = {status: sum(r.status == status for r in records)
-                    for status in ("running", "done", "failed", "cancelled", "interrupted")}
-        progress["total"] = len(expand_sweep(p))
-        progress["queued"] = max(0, progress["total"] - len(records))
-    progress["sweep"] = sweep.status if sweep else None
-    return StudyData(study=study, runs=runs, num_layers=num_layers, dataset=str(dataset), features=str(features),
-                     captions=plan.get("captions"), weights=weights, progress=progress)
-
-
 def study_from_runs_csv(path, num_layers: int, *, study: str | None = None, epochs: int | None = None,
                         patience: int = 5, eval_every: int = 1, captions: str | None = None,
                         weights_csv=None) -> StudyData:

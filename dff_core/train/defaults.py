@@ -1,5 +1,5 @@
 """The training settings every entry point starts from (CLI ``train``/``submit``/``study``, sweeps, the Train and
-Study pages): ``dff_core.workflows.run_training`` fills what a request leaves out from here, so a queued job, a
+Study pages): ``jobs.workflows.run_training`` fills what a request leaves out from here, so a queued job, a
 sweep and a foreground run agree. ``TrainConfig``'s own defaults stay those of the original objective (full
 softmax, batch 256, lr 1e-3, CPU) for library use and older checkpoints.
 

@@ -2,7 +2,7 @@
 ``cuda:N`` — the one resolver of :mod:`dff_core.devices`, in the string form a run's config stores.
 
 The spec is resolved once, where a run is requested (``jobs.submit`` validates it before anything is queued)
-and again where it runs (``dff_core.workflows.run_training``), so a queued ``auto`` job trains on the worker's
+and again where it runs (``jobs.workflows.run_training``), so a queued ``auto`` job trains on the worker's
 GPU when it has one. The run's config stores the resolved device (``cpu``, ``cuda:0``): that is what Compare
 shows. A bad spec is a ``ValueError`` with one line that says what to pass instead.
 """

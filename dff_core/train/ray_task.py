@@ -4,7 +4,7 @@ The sweep driver (``jobs.ray_sweep``) puts the split and each feature tensor int
 every task receives them as zero-copy, read-only arrays, slices out its own layers (float32, as the local
 engine reads them) and returns ``TrainResult.to_dict()`` — the per-epoch history, final validation and test
 metrics, layer weights — to the driver, which alone writes storage. With the same config and seed on CPU
-(and the same thread count) a task gives the same numbers as ``dff_core.workflows.run_training``.
+(and the same thread count) a task gives the same numbers as ``jobs.workflows.run_training``.
 """
 from __future__ import annotations
 

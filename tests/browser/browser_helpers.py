@@ -157,7 +157,7 @@ def add_topic_features(db, name: str = "demo-topics", layers: int = 6, dim: int 
 
     import numpy as np
 
-    from dff_core.workflows import import_features_npz
+    from jobs.workflows import import_features_npz
     from storage.datasets import get_dataset, load_items
     from storage.features import get_feature_set, list_feature_sets
 

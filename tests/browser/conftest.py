@@ -37,7 +37,7 @@ from browser_helpers import RUN_TIMEOUT_MS, chromium_path, running_app  # noqa: 
 @pytest.fixture(scope="session")
 def app_db(tmp_path_factory):
     """A fresh database with the demo dataset imported (built once per test session, ~20 s)."""
-    from dff_core.data.load import ensure_demo
+    from jobs.datasets import ensure_demo
     from storage import Database
 
     db = Database(tmp_path_factory.mktemp("browser") / "dff.duckdb")

@@ -25,7 +25,7 @@ def _no_exception(page) -> None:
 
 
 def test_train_watch_and_compare(app_server, app_db, page, artifacts):
-    from jobs.queue import get_job
+    from storage.queue import get_job
 
     fs = add_topic_features(app_db)
     open_page(page, app_server, "train")

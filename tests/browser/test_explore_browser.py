@@ -34,8 +34,8 @@ def _choose(page, label: str, text: str, option: re.Pattern, shown) -> float:
 
 
 def test_explore_video_and_user(app_server, app_db, page, artifacts):
-    from dff_core import neighbours as nb
-    from dff_core.workflows import run_training
+    from jobs import neighbours as nb
+    from jobs.workflows import run_training
 
     fs = add_topic_features(app_db)
     settings = {"epochs": 2, "hidden": 16, "batch_size": 256}

@@ -38,8 +38,8 @@ def _no_exception(page) -> None:
 def test_hostile_text_renders_as_text_and_bad_cover_shows_why(browser, app_db, artifacts, tmp_path):
     import sqlalchemy as sa
 
-    from dff_core import neighbours as nb
-    from jobs import queue
+    from jobs import neighbours as nb
+    from storage import queue
     from storage.datasets import get_dataset
 
     db = _copy_db(app_db, tmp_path)

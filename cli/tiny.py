@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from dff_core.cli import COMMANDS, EXTENSIONS
+from cli.core import COMMANDS, EXTENSIONS
 
 
 def _register(sub) -> None:

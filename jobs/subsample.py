@@ -12,16 +12,17 @@ import json
 import numpy as np
 import pandas as pd
 
+from dff_core.data.importers import Preprocessing, RawDataset, prepare
+from storage import Database
+from storage.datasets import get_dataset, load_interactions, load_items, store_dataset
+from storage.db import NotFound
+from storage.features import create_feature_set, finish_feature_set, get_feature_set, read_features, write_vectors
 
-def subsample_dataset(db, source: str, name: str, users: int, seed: int = 0,
+
+def subsample_dataset(db: Database, source: str, name: str, users: int, seed: int = 0,
                       feature_sets: list[str] | None = None, log=print) -> dict:
     """Store ``name``: ``users`` users of ``source`` drawn with ``seed``, and copies of ``feature_sets``
     restricted to the items that remain. Returns a summary (users, items, interactions, feature sets)."""
-    from dff_core.data.importers import Preprocessing, RawDataset, prepare
-    from storage.datasets import NotFound, get_dataset, load_interactions, load_items, store_dataset
-    from storage.features import (create_feature_set, finish_feature_set, get_feature_set, read_features,
-                                  write_vectors)
-
     ds = get_dataset(db, source)
     try:
         get_dataset(db, name)

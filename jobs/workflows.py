@@ -1,8 +1,7 @@
-"""Glue between the compute (``dff_core``) and ``storage``: the units of work that the CLI, the job
+"""Glue between the science (``dff_core``) and ``storage``: the units of work that the CLI, the job
 workers and the dashboard all run, so the three never disagree about what a "training run" is."""
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from pathlib import Path
@@ -11,59 +10,14 @@ from typing import Callable
 import numpy as np
 
 from storage import Database
-from storage.datasets import get_dataset, load_split
+from jobs.reads import load_split, load_training_features
+from storage.datasets import get_dataset
 from storage.features import FeatureSetRecord, get_feature_set, read_features
 from storage.runs import (RunRecord, create_run, finish_run, get_run, log_metrics, set_run_status,
                           checkpoint_dir as run_checkpoint_dir)
 
 Progress = Callable[[float, str], None]
 METRIC_NAMES = ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR")
-
-
-def parse_layers(spec: str | list[int] | None, num_layers: int) -> list[int] | None:
-    """``all`` | ``A-B`` (inclusive) | ``i,j,k`` | a list; negative indices count from the end.
-
-    Returns sorted unique layer indices into the stored tensor (0 = embedding output), or None for all."""
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
-        return None
-    if isinstance(spec, str):
-        spec = spec.strip()
-        span = re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", spec)
-        try:
-            if span:
-                a, b = (int(v) + num_layers if int(v) < 0 else int(v) for v in span.groups())
-                if a > b:
-                    raise ValueError
-                values = list(range(a, b + 1))
-            else:
-                values = [int(v) for v in spec.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"cannot read layers {spec!r}: use all, A-B (e.g. 8-20) or a list (e.g. 4,12,30)") from None
-    else:
-        values = [int(v) for v in spec]
-    values = [v + num_layers if v < 0 else v for v in values]
-    bad = [v for v in values if not 0 <= v < num_layers]
-    if bad or not values:
-        raise ValueError(f"layers {bad or values} are outside 0..{num_layers - 1} (the feature set has {num_layers} layers)")
-    return sorted(set(values))
-
-
-def load_training_features(db: Database, dataset_id: int, fs: FeatureSetRecord,
-                           layers: list[int] | None, dtype=np.float32) -> tuple[np.ndarray, list[int], int]:
-    """The chosen layers of a feature set as ``[items, len(layers), dim]`` (float32 unless ``dtype`` says),
-    checked against the dataset. Returns (features, layer ids, items without vectors)."""
-    if fs.dataset_id != dataset_id:
-        other = get_dataset(db, fs.dataset_id).name
-        raise ValueError(f"feature set {fs.name!r} was extracted for dataset {other!r}, not this one; extract "
-                         "features for this dataset or pick a matching feature set")
-    if fs.status == "running":
-        raise ValueError(f"feature set {fs.name!r} is still being extracted; wait for its job to finish")
-    layer_ids = list(range(fs.num_layers)) if layers is None else layers
-    feats, present = read_features(db, fs, layers=layer_ids, dtype=dtype)
-    missing = int((~present).sum())
-    if missing == len(present):
-        raise ValueError(f"feature set {fs.name!r} has no vectors stored")
-    return feats, layer_ids, missing
 
 
 def run_training(db: Database, dataset: str | int, strategy: str, *, features: str | int | None = None,
@@ -99,7 +53,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
         feats, layer_ids, missing = load_training_features(db, ds.id, fs, layer_ids)
         cfg.layers = None  # the loaded tensor holds exactly the chosen layers, in order
         if strategy == "dff" and cfg.layer_init == "probe" and cfg.layer_scores is None:
-            from dff_core.probes import cached_layer_usefulness
+            from jobs.probes import cached_layer_usefulness
 
             lift = cached_layer_usefulness(db, fs).set_index("layer")["lift"]
             cfg.layer_scores = [float(lift[layer]) for layer in layer_ids]

@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from dff_core.cli import COMMANDS, EXTENSIONS, _db
+from cli.core import COMMANDS, EXTENSIONS, _db
+from jobs.submit import STORAGE_CHOICES, extract_job_params
 
 
 def add_extract_options(p: argparse.ArgumentParser) -> None:
@@ -30,9 +31,6 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address for --engine ray (default: a local instance)")
 
 
-STORAGE_CHOICES = {"table": "duckdb", "parquet": "parquet"}  # CLI word -> feature_sets.storage
-
-
 def add_compute_options(p: argparse.ArgumentParser) -> None:
     """Where and in what precision the backbone runs (README "Fast path: extraction")."""
     from dff_core.devices import DEVICE_HELP
@@ -46,81 +44,28 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
                         "smollm2 and the LVLM families)")
 
 
-def check_compute(backbone: str, device: str | None, compute_dtype: str | None, quantize: str | None,
-                  engine: str = "local") -> dict:
-    """The device/precision choices of an extraction, validated for this machine and backbone family.
-    Returns them as given (``auto`` is resolved when the job runs, and stored with the feature set)."""
-    from dff_core.backbones import family_class, parse_spec, resolve_precision
-    from dff_core.devices import device_name, resolve_device
-
-    device = (device or "auto").strip().lower()
-    compute_dtype, quantize = compute_dtype or "auto", quantize or "none"
-    cls = family_class(parse_spec(backbone)[0])
-    if engine == "ray":
-        # replicas sit on the cluster's GPUs (or CPUs); only cpu can be forced from here
-        if device not in ("auto", "cpu"):
-            raise ValueError(f"--engine ray places replicas on the cluster's GPUs itself; use --device auto "
-                             f"(or cpu to keep them on CPUs), not {device!r}")
-        resolve_precision(cls, "cpu" if device == "cpu" or quantize == "int8" else "cuda:0", compute_dtype,
-                          quantize)
-    else:
-        resolve_precision(cls, device_name(resolve_device(device)), compute_dtype, quantize)
-    return {"device": device, "compute_dtype": compute_dtype, "quantize": quantize}
-
-
 def add_storage_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default="table", choices=list(STORAGE_CHOICES),
                    help="table: vectors inside the database file; parquet: shards beside it (large catalogues)")
 
 
-def extract_params(db, args: argparse.Namespace) -> dict:
-    """Validated keyword arguments for ``workflows.run_extraction`` (checked before anything is queued)."""
-    from dff_core.backbones import family_info
-    from storage.datasets import get_dataset
-
-    get_dataset(db, args.dataset)
-    info = family_info(args.backbone)
-    inputs = [s.strip() for s in args.inputs.split(",")] if args.inputs else list(info["default_inputs"])
-    bad = [i for i in inputs if i not in info["inputs"]]
-    if bad:
-        raise ValueError(f"backbone {args.backbone!r} takes {', '.join(info['inputs'])}; not {', '.join(bad)}")
-    pooling = args.pooling or info["default_pooling"]
-    if pooling not in info["poolings"]:
-        raise ValueError(f"backbone {args.backbone!r} pools by {', '.join(info['poolings'])}; not {pooling!r}")
-    if args.caption and not info.get("can_caption"):
-        raise ValueError(f"backbone {args.backbone!r} cannot write captions; use an LVLM family")
-    if args.frames < 1 or args.batch_size < 1:
-        raise ValueError("--frames and --batch-size must be at least 1")
-    params = {"dataset": args.dataset, "backbone": args.backbone, "name": args.name, "inputs": inputs,
-              "num_frames": args.frames, "frame_size": args.frame_size, "pooling": pooling,
-              "batch_size": args.batch_size, "dtype": args.dtype, "caption": args.caption,
-              "text_encoder": args.text_encoder}
-    # scale-out choices are passed only when asked for, so job params of the default path stay as they were
-    storage = STORAGE_CHOICES[getattr(args, "storage", None) or "table"]
-    engine, address = getattr(args, "engine", None) or "local", getattr(args, "address", None)
-    if engine == "ray" and args.caption:
-        raise ValueError("the caption route runs on the local engine only; leave out --engine ray")
-    if address and engine != "ray":
-        raise ValueError("--address is the Ray cluster's; add --engine ray")
-    if engine == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise ValueError("--engine ray needs Ray: pip install -r requirements-ray.txt")
-    params.update(check_compute(args.backbone, getattr(args, "device", None), getattr(args, "compute_dtype", None),
-                                getattr(args, "quantize", None), engine))
-    extra = {"storage": storage if storage != "duckdb" else None, "engine": engine if engine != "local" else None,
-             "address": address}
-    return {**params, **{k: v for k, v in extra.items() if v}}
+def extract_request(args: argparse.Namespace) -> dict:
+    """The extract options as keyword arguments of ``jobs.submit.extract_job_params`` (the one validator)."""
+    return {"dataset": args.dataset, "backbone": args.backbone, "name": args.name,
+            "inputs": [s.strip() for s in args.inputs.split(",")] if args.inputs else None,
+            "num_frames": args.frames, "frame_size": args.frame_size, "pooling": args.pooling,
+            "batch_size": args.batch_size, "dtype": args.dtype, "caption": args.caption,
+            "text_encoder": args.text_encoder, "device": args.device, "compute_dtype": args.compute_dtype,
+            "quantize": args.quantize, "storage": args.storage, "engine": args.engine, "address": args.address}
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
     import sys
 
-    from dff_core.workflows import run_extraction
+    from jobs.workflows import run_extraction
 
     db = _db(args)
-    params = extract_params(db, args)
+    params = extract_job_params(db, **extract_request(args))
 
     def progress(frac: float, step: str) -> None:
         print(f"\r{100 * frac:5.1f}% {step:50}", end="", file=sys.stderr, flush=True)
@@ -154,7 +99,7 @@ def _register(sub) -> None:
 
 
 def cmd_import_features(args: argparse.Namespace) -> int:
-    from dff_core.workflows import import_features_npz
+    from jobs.workflows import import_features_npz
 
     fs = import_features_npz(_db(args), args.name, args.dataset, args.npz, backbone=args.backbone,
                              storage=STORAGE_CHOICES[args.storage])
@@ -168,7 +113,7 @@ def cmd_import_features(args: argparse.Namespace) -> int:
 
 
 def cmd_export_features(args: argparse.Namespace) -> int:
-    from dff_core.workflows import export_features_npz
+    from jobs.workflows import export_features_npz
 
     out = export_features_npz(_db(args), args.name, args.npz, dataset=args.dataset, layers=args.layers)
     print(f"wrote {out['path']}: {out['items']} items x {len(out['layers'])} layers x {out['dim']} dims (float32)"

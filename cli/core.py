@@ -1,6 +1,6 @@
-"""``python -m dff_core``: the same work as the dashboard, headless.
+"""``python -m dff_core`` (or ``python -m cli``): the parser, the sub-command registry and the dataset commands.
 
-User errors print one line on stderr (``error: ...``) and exit with status 2 — never a traceback.
+User errors (``jobs.errors``) print one line on stderr (``error: ...``) and exit with status 2 — never a traceback.
 """
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Callable
+
+from jobs.errors import UsageError, user_errors
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -34,7 +35,7 @@ def _print_json(value) -> None:
 
 @command("demo")
 def cmd_demo(args: argparse.Namespace) -> int:
-    from dff_core.data.load import ensure_demo
+    from jobs.datasets import ensure_demo
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
@@ -59,7 +60,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 @command("import-dataset")
 def cmd_import_dataset(args: argparse.Namespace) -> int:
     from dff_core.data.importers import Preprocessing
-    from dff_core.data.load import import_generic, import_microlens
+    from jobs.datasets import import_generic, import_microlens
 
     pre = Preprocessing(min_interactions=args.min_interactions, max_items_per_user=args.max_items,
                         top_items=args.top_items)
@@ -101,7 +102,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 @command("delete-dataset")
 def cmd_delete_dataset(args: argparse.Namespace) -> int:
-    from storage.datasets import delete_dataset
+    from storage.removal import delete_dataset
 
     delete_dataset(_db(args), args.name)
     print(f"deleted dataset {args.name!r} and everything derived from it")
@@ -109,10 +110,6 @@ def cmd_delete_dataset(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- parser
-
-class UsageError(ValueError):
-    """Wrong combination of options."""
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dff_core", description="DFF Studio, headless.")
@@ -148,21 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
 EXTENSIONS: list[Callable] = []
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that describe a problem with the user's input, shown as one line, never a traceback."""
-    from dff_core.data.importers import DataError
-    from storage import DatabaseBusy, NotFound
-
-    return (DataError, NotFound, DatabaseBusy, UsageError, ValueError, FileNotFoundError, OverflowError)
-
-
-def user_message(exc: BaseException) -> str:
-    """One line for a person: the message alone for user errors, the exception type too otherwise."""
-    if isinstance(exc, user_errors()):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
 def main(argv: list[str] | None = None) -> int:
     _load_extensions()
     args = build_parser().parse_args(argv)
@@ -180,8 +162,8 @@ def _load_extensions() -> None:
     """Import the modules that register further sub-commands (extraction, training, jobs, ...)."""
     import importlib
 
-    for module in ("dff_core.cli_extract", "dff_core.cli_train", "dff_core.cli_jobs", "dff_core.cli_tiny",
-                   "dff_core.cli_neighbours", "dff_core.cli_study", "dff_core.cli_runs"):
+    for module in ("cli.extract", "cli.train", "cli.jobs", "cli.tiny",
+                   "cli.neighbours", "cli.study", "cli.runs"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from dff_core.cli import COMMANDS, EXTENSIONS, UsageError, _db
+from cli.core import COMMANDS, EXTENSIONS, _db
+from jobs.errors import UsageError
 
 
 def _register(sub) -> None:
@@ -20,7 +21,7 @@ def _register(sub) -> None:
 
 
 def cmd_neighbours(args: argparse.Namespace) -> int:
-    from dff_core.neighbours import (describe, feature_source, get_index, load_catalog, neighbours_of,
+    from jobs.neighbours import (describe, feature_source, get_index, load_catalog, neighbours_of,
                                      run_source)
     from storage.features import get_feature_set
 
@@ -40,7 +41,7 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
         raise UsageError("say what to search in: --features F [--layer L], or --run R")
     else:
         source = feature_source(db, args.features, args.layer, dataset=args.dataset)
-    from dff_core.neighbours import dataset_of
+    from jobs.neighbours import dataset_of
 
     catalog = load_catalog(db, dataset_of(db, source))
     rows = neighbours_of(db, source, args.item, args.k, catalog=catalog)

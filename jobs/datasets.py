@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from dff_core.data.importers import Preprocessing, RawDataset, prepare, read_generic, read_microlens
-from storage.datasets import DatasetRecord, NotFound, delete_dataset, get_dataset, store_dataset
+from storage.datasets import DatasetRecord, NotFound, get_dataset, store_dataset
+from storage.removal import delete_dataset
 from storage.db import Database
 
 DEMO_NAME = "demo"

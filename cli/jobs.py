@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from dff_core.cli import COMMANDS, EXTENSIONS, UsageError, _db
+from cli.core import COMMANDS, EXTENSIONS, _db
 
 
 def _register(sub) -> None:
-    from dff_core.cli_train import add_train_options
+    from cli.train import add_train_options
 
     p = sub.add_parser("jobs", help="list jobs")
     p.add_argument("--json", action="store_true")
@@ -30,11 +30,11 @@ def _register(sub) -> None:
     s.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epoch cap; runs end by early stopping")
     s.add_argument("--patience", type=int, default=DEFAULT_PATIENCE)
     s.add_argument("--threads", type=int, default=None, help="torch threads per training run (default: torch's)")
-    from dff_core.cli_train import add_fast_options
+    from cli.train import add_fast_options
     add_fast_options(s)
     add_engine_options(s)
     e = kinds.add_parser("extract", help="feature extraction")
-    from dff_core.cli_extract import add_extract_options
+    from cli.extract import add_extract_options
     add_extract_options(e)
 
     for name, text in (("cancel", "cancel a queued or running job"), ("retry", "run a failed/cancelled job again"),
@@ -56,17 +56,8 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="with --engine ray: a running cluster (ray://HEAD:10001); default a local instance")
 
 
-def engine_params(args: argparse.Namespace) -> dict:
-    """The sweep-job parameters for the engine options ({} for the local engine), checked."""
-    if args.address and args.engine != "ray":
-        raise UsageError("--address names a Ray cluster; add --engine ray")
-    if args.engine != "ray":
-        return {}
-    return {"engine": "ray", "address": args.address or None}
-
-
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from jobs.queue import list_jobs
+    from storage.queue import list_jobs
 
     jobs = list_jobs(_db(args), status=args.status, limit=args.limit)
     if args.json:
@@ -81,66 +72,36 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from jobs.queue import enqueue
+    """Every kind goes through ``jobs.submit``: the same checks as the pages and study plans."""
+    from jobs import submit
 
     db = _db(args)
     if args.kind == "train":
-        from dff_core.cli_train import train_settings
-        from jobs.submit import check_train_settings
-        params = {"dataset": args.dataset, "strategy": args.strategy, "features": args.features,
-                  "layers": args.layers, "seed": args.seed, "settings": train_settings(args), "study": args.study}
-        check_train_settings(params["settings"])
-        _check_train_params(db, params)
-        job_id = enqueue(db, "train", params, group=args.study)
+        from cli.train import train_settings
+
+        job_id = submit.enqueue_train(db, args.dataset, args.strategy, args.features, args.layers,
+                                      train_settings(args), args.seed, study=args.study)
     elif args.kind == "sweep":
-        from dff_core.cli_train import fast_settings
-        from dff_core.models.item_encoders import STRATEGIES
-        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-        bad = [s for s in strategies if s not in STRATEGIES]
-        if bad or not strategies:
-            raise UsageError(f"unknown strategies {bad}; choose from {', '.join(STRATEGIES)}")
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise UsageError(f"--seeds must be a comma list of integers, not {args.seeds!r}") from None
-        params = {"dataset": args.dataset, "features": args.features, "strategies": strategies,
-                  "layers": [l.strip() for l in args.layers.split(";") if l.strip()], "seeds": seeds,
-                  "study": args.study, "settings": {"epochs": args.epochs, "patience": args.patience,
-                                                    **fast_settings(args)},
-                  **engine_params(args)}
+        from cli.train import fast_settings
+
+        settings = {"epochs": args.epochs, "patience": args.patience, **fast_settings(args)}
         if args.threads:
-            params["settings"]["num_threads"] = args.threads
-        from jobs.submit import check_train_settings
-        check_train_settings(params["settings"])
-        for layers in params["layers"]:
-            _check_train_params(db, {"dataset": args.dataset, "features": args.features,
-                                     "strategy": next((s for s in strategies if s != "id"), "id"), "layers": layers})
-        job_id = enqueue(db, "sweep", params, group=args.study)
+            settings["num_threads"] = args.threads
+        job_id = submit.enqueue_sweep(db, args.dataset, args.features,
+                                      [s.strip() for s in args.strategies.split(",") if s.strip()],
+                                      submit.parse_layer_choices(args.layers), submit.parse_seeds(args.seeds),
+                                      args.study, settings, engine=args.engine, address=args.address)
     else:
-        from dff_core.cli_extract import extract_params
-        job_id = enqueue(db, "extract", extract_params(db, args))
+        from cli.extract import extract_request
+
+        job_id = submit.enqueue_extract(db, **extract_request(args))
     print(f"queued {args.kind} job")
     print(job_id)
     return 0
 
 
-def _check_train_params(db, params: dict) -> None:
-    """Refuse at submit time what would fail in the worker: unknown dataset/feature set, bad layers."""
-    from dff_core.models.item_encoders import FEATURE_STRATEGIES
-    from dff_core.workflows import parse_layers
-    from storage.datasets import get_dataset
-    from storage.features import get_feature_set
-
-    ds = get_dataset(db, params["dataset"])
-    if params["strategy"] in FEATURE_STRATEGIES and not params.get("features"):
-        raise UsageError(f"strategy {params['strategy']!r} needs --features")
-    if params.get("features"):
-        fs = get_feature_set(db, params["features"], dataset=ds.id if not str(params["features"]).isdigit() else None)
-        parse_layers(params.get("layers"), fs.num_layers)
-
-
 def cmd_control(args: argparse.Namespace) -> int:
-    from jobs import queue
+    from storage import queue
 
     db = _db(args)
     if args.command == "cancel":

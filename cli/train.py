@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from dff_core.cli import COMMANDS, EXTENSIONS, _db
+from cli.core import COMMANDS, EXTENSIONS, _db
 
 from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE
 
@@ -85,7 +85,7 @@ def _register(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dff_core.workflows import run_training
+    from jobs.workflows import run_training
     from jobs.submit import check_train_params
 
     db = _db(args)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from dff_core.cli import COMMANDS, EXTENSIONS, _db
+from cli.core import COMMANDS, EXTENSIONS, _db
 
 
 def _register(sub) -> None:
@@ -54,7 +54,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_export_runs(args: argparse.Namespace) -> int:
-    from dff_core.export_mlflow import export_runs
+    from jobs.export_mlflow import export_runs
 
     out = export_runs(_db(args), args.mlflow, dataset=args.dataset, study=args.study, experiment=args.experiment)
     print(f"exported {out['runs']} runs to {out['tracking_uri']} ({out['created']} new, {out['updated']} updated)")

@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from dff_core.cli import COMMANDS, EXTENSIONS, UsageError, _db
+from cli.core import COMMANDS, EXTENSIONS, _db
+from jobs.errors import UsageError
 from dff_core.study.plan import DEFAULT_SETTINGS
 
 
@@ -53,7 +54,7 @@ def _register(sub) -> None:
     p.add_argument("--runs-csv", metavar="FILE", default=None, help="with --report: write the per-run CSV here")
     p.add_argument("--metric", default="NDCG@10", choices=["NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR"])
     p.add_argument("--note", default=None, help="with --report: a line on the compute, shown in the report")
-    from dff_core.cli_jobs import add_engine_options
+    from cli.jobs import add_engine_options
     add_engine_options(p)
     p.add_argument("--from-runs-csv", metavar="FILE", default=None,
                    help="with --report NAME: re-judge a study from its exported runs CSV instead of the database")
@@ -80,8 +81,8 @@ def print_verdicts(findings) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from dff_core.study.plan import (StudyRequest, parse_layer_list, parse_range, parse_seeds, plan_runs,
-                                     queue_study)
+    from dff_core.study.plan import StudyRequest, parse_layer_list, parse_range, plan_runs
+    from jobs.study import queue_study
 
     if args.report and args.from_runs_csv:
         return _report_from_csv(args)
@@ -90,11 +91,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         return _report(db, args.report, args)
     if not args.dataset or not args.features:
         raise UsageError("say what to study: --dataset D --features F (or render one: --report STUDY)")
-    from dff_core.cli_jobs import engine_params
+    from jobs.submit import engine_params, parse_seeds
 
-    engine = engine_params(args)
+    engine = engine_params(args.engine, args.address)
     req = StudyRequest(engine=engine.get("engine", "local"), address=engine.get("address"), dataset=args.dataset, features=args.features, captions=args.captions,
-                       seeds=parse_seeds(args.seeds), layers=parse_layer_list(args.layers),
+                       seeds=parse_seeds(args.seeds, number_is_count=True), layers=parse_layer_list(args.layers),
                        layer_points=args.layer_points, intermediate=parse_range(args.intermediate),
                        epochs=args.epochs, patience=args.patience, name=args.name,
                        extra_settings={k: v for k, v in (("batch_size", args.batch_size), ("max_len", args.max_len),
@@ -131,7 +132,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def _report(db, study: str, args: argparse.Namespace) -> int:
-    from dff_core.study.verdicts import evaluate, load_study
+    from dff_core.study.verdicts import evaluate
+    from jobs.study import load_study
 
     data = load_study(db, study)
     findings = evaluate(data, args.metric)
@@ -173,7 +175,7 @@ def _write(data, findings, args: argparse.Namespace) -> None:
 
 
 def cmd_study_sample(args: argparse.Namespace) -> int:
-    from dff_core.study.subsample import subsample_dataset
+    from jobs.subsample import subsample_dataset
 
     start = time.perf_counter()
     out = subsample_dataset(_db(args), args.source, args.name, args.users, args.seed,

@@ -1,4 +1,4 @@
-"""The job queue, kept in storage's ``jobs`` table.
+"""The job table: the queue the workers (``jobs.worker``) claim from.
 
 Claiming is one UPDATE ... RETURNING inside a transaction; DuckDB's single-writer file lock makes it atomic
 across processes, so two workers never run the same job. A running job proves it is alive with a heartbeat;
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from storage.datasets import NotFound
-from storage.db import Database
+from storage.db import Database, NotFound
 
 KINDS = ("extract", "train", "sweep", "demo")
 ACTIVE = ("queued", "running")

@@ -14,10 +14,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from dff_core.neighbours.index import NeighbourIndex, build_index, normalise, recall_at_k
+from jobs.neighbours.models import load_run_model
+from jobs.neighbours.sources import Source, fingerprint
 from storage import Database
-
-from .index import NeighbourIndex, build_index, normalise, recall_at_k
-from .sources import Source, fingerprint, load_vectors
+from storage.features import get_feature_set, read_features
 
 MAX_ENTRIES = 16
 _lock = threading.Lock()
@@ -90,8 +91,6 @@ def _read(path: Path, vectors: np.ndarray, present: np.ndarray | None, fp: str) 
 
 def get_run_model(db: Database, run_id: int):
     """The run's rebuilt model (``runs.RunModel``), cached like the indices."""
-    from .runs import load_run_model
-
     fp = fingerprint(db, Source("run", run_id=int(run_id)))
     key = (str(db.path), int(run_id))
     with _lock:
@@ -105,3 +104,15 @@ def get_run_model(db: Database, run_id: int):
         while len(_models) > MAX_ENTRIES // 2:
             _models.popitem(last=False)
     return model
+
+
+def load_vectors(db: Database, source: Source) -> tuple[np.ndarray, np.ndarray]:
+    """``[num_items, dim]`` float32 vectors and the mask of items that have one."""
+    if source.kind == "run":
+        return get_run_model(db, source.run_id).item_vectors(), None
+    fs = get_feature_set(db, source.feature_set)
+    layers = list(source.layers) or list(range(fs.num_layers))
+    feats, present = read_features(db, fs, layers=layers)
+    if not present.any():
+        raise ValueError(f"feature set {fs.name!r} has no vectors stored yet")
+    return feats.mean(axis=1), present

@@ -11,11 +11,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-import numpy as np
 
+from dff_core.layers import parse_layers
+from jobs.neighbours.models import checkpoint_path
 from storage import Database
-from storage.features import FeatureSetRecord, get_feature_set, list_feature_sets, read_features, stored_items
+from storage.datasets import get_dataset
+from storage.features import FeatureSetRecord, get_feature_set, list_feature_sets, stored_items
 from storage.runs import get_run, list_runs
+from storage.views import layers_text
 
 
 @dataclass(frozen=True)
@@ -47,32 +50,26 @@ class Source:
 
 
 def layers_label(layers: tuple[int, ...] | list[int], num_layers: int | None = None) -> str:
-    """``L12`` | ``L8-20 mean`` | ``L1,4,9 mean`` | ``all layers mean`` (one layer sets: empty)."""
+    """``L12`` | ``L8-20 mean`` | ``L1,4,9 mean`` | ``all layers mean`` (one layer sets: empty): the layer
+    choice as ``storage.views.layers_text`` writes it, marked as a layer and as a mean of several."""
     layers = list(layers)
     if num_layers == 1:
         return ""
-    if not layers or (num_layers and layers == list(range(num_layers))):
+    text = layers_text(layers or None, num_layers)
+    if text == "all":
         return "all layers mean"
-    if len(layers) == 1:
-        return f"L{layers[0]}"
-    if layers == list(range(layers[0], layers[-1] + 1)):
-        return f"L{layers[0]}-{layers[-1]} mean"
-    return "L" + ",".join(str(l) for l in layers) + " mean"
+    return f"L{text}" + ("" if len(layers) == 1 else " mean")
 
 
 def feature_source(db: Database, feature_set: str | int, layers: str | list[int] | None = None,
                    dataset: str | int | None = None) -> Source:
     """A feature-set source with its layer choice checked (``all``, ``L``, ``A-B`` or ``i,j,k``)."""
-    from dff_core.workflows import parse_layers
-
     fs = get_feature_set(db, feature_set, dataset=dataset if not str(feature_set).isdigit() else None)
     chosen = parse_layers(layers, fs.num_layers)
     return Source("features", feature_set=fs.id, layers=tuple(chosen or ()))
 
 
 def run_source(db: Database, run_id: int) -> Source:
-    from dff_core.neighbours.runs import checkpoint_path
-
     run = get_run(db, run_id)
     if run.status != "done":
         raise ValueError(f"run {run.id} is {run.status}; only finished runs have item vectors to explore")
@@ -110,8 +107,6 @@ def _stored_count(db: Database, fs: FeatureSetRecord) -> int:
 def fingerprint(db: Database, source: Source) -> str:
     """Changes whenever the vectors behind ``source`` may have changed (cheap: metadata only)."""
     if source.kind == "run":
-        from dff_core.neighbours.runs import checkpoint_path
-
         run = get_run(db, source.run_id)
         path = checkpoint_path(db, run.id)
         stat = path.stat() if path.exists() else None
@@ -123,26 +118,9 @@ def fingerprint(db: Database, source: Source) -> str:
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
-def load_vectors(db: Database, source: Source) -> tuple[np.ndarray, np.ndarray]:
-    """``[num_items, dim]`` float32 vectors and the mask of items that have one."""
-    if source.kind == "run":
-        from dff_core.neighbours.cache import get_run_model
-
-        return get_run_model(db, source.run_id).item_vectors(), None
-    fs = get_feature_set(db, source.feature_set)
-    layers = list(source.layers) or list(range(fs.num_layers))
-    feats, present = read_features(db, fs, layers=layers)
-    if not present.any():
-        raise ValueError(f"feature set {fs.name!r} has no vectors stored yet")
-    return feats.mean(axis=1), present
-
-
 def available_sources(db: Database, dataset: str | int) -> list[tuple[str, object]]:
     """What can be explored for a dataset: ``("features", FeatureSetRecord)`` for sets with vectors and
     ``("run", RunRecord)`` for finished runs with a checkpoint, in creation order."""
-    from dff_core.neighbours.runs import checkpoint_path
-    from storage.datasets import get_dataset
-
     ds = get_dataset(db, dataset)
     out: list[tuple[str, object]] = [("features", fs) for fs in list_feature_sets(db, ds.id)
                                      if fs.status != "failed" and _stored_count(db, fs) > 0]
