@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from storage import Database
+from dff_core.layers import parse_layers
 from jobs.reads import load_split, load_training_features
 from storage.datasets import get_dataset
 from storage.features import FeatureSetRecord, get_feature_set, read_features
