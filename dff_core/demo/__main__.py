@@ -1,0 +1,3 @@
+from dff_core.demo.build import main
+
+raise SystemExit(main())
