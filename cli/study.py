@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from cli.core import COMMANDS, EXTENSIONS, _db
+from dff_core.metric_names import METRICS
 from jobs.errors import UsageError
 from dff_core.study.plan import DEFAULT_SETTINGS
 
@@ -52,7 +53,7 @@ def _register(sub) -> None:
     p.add_argument("--html", metavar="FILE", default=None, help="with --report: write the HTML report here")
     p.add_argument("--csv", metavar="FILE", default=None, help="with --report: write the verdicts CSV here")
     p.add_argument("--runs-csv", metavar="FILE", default=None, help="with --report: write the per-run CSV here")
-    p.add_argument("--metric", default="NDCG@10", choices=["NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR"])
+    p.add_argument("--metric", default="NDCG@10", choices=list(METRICS))
     p.add_argument("--note", default=None, help="with --report: a line on the compute, shown in the report")
     from cli.jobs import add_engine_options
     add_engine_options(p)

@@ -6,6 +6,7 @@ import json
 import sys
 
 from cli.core import COMMANDS, EXTENSIONS, _db
+from dff_core.metric_names import METRICS
 
 from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE
 
@@ -77,7 +78,7 @@ def _register(sub) -> None:
     c.add_argument("--dataset", action="append", default=None, help="keep this dataset (repeatable)")
     c.add_argument("--study", action="append", default=None, help="keep this study (repeatable)")
     c.add_argument("--strategy", action="append", default=None, help="keep this strategy (repeatable)")
-    c.add_argument("--metric", default="NDCG@10", choices=["NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR"])
+    c.add_argument("--metric", default="NDCG@10", choices=list(METRICS))
     c.add_argument("--split", default="test", choices=["test", "val"])
     c.add_argument("--hide-capped", action="store_true",
                    help="leave out runs that hit the epoch cap while still improving (under-trained)")

@@ -70,7 +70,7 @@ def layer_scores(train: list[np.ndarray], num_items: int, present: np.ndarray, n
     m = len(sample)
     related = co[sample][:, sample].toarray() > 0
     chance = float(related.sum() / (m * (m - 1)))
-    batch = max(1, int(max_batch_bytes // max(1, len(present) * dim * 2)))
+    batch = max(1, int(max_batch_bytes // max(1, len(present) * dim * np.dtype(np.float16).itemsize)))
     scores: list[float] = []
     for start in range(0, num_layers, batch):
         layer_ids = list(range(start, min(num_layers, start + batch)))

@@ -15,7 +15,7 @@ from storage import Database
 from storage.datasets import get_dataset
 from storage.features import get_feature_set, list_feature_sets
 from storage.runs import list_runs
-from storage.views import USABLE_FEATURE_STATUS, demo_dataset_exists
+from storage.views import USABLE_FEATURE_STATUS, demo_dataset_exists, layers_text
 
 MAIN_STRATEGIES = ("id", "replace", "init", "add", "concat", "gate", "dff")
 DEMO_STUDY = "demo-study"
@@ -342,7 +342,7 @@ def layer_spec(mode: str, num_layers: int, span: tuple[int, int] | None = None,
         return "all"
     if mode == "range":
         a, b = span if span else (0, num_layers - 1)
-        return "all" if (a, b) == (0, num_layers - 1) else (f"{a}" if a == b else f"{a}-{b}")
+        return layers_text(list(range(a, b + 1)), num_layers)
     if not picked:
         raise ValueError("pick at least one layer")
     return ",".join(str(x) for x in sorted({int(p) for p in picked}))

@@ -11,6 +11,7 @@ import numpy as np
 
 from storage import Database
 from dff_core.layers import parse_layers
+from dff_core.metric_names import METRICS
 from jobs.reads import load_split, load_training_features
 from storage.datasets import get_dataset
 from storage.features import FeatureSetRecord, get_feature_set, read_features
@@ -18,7 +19,6 @@ from storage.runs import (RunRecord, create_run, finish_run, get_run, log_metric
                           checkpoint_dir as run_checkpoint_dir)
 
 Progress = Callable[[float, str], None]
-METRIC_NAMES = ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR")
 
 
 def run_training(db: Database, dataset: str | int, strategy: str, *, features: str | int | None = None,
@@ -131,7 +131,7 @@ def store_epoch(db: Database, run_id: int, event: dict, layer_ids: list[int] | N
     train_values = {"loss": event["loss"], "seconds": event["seconds"], "gate_mean": event.get("gate_mean")}
     log_metrics(db, run_id, epoch, "train", train_values)
     if event.get("val"):
-        log_metrics(db, run_id, epoch, "val", {k: event["val"][k] for k in METRIC_NAMES if k in event["val"]})
+        log_metrics(db, run_id, epoch, "val", {k: event["val"][k] for k in METRICS if k in event["val"]})
     weights = event.get("layer_weights")
     if weights:
         log_metrics(db, run_id, epoch, "layer_weight",
@@ -145,9 +145,9 @@ def store_result(db: Database, run_id: int, result: dict, layer_ids: list[int] |
     Shared by the local engine and the Ray sweep driver, so both store exactly the same fields."""
     weights = ({str(layer_ids[int(k)] if layer_ids else k): float(w) for k, w in result["layer_weights"].items()}
                if result.get("layer_weights") else None)
-    log_metrics(db, run_id, result["best_epoch"], "test", {k: result["test"][k] for k in METRIC_NAMES})
+    log_metrics(db, run_id, result["best_epoch"], "test", {k: result["test"][k] for k in METRICS})
     summary = {
-        "val": {k: result["val"][k] for k in METRIC_NAMES}, "test": {k: result["test"][k] for k in METRIC_NAMES},
+        "val": {k: result["val"][k] for k in METRICS}, "test": {k: result["test"][k] for k in METRICS},
         "val_buckets": result["val_buckets"], "test_buckets": result["test_buckets"], "layer_weights": weights,
         "gate_mean": result["gate_mean"], "stopped_early": result["stopped_early"],
         "popularity_test": dict(popularity_test), "wall_seconds": wall_seconds,
@@ -457,7 +457,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
     stats = {"items": stored, "failed": len(work) - stored, "seconds": getattr(summary, "seconds", None),
              "cpu_seconds": getattr(summary, "cpu_seconds", None),
              "items_per_second": getattr(summary, "items_per_second", None),
-             "bytes_per_item": fs.num_layers * fs.dim * (2 if fs.dtype == "float16" else 4)}
+             "bytes_per_item": fs.num_layers * fs.dim * np.dtype(fs.dtype).itemsize}
     finish_feature_set(db, fs, "cancelled" if status == "running" else status, stats)
     if log:
         log(f"feature set {name!r}: {stored}/{len(work)} items stored, {len(work) - stored} without vectors")

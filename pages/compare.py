@@ -5,6 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 from dff_core import compare
+from dff_core.metric_names import METRICS
 from pages.common import PLOT_CONFIG, database, empty_state, reported
 from storage import views
 
@@ -41,7 +42,7 @@ datasets = f[0].multiselect("Dataset", _options("dataset"), key="cmp_dataset", p
 backbones = f[1].multiselect("Backbone", _options("backbone"), key="cmp_backbone", placeholder="all")
 strategies = f[2].multiselect("Strategy", _options("strategy"), key="cmp_strategy", placeholder="all")
 studies = f[3].multiselect("Study", _options("study"), key="cmp_study", placeholder="all")
-metric = f[4].selectbox("Metric", list(views.METRICS), key="cmp_metric")
+metric = f[4].selectbox("Metric", list(METRICS), key="cmp_metric")
 split = f[5].selectbox("Split", ["test", "val"], key="cmp_split")
 n_capped = int(compare.is_capped(compare.filter_runs(runs, datasets, backbones, strategies, studies)).sum())
 hide_capped = st.checkbox(f"Hide runs capped while improving ({n_capped})", key="cmp_hide_capped",

@@ -25,7 +25,7 @@ if not datasets:
     empty_state("No datasets yet — build the demo from Home, or import one on the Data page.",
                 "pages/data.py", "Data page")
     st.stop()
-dataset = st.selectbox("Dataset", datasets, key="ex_dataset") if len(datasets) > 1 else datasets[0]
+dataset = st.selectbox("Dataset", datasets, key="xp_dataset") if len(datasets) > 1 else datasets[0]
 
 
 @st.cache_resource(show_spinner="Loading the catalogue…", max_entries=4)
@@ -97,12 +97,12 @@ if not sources:
 # ------------------------------------------------------------------------------------- pick a video
 st.subheader("Video")
 c_search, c_pick = st.columns([1, 2])
-text = c_search.text_input("Search by title or id", key="ex_search", placeholder="e.g. cat, or an item id")
+text = c_search.text_input("Search by title or id", key="xp_search", placeholder="e.g. cat, or an item id")
 matches = catalog.search(text, limit=200)
 if matches.empty:
     st.warning(f"No video matches “{plain(text)}” — try part of a title or an id.")
     st.stop()
-item = c_pick.selectbox("Video", matches["idx"].tolist(), key="ex_item",
+item = c_pick.selectbox("Video", matches["idx"].tolist(), key="xp_item",
                         format_func=lambda i: f"{catalog.items.at[i, 'title'][:80] or '(no title)'} · "
                                               f"{catalog.items.at[i, 'item_id']}",
                         help=f"{len(matches)} of {len(catalog.items)} videos match; most watched first")
@@ -135,8 +135,8 @@ for run in runs:
 choices = list(labels)
 c_n, c_k = st.columns([1, 1])
 count = c_n.segmented_control("Representations side by side", [2, 3, 4], default=min(3, max(2, len(choices))),
-                              key="ex_count") or 2
-k = c_k.slider("Neighbours per representation", 5, 20, 10, key="ex_k")
+                              key="xp_count") or 2
+k = c_k.slider("Neighbours per representation", 5, 20, 10, key="xp_k")
 
 chosen: list[nb.Source] = []
 pick_cols = st.columns(count)
@@ -144,12 +144,12 @@ for slot, col in enumerate(pick_cols):
     # feature sets first, each slot another layer (stored vectors: instant); a run's vectors need its model
     # (torch, seconds), so runs are there to choose, not the default of a first visit
     choice = col.selectbox(f"Representation {slot + 1}", choices, index=slot % (len(feature_sets) or len(choices)),
-                           format_func=labels.get, key=f"ex_rep_{slot}")
+                           format_func=labels.get, key=f"xp_rep_{slot}")
     if choice.startswith("fs:"):
         fs = next(f for f in feature_sets if f"fs:{f.id}" == choice)
         if fs.num_layers > 1:
             default = str([fs.num_layers // 2, fs.num_layers - 1, 0, "all"][slot % 4])  # middle layers first
-            spec = col.text_input("Layers", default, key=f"ex_layers_{slot}_{fs.id}",
+            spec = col.text_input("Layers", default, key=f"xp_layers_{slot}_{fs.id}",
                                   help=f"0 = embedding output … {fs.num_layers - 1}; A-B or i,j,k = their mean; "
                                        "all = mean of every layer")
         else:
@@ -189,13 +189,13 @@ if not runs:
                 "pages/train.py", "Train page")
 else:
     u_search, u_pick = st.columns([1, 2])
-    utext = u_search.text_input("Search users by id", key="ex_user_search")
+    utext = u_search.text_input("Search users by id", key="xp_user_search")
     users = catalog.search_users(utext)
     if not users:
         st.warning(f"No user id contains “{plain(utext)}”.")
     else:
         # no user until one is chosen: a run's model loads torch (seconds), which a first visit should not wait for
-        user = u_pick.selectbox("User", users, index=None, key="ex_user", placeholder="Choose a user",
+        user = u_pick.selectbox("User", users, index=None, key="xp_user", placeholder="Choose a user",
                                 help="longest histories first")
     if users and user is None:
         st.caption("Choose a user to see their history and what two runs recommend to them next.")
@@ -210,7 +210,7 @@ else:
         rc = st.columns(2)
         for slot, col in enumerate(rc):
             run_id = col.selectbox(f"Run {slot + 1}", run_ids, index=min(slot, len(run_ids) - 1),
-                                   format_func=run_labels.get, key=f"ex_run_{slot}")
+                                   format_func=run_labels.get, key=f"xp_run_{slot}")
             with col, reported(f"run #{run_id}"):
                 model = _run_model(str(db.path), run_id, nb.fingerprint(db, nb.Source("run", run_id=run_id)))
                 rec = model.recommend(user, k=10)
@@ -234,9 +234,9 @@ layered = [fs for fs in feature_sets if fs.num_layers > 1]
 extra_layers = []
 if layered:
     a1, a2 = st.columns([2, 1])
-    per_layer = a1.selectbox("Add every layer of", [None] + [fs.id for fs in layered], key="ex_agree_fs",
+    per_layer = a1.selectbox("Add every layer of", [None] + [fs.id for fs in layered], key="xp_agree_fs",
                              format_func=lambda i: "—" if i is None else next(f.name for f in layered if f.id == i))
-    step = a2.number_input("every n-th layer", 1, 8, 1, key="ex_agree_step")
+    step = a2.number_input("every n-th layer", 1, 8, 1, key="xp_agree_step")
     if per_layer is not None:
         fs = next(f for f in layered if f.id == per_layer)
         extra_layers = [nb.Source("features", feature_set=fs.id, layers=(l,))
@@ -251,7 +251,7 @@ if len(sources_for_matrix) >= 2:
                         color_continuous_scale="Viridis", aspect="auto",
                         labels={"color": f"overlap@{k}"}, title=f"Overlap@{k} of neighbour lists")
         fig.update_layout(height=max(300, 28 * len(matrix) + 140))
-        st.plotly_chart(fig, config=PLOT_CONFIG, key="ex_agreement")
+        st.plotly_chart(fig, config=PLOT_CONFIG, key="xp_agreement")
     except user_errors() as exc:
         show_error(exc, "agreement")
 else:

@@ -8,6 +8,7 @@ from dff_core.study import plan as study_plan
 from dff_core.study import report, verdicts
 from jobs import study as study_jobs
 from jobs import submit
+from dff_core.metric_names import METRICS
 from pages.common import PLOT_CONFIG, database, empty_state, plain, reported
 from dff_core.endings import cap_warning
 from pages.train_options import fast_path_settings
@@ -94,7 +95,7 @@ if data.runs.empty:
 if done < total:
     st.warning("The study is still running: these verdicts use the runs finished so far.")
 
-metric = st.selectbox("Metric", list(views.METRICS), key="st_metric")
+metric = st.selectbox("Metric", list(METRICS), key="st_metric")
 findings = verdicts.evaluate(data, metric)
 # Streamlit's own icon font and badges: emoji need a colour-emoji font, which many Linux browsers lack
 ICON = {verdicts.SUPPORTED: ":green-badge[:material/check_circle: supported]",

@@ -13,6 +13,8 @@ from storage.db import Database, NotFound
 from storage.features import FeatureSetRecord, list_feature_sets
 from storage.runs import RunRecord, list_runs, run_metrics
 
+# the run columns' metrics: dff_core.metric_names.METRICS, which storage may not import (tests/test_house.py
+# checks the two agree)
 METRICS = ("NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR")
 USABLE_FEATURE_STATUS = ("complete", "partial")
 RUN_COLUMNS = (["run_id", "dataset", "study", "backbone", "features", "strategy", "layers", "n_layers", "layer",
@@ -53,8 +55,9 @@ def dataset_table(db: Database) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def feature_bytes(items: int, layers: int, dim: int, bytes_per_value: int = 2) -> int:
-    return int(items) * int(layers) * int(dim) * int(bytes_per_value)
+def feature_bytes(items: int, layers: int, dim: int, dtype: str = "float16") -> int:
+    """Stored size of a feature set's vectors (bytes per value: numpy's itemsize of the stored dtype)."""
+    return int(items) * int(layers) * int(dim) * np.dtype(dtype).itemsize
 
 
 def feature_set_table(db: Database, dataset: str | None = None) -> pd.DataFrame:
@@ -65,8 +68,7 @@ def feature_set_table(db: Database, dataset: str | None = None) -> pd.DataFrame:
                      "backbone": fs.backbone, "kind": fs.kind, "inputs": ", ".join(fs.inputs),
                      "pooling": fs.pooling, "layers": fs.num_layers, "dim": fs.dim, "dtype": fs.dtype,
                      "items": fs.stats.get("items"), "status": fs.status,
-                     "MB": round(feature_bytes(fs.stats.get("items") or 0, fs.num_layers, fs.dim,
-                                               2 if fs.dtype == "float16" else 4) / 1e6, 2),
+                     "MB": round(feature_bytes(fs.stats.get("items") or 0, fs.num_layers, fs.dim, fs.dtype) / 1e6, 2),
                      "items/s": fs.stats.get("items_per_second"), "computed": computed_on(fs.params),
                      "created": fs.created_at})
     return pd.DataFrame(rows, columns=["id", "name", "dataset", "backbone", "kind", "inputs", "pooling", "layers",

@@ -93,13 +93,13 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
     at.selectbox(key="ex_rep_2").set_value(f"run:{runs[1].id}").run()
     assert shown_labels()[:3] == ["**syn · L2**", f"**run #{runs[0].id} · id**", f"**run #{runs[1].id} · gate (syn)**"]
     assert len([m for m in at.markdown if "· cos " in m.value]) == 30
-    assert at.selectbox(key="ex_item").value == int(catalog.items["popularity"].idxmax())
+    assert at.selectbox(key="xp_item").value == int(catalog.items["popularity"].idxmax())
 
     # pick a video by searching its id; its neighbours under layer 3 are the exact top-10
     target = catalog.items.iloc[7]
-    at.text_input(key="ex_search").input(target["item_id"]).run()
-    assert at.selectbox(key="ex_item").value == 7
-    at.text_input(key="ex_layers_0_1").input("0").run()
+    at.text_input(key="xp_search").input(target["item_id"]).run()
+    assert at.selectbox(key="xp_item").value == 7
+    at.text_input(key="xp_layers_0_1").input("0").run()
     assert not at.exception, [e.value for e in at.exception]
     want = nb.neighbours_of(db, nb.feature_source(db, "syn", "0"), target["item_id"], 10)
     lines = [m.value for m in at.markdown if re.match(r"\d+\. ", m.value) and "· cos " in m.value]
@@ -109,7 +109,7 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
 
     # a user: history thumbnails and two runs' top-10, the test item marked when hit
     user = catalog.search_users("")[-1]                    # the shortest history: plenty of unseen items
-    at.selectbox(key="ex_user").set_value(user).run()
+    at.selectbox(key="xp_user").set_value(user).run()
     rec_lines = [m.value for m in at.markdown if "· score " in m.value]
     assert len(rec_lines) == 20
     for run, block in zip(runs[::-1], (rec_lines[:10], rec_lines[10:])):  # newest run first
@@ -118,7 +118,7 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
         assert sum("test item]" in l for l in block) == int(rec.hit)
 
     # agreement: layers 0 and 1 hold the same vectors -> overlap 1.0
-    at.selectbox(key="ex_agree_fs").set_value(1).run()
+    at.selectbox(key="xp_agree_fs").set_value(1).run()
     assert not at.exception, [e.value for e in at.exception]
     charts = at.get("plotly_chart")
     assert len(charts) == 1
@@ -133,6 +133,6 @@ def test_explore_bad_layer_is_a_clear_error(explored, monkeypatch):
     db, _ = explored
     monkeypatch.setenv("DFF_DB", str(db.path))
     at = open_explore()
-    at.text_input(key="ex_layers_0_1").input("9").run()
+    at.text_input(key="xp_layers_0_1").input("9").run()
     assert not at.exception
     assert any("outside 0..3" in e.value for e in at.error)

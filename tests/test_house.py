@@ -159,6 +159,15 @@ def test_the_checker_sees_every_layer():
     assert "jobs.workflows" in graph["jobs.handlers"] or "jobs.workflows" in set().union(*graph.values())
 
 
+def test_storage_names_the_same_metrics_as_the_science():
+    """``storage.views`` may not import ``dff_core.metric_names``, so it keeps the run columns' tuple; this
+    keeps the two from drifting apart."""
+    from dff_core.metric_names import METRICS
+    from storage import views
+
+    assert views.METRICS == METRICS
+
+
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = tmp_path / name

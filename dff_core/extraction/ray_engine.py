@@ -264,7 +264,7 @@ def extract(model: RayBackbone, items: Sequence, *, inputs: tuple[str, ...] = ("
                           "title": _column(it.title for it in todo),
                           "video_path": _column(it.video_path for it in todo),
                           "cover_path": _column(it.cover_path for it in todo)})
-        item_bytes = model.layers_for(pooling) * model.dim * (2 if model.dtype == "float16" else 4)
+        item_bytes = model.layers_for(pooling) * model.dim * np.dtype(model.dtype).itemsize
         write_rows = int(max(batch_size, min(4096, WRITE_BLOCK_BYTES // max(1, item_bytes))))
         # input blocks: enough that every replica has work queued (4 each), small enough that one block's
         # vectors stay around one write block (a retried or last block is short), at least one model batch

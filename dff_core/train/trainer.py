@@ -48,6 +48,7 @@ from ..eval.evaluate import EvalInputs, EvalResult, evaluate, pad_left
 from ..models.item_encoders import STRATEGIES, build_item_encoder
 from ..models.sasrec import SASRec, SASRecConfig
 from .. import endings
+from ..metric_names import METRICS
 from .device import resolve_device
 from .defaults import AMP_CHOICES, LAYER_INITS, LAYER_LR_MULT, LOSSES, SAMPLERS
 from .negatives import NegativeSampler
@@ -109,7 +110,7 @@ class TrainConfig:
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
-        if self.metric not in ("HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR"):
+        if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}")
         for name in ("epochs", "batch_size", "eval_every", "max_len", "hidden", "blocks", "heads", "log_every"):
             if getattr(self, name) < 1:
@@ -144,13 +145,10 @@ class TrainResult:
     cancelled: bool = False
     stopped_early: bool = False
     ending: str = ""                     # dff_core.endings.EARLY_STOPPED | CAPPED_IMPROVING | CAPPED_CONVERGED | CANCELLED
-    val_result: EvalResult | None = field(default=None, repr=False)
-    test_result: EvalResult | None = field(default=None, repr=False)
     model: SASRec | None = field(default=None, repr=False)  # best state loaded (current one if cancelled)
 
     def to_dict(self) -> dict:
-        skip = {"val_result", "test_result", "model"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
 def build_model(num_items: int, cfg: TrainConfig, features=None) -> SASRec:
@@ -252,6 +250,90 @@ def _check_resumable(saved: dict, cfg: TrainConfig, num_items: int) -> None:
         raise ValueError(f"checkpoint config differs in {sorted(diff)}; use another checkpoint_dir")
 
 
+@dataclass
+class TrainState:
+    """Where a training run stands: all a checkpoint must hold besides weights, optimizer and RNG states, so a
+    resumed run continues exactly (mid-epoch too: ``perm``, ``step`` and ``loss_sum`` of the epoch under way)."""
+    epoch: int = 0                       # epochs finished
+    step: int = 0                        # steps finished in the epoch under way
+    perm: torch.Tensor | None = None     # that epoch's shuffle (None between epochs)
+    loss_sum: float = 0.0
+    epoch_seconds: float = 0.0           # training time spent in that epoch before an interruption
+    history: list = field(default_factory=list)
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    best_state: dict | None = None       # CPU copy of the best weights
+    bad_evals: int = 0                   # evaluations in a row without a better validation metric
+    stopped_early: bool = False
+    done: bool = False
+    seconds_total: float = 0.0           # time of earlier calls (before a resume)
+
+    def to_dict(self) -> dict:
+        """A plain dict (no copies of the tensors), as checkpoints store it."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "TrainState":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names})
+
+
+@dataclass
+class _Generators:
+    """The RNGs a run draws from besides torch's global one: batch order and sampled negatives."""
+    shuffle: torch.Generator
+    negatives: torch.Generator
+
+
+def _save_checkpoint(path: Path, cfg: TrainConfig, num_items: int, model: torch.nn.Module,
+                     opt: torch.optim.Optimizer, gens: _Generators, device: torch.device, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save({"version": CHECKPOINT_VERSION, "num_items": num_items, "config": cfg.to_dict(),
+                  "model": _cpu_state(model), "optimizer": opt.state_dict(),
+                  "rng_torch": torch.get_rng_state(),
+                  "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                  "rng_shuffle": gens.shuffle.get_state(), "rng_negatives": gens.negatives.get_state(),
+                  "state": state}, path)
+
+
+def _restore_checkpoint(path: Path, cfg: TrainConfig, num_items: int, model: torch.nn.Module,
+                        opt: torch.optim.Optimizer, gens: _Generators, device: torch.device) -> TrainState:
+    """Load weights, optimizer and RNG states into the run; returns where it stood."""
+    saved = load_checkpoint(path)
+    _check_resumable(saved, cfg, num_items)
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    _optimizer_to(opt, device)
+    torch.set_rng_state(saved["rng_torch"])
+    if saved.get("rng_cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(saved["rng_cuda"], device)
+    gens.shuffle.set_state(saved["rng_shuffle"])
+    if saved.get("rng_negatives") is not None:
+        gens.negatives.set_state(saved["rng_negatives"])
+    return TrainState.from_dict(saved["state"])
+
+
+def _result(st: TrainState, cfg: TrainConfig, model: SASRec, seconds: float, *, cancelled: bool,
+            val: EvalResult | None = None, test: EvalResult | None = None) -> TrainResult:
+    """The one place a ``TrainResult`` is built: a cancelled run reports its best validation so far and no
+    test; a finished one its best state's validation and test (``val``/``test``), and how it ended."""
+    history = st.history
+    per_epoch = float(np.mean([r["seconds"] for r in history])) if history else 0.0
+    if cancelled:
+        best_val = next((r["val"] for r in history if r["epoch"] == st.best_epoch), None)
+        ending, val_metrics, val_buckets = endings.CANCELLED, best_val, None
+    else:
+        ending = endings.classify(cancelled=False, stopped_early=st.stopped_early,
+                                  evals_since_best=st.bad_evals if st.best_epoch else None, patience=cfg.patience)
+        val_metrics, val_buckets = val.metrics, val.buckets
+    return TrainResult(best_epoch=st.best_epoch, epochs_run=st.epoch, history=history, val=val_metrics,
+                       test=test.metrics if test else None, val_buckets=val_buckets,
+                       test_buckets=test.buckets if test else None, layer_weights=model.item_encoder.layer_weights(),
+                       gate_mean=model.item_encoder.gate_mean(), seconds=seconds, seconds_per_epoch=per_epoch,
+                       cancelled=cancelled, stopped_early=False if cancelled else st.stopped_early, ending=ending,
+                       model=model)
+
+
 def train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None = None,
           checkpoint_dir: Path | str | None = None,
           callback: Callable[[dict], None] | None = None,
@@ -271,7 +353,8 @@ def train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None = None,
         torch.set_num_threads(prev_threads)
 
 
-def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
+def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_dir: Path | None,
+           callback: Callable[[dict], None], should_stop: Callable[[], bool]) -> TrainResult:
     t_call = time.perf_counter()
     device = torch.device(resolve_device(cfg.device))
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -279,71 +362,49 @@ def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model = build_model(data.num_items, cfg, features).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-    negative_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gens = _Generators(shuffle=torch.Generator().manual_seed(cfg.seed),
+                       negatives=torch.Generator().manual_seed(cfg.seed + 1))
     sampler = None
     if cfg.loss == "sampled":  # rows = users with >= 2 training items, in order (as in TrainingBatches.build)
         sampler = NegativeSampler([np.asarray(s) for s in data.train if len(s) >= 2], data.num_items,
-                                  cfg.negatives, cfg.negative_sampler, negative_gen)
+                                  cfg.negatives, cfg.negative_sampler, gens.negatives)
 
     batches = TrainingBatches.build(data, cfg.max_len).to(device)
     n_train = len(batches)
     steps = max(1, math.ceil(n_train / cfg.batch_size)) if n_train else 0
     val_inputs = EvalInputs.build(data, "val", cfg.max_len)
 
-    st = dict(epoch=0, step=0, perm=None, loss_sum=0.0, epoch_seconds=0.0, history=[],
-              best_metric=-math.inf, best_epoch=0, best_state=None, bad_evals=0,
-              stopped_early=False, done=False, seconds_total=0.0)
+    st = TrainState()
     ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
     if ckpt_path is not None and ckpt_path.exists():
-        saved = load_checkpoint(ckpt_path)
-        _check_resumable(saved, cfg, data.num_items)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        _optimizer_to(opt, device)
-        torch.set_rng_state(saved["rng_torch"])
-        if saved.get("rng_cuda") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(saved["rng_cuda"], device)
-        shuffle_gen.set_state(saved["rng_shuffle"])
-        if saved.get("rng_negatives") is not None:
-            negative_gen.set_state(saved["rng_negatives"])
-        st.update(saved["state"])
+        st = _restore_checkpoint(ckpt_path, cfg, data.num_items, model, opt, gens, device)
         # The checkpoint is written just before each epoch's event, so a kill between the two leaves the last
         # checkpointed epoch unseen by the listener (every earlier event ran before that epoch trained): replay
         # it. Listeners upsert, so an epoch they did see is not stored twice.
-        if st["history"]:
-            callback({"type": "epoch", **st["history"][-1], "replayed": True})
+        if st.history:
+            callback({"type": "epoch", **st.history[-1], "replayed": True})
 
-    def save_checkpoint():
-        if ckpt_path is None:
-            return
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        state = dict(st)
-        state["seconds_total"] = st["seconds_total"] + (time.perf_counter() - t_call)
-        _atomic_save({"version": CHECKPOINT_VERSION, "num_items": data.num_items, "config": cfg.to_dict(),
-                      "model": _cpu_state(model), "optimizer": opt.state_dict(),
-                      "rng_torch": torch.get_rng_state(),
-                      "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                      "rng_shuffle": shuffle_gen.get_state(), "rng_negatives": negative_gen.get_state(),
-                      "state": state}, ckpt_path)
+    def save_checkpoint() -> None:
+        if ckpt_path is not None:
+            state = {**st.to_dict(), "seconds_total": st.seconds_total + (time.perf_counter() - t_call)}
+            _save_checkpoint(ckpt_path, cfg, data.num_items, model, opt, gens, device, state)
 
-    def evaluate_val():
+    def evaluate_val() -> EvalResult:
         return evaluate(model, data, "val", cfg.eval_batch_size, cfg.cold_threshold, inputs=val_inputs)
 
     model.train()
     cancelled = False
-    while not st["done"] and st["epoch"] < cfg.epochs and steps:
-        epoch = st["epoch"] + 1
-        if st["perm"] is None:
-            st.update(perm=torch.randperm(n_train, generator=shuffle_gen), step=0, loss_sum=0.0,
-                      epoch_seconds=0.0)
-        perm = st["perm"].to(device)
+    while not st.done and st.epoch < cfg.epochs and steps:
+        epoch = st.epoch + 1
+        if st.perm is None:
+            st.perm, st.step, st.loss_sum, st.epoch_seconds = torch.randperm(n_train, generator=gens.shuffle), 0, 0.0, 0.0
+        perm = st.perm.to(device)
         t_epoch = time.perf_counter()
-        loss_sum = torch.tensor(st["loss_sum"], dtype=torch.float64, device=device)
-        for step in range(st["step"], steps):
+        loss_sum = torch.tensor(st.loss_sum, dtype=torch.float64, device=device)
+        for step in range(st.step, steps):
             if should_stop():
-                st.update(step=step, loss_sum=float(loss_sum),
-                          epoch_seconds=st["epoch_seconds"] + time.perf_counter() - t_epoch)
+                st.step, st.loss_sum = step, float(loss_sum)
+                st.epoch_seconds += time.perf_counter() - t_epoch
                 save_checkpoint()
                 cancelled = True
                 break
@@ -368,55 +429,37 @@ def _train(data, cfg, features, ckpt_dir, callback, should_stop) -> TrainResult:
                           "loss": float(loss_sum) / (step + 1)})
         if cancelled:
             break
-        train_seconds = st["epoch_seconds"] + time.perf_counter() - t_epoch
+        train_seconds = st.epoch_seconds + time.perf_counter() - t_epoch
         val = None
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             val = evaluate_val().metrics
-            if val[cfg.metric] > st["best_metric"]:
-                st.update(best_metric=val[cfg.metric], best_epoch=epoch, best_state=_cpu_state(model),
-                          bad_evals=0)
+            if val[cfg.metric] > st.best_metric:
+                st.best_metric, st.best_epoch, st.best_state, st.bad_evals = (val[cfg.metric], epoch,
+                                                                              _cpu_state(model), 0)
             else:
-                st["bad_evals"] += 1
+                st.bad_evals += 1
         encoder = model.item_encoder
         record = {"epoch": epoch, "loss": float(loss_sum) / steps, "val": val,
                   "layer_weights": encoder.layer_weights(), "gate_mean": encoder.gate_mean(),
-                  "seconds": st["epoch_seconds"] + time.perf_counter() - t_epoch,  # training + validation
+                  "seconds": st.epoch_seconds + time.perf_counter() - t_epoch,  # training + validation
                   "train_seconds": train_seconds}
-        st["history"].append(record)
-        st.update(epoch=epoch, step=0, perm=None, loss_sum=0.0, epoch_seconds=0.0)
-        if cfg.patience > 0 and st["bad_evals"] >= cfg.patience:
-            st.update(stopped_early=True, done=True)
+        st.history.append(record)
+        st.epoch, st.step, st.perm, st.loss_sum, st.epoch_seconds = epoch, 0, None, 0.0, 0.0
+        if cfg.patience > 0 and st.bad_evals >= cfg.patience:
+            st.stopped_early = st.done = True
         elif epoch >= cfg.epochs:
-            st["done"] = True
+            st.done = True
         save_checkpoint()                       # before the event: a crash in the callback loses nothing
         callback({"type": "epoch", **record})
 
-    seconds = st["seconds_total"] + (time.perf_counter() - t_call)
-    history = st["history"]
-    per_epoch = float(np.mean([r["seconds"] for r in history])) if history else 0.0
     if cancelled:
-        best_val = next((r["val"] for r in history if r["epoch"] == st["best_epoch"]), None)
-        return TrainResult(best_epoch=st["best_epoch"], epochs_run=st["epoch"], history=history, val=best_val,
-                           test=None, val_buckets=None, test_buckets=None,
-                           layer_weights=model.item_encoder.layer_weights(),
-                           gate_mean=model.item_encoder.gate_mean(), seconds=seconds,
-                           seconds_per_epoch=per_epoch, cancelled=True, stopped_early=False,
-                           ending=endings.CANCELLED, model=model)
-
+        return _result(st, cfg, model, st.seconds_total + (time.perf_counter() - t_call), cancelled=True)
     if not steps:
-        st["done"] = True
-    if st["best_state"] is not None:
-        model.load_state_dict(st["best_state"])
+        st.done = True
+    if st.best_state is not None:
+        model.load_state_dict(st.best_state)
     val_res = evaluate_val()
     test_res = evaluate(model, data, "test", cfg.eval_batch_size, cfg.cold_threshold)
     save_checkpoint()
-    return TrainResult(best_epoch=st["best_epoch"], epochs_run=st["epoch"], history=history,
-                       val=val_res.metrics, test=test_res.metrics, val_buckets=val_res.buckets,
-                       test_buckets=test_res.buckets, layer_weights=model.item_encoder.layer_weights(),
-                       gate_mean=model.item_encoder.gate_mean(),
-                       seconds=st["seconds_total"] + (time.perf_counter() - t_call),
-                       seconds_per_epoch=per_epoch, cancelled=False, stopped_early=st["stopped_early"],
-                       ending=endings.classify(cancelled=False, stopped_early=st["stopped_early"],
-                                               evals_since_best=st["bad_evals"] if st["best_epoch"] else None,
-                                               patience=cfg.patience),
-                       val_result=val_res, test_result=test_res, model=model)
+    return _result(st, cfg, model, st.seconds_total + (time.perf_counter() - t_call), cancelled=False,
+                   val=val_res, test=test_res)
