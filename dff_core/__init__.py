@@ -1,5 +1,7 @@
-"""DFF Studio core: data, video, backbones, extraction, models, training, evaluation, neighbours.
+"""DFF Studio's science: parsing and splits, the demo data, video, backbones, extraction, models, training,
+evaluation, neighbours, probes and the study's verdict maths.
 
-Nothing in this package imports Streamlit: the dashboard, the CLI and background jobs all call it.
+It imports no storage, no jobs and no front end (``tests/test_house.py``): ``jobs`` reads and writes storage
+around it, and the dashboard and the CLI reach it through ``jobs``.
 """
 __version__ = "0.1.0"

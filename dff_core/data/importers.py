@@ -116,14 +116,7 @@ def read_microlens(folder: str | Path) -> RawDataset:
     interactions = pd.DataFrame({"user_id": users, "item_id": items, "order": orders, "_line": lines})
     interactions["ts"] = pd.array([pd.NA] * len(interactions), dtype="Int64")
 
-    titles = _read_csv(titles_path)
-    item_col = _pick_column(titles, ["item", "item_id"], titles_path)
-    title_col = _pick_column(titles, ["title"], titles_path)
-    item_table = pd.DataFrame({"item_id": titles[item_col].astype(str).str.strip(),
-                               "title": titles[title_col].fillna("").astype(str)})
-    item_table["_line"] = _file_lines(titles_path, len(item_table))
-    _check_duplicate_ids(item_table, titles_path)
-    title_warnings = _cap_titles(item_table, titles_path)
+    _, item_table, _, title_warnings = _read_items(titles_path, ["item", "item_id"])
 
     meta = {}
     if meta_path is not None:
@@ -197,14 +190,7 @@ def read_generic(interactions_path: str | Path, items_path: str | Path, media_di
     interactions["_line"] = rows
     interactions["order"] = interactions.groupby("user_id", sort=False).cumcount()
 
-    items = _read_csv(items_path)
-    id_col = _pick_column(items, ["item_id", "item"], items_path)
-    title_col = _pick_column(items, ["title"], items_path)
-    table = pd.DataFrame({"item_id": items[id_col].astype(str).str.strip(),
-                          "title": items[title_col].fillna("").astype(str)})
-    table["_line"] = _file_lines(items_path, len(table))
-    _check_duplicate_ids(table, items_path)
-    title_warnings = _cap_titles(table, items_path)
+    items, table, (id_col, title_col), title_warnings = _read_items(items_path, ["item_id", "item"])
     for col in ("video_path", "cover_path"):
         table[col] = items[col].where(items[col].notna(), None) if col in items.columns else None
     extra = [c for c in items.columns if c not in {id_col, title_col, "video_path", "cover_path"}]
@@ -217,6 +203,18 @@ def read_generic(interactions_path: str | Path, items_path: str | Path, media_di
     _check_confined(raw, items_path)
     raw.warnings.extend(_check_media(raw))
     return raw
+
+
+def _read_items(path: Path, id_names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, str], list[str]]:
+    """An items file as read (``raw``), its ``item_id, title, _line`` table (duplicate ids refused, long titles
+    cut), the id and title columns it used, and the title warnings: the part MicroLens and generic share."""
+    raw = _read_csv(path)
+    id_col = _pick_column(raw, id_names, path)
+    title_col = _pick_column(raw, ["title"], path)
+    table = pd.DataFrame({"item_id": raw[id_col].astype(str).str.strip(), "title": raw[title_col].fillna("").astype(str)})
+    table["_line"] = _file_lines(path, len(table))
+    _check_duplicate_ids(table, path)
+    return raw, table, (id_col, title_col), _cap_titles(table, path)
 
 
 MAX_TITLE_CHARS = 2000  # longer titles are cut (with a warning): a pasted 10 MB "title" is not a title

@@ -22,6 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from dff_core.extraction.runner import ExtractSummary
+
 ROOT = Path(__file__).resolve().parents[2]
 MAX_CPU_REPLICAS = int(os.environ.get("DFF_RAY_CPU_REPLICAS", "2"))
 WRITE_BLOCK_BYTES = 64 * 2**20  # the driver writes vectors in blocks of about this size (one shard each)
@@ -216,17 +218,11 @@ class _Replica:
 
 
 @dataclass
-class RaySummary:
-    """The local engine's ``ExtractSummary`` fields that callers read, plus the pool size."""
-    total: int = 0          # items asked for, skipped ones excluded
-    done: int = 0           # items delivered through on_batch
-    failed: int = 0
-    skipped: int = 0
-    cancelled: bool = False
-    seconds: float = 0.0
-    items_per_second: float = 0.0
+class RaySummary(ExtractSummary):
+    """The local engine's ``ExtractSummary``, plus the pool size. CPU time is spent in the replicas, not
+    measured here (None, as stored with the feature set); decode and wait times stay 0."""
+    cpu_seconds: float | None = None
     replicas: int = 0
-    failures: dict = field(default_factory=dict)
 
 
 def _column(values: Sequence) -> list[str]:
