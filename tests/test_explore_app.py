@@ -89,8 +89,8 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
     assert shown_labels()[:3] == ["**syn · L2**", "**syn · L3**", "**syn · L0**"]
     assert len([m for m in at.markdown if "· cos " in m.value]) == 30
     # runs are one choice away: ten neighbours each under their trained item vectors
-    at.selectbox(key="ex_rep_1").set_value(f"run:{runs[0].id}").run()
-    at.selectbox(key="ex_rep_2").set_value(f"run:{runs[1].id}").run()
+    at.selectbox(key="xp_rep_1").set_value(f"run:{runs[0].id}").run()
+    at.selectbox(key="xp_rep_2").set_value(f"run:{runs[1].id}").run()
     assert shown_labels()[:3] == ["**syn · L2**", f"**run #{runs[0].id} · id**", f"**run #{runs[1].id} · gate (syn)**"]
     assert len([m for m in at.markdown if "· cos " in m.value]) == 30
     assert at.selectbox(key="xp_item").value == int(catalog.items["popularity"].idxmax())
