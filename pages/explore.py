@@ -48,8 +48,17 @@ def _agreement(path: str, keys: tuple[str, ...], labels: tuple[str, ...], finger
     return nb.agreement({label: _index(path, key, fp) for key, label, fp in zip(keys, labels, fingerprints)}, k=k)
 
 
+_fingerprints: dict[str, str] = {}  # this run's: each costs database reads, and a source is asked up to 3 times
+
+
+def fingerprint(source: nb.Source) -> str:
+    if source.key not in _fingerprints:
+        _fingerprints[source.key] = nb.fingerprint(db, source)
+    return _fingerprints[source.key]
+
+
 def index_for(source: nb.Source) -> nb.NeighbourIndex:
-    return _index(str(db.path), source.key, nb.fingerprint(db, source))
+    return _index(str(db.path), source.key, fingerprint(source))
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
@@ -212,7 +221,7 @@ else:
             run_id = col.selectbox(f"Run {slot + 1}", run_ids, index=min(slot, len(run_ids) - 1),
                                    format_func=run_labels.get, key=f"xp_run_{slot}")
             with col, reported(f"run #{run_id}"):
-                model = _run_model(str(db.path), run_id, nb.fingerprint(db, nb.Source("run", run_id=run_id)))
+                model = _run_model(str(db.path), run_id, fingerprint(nb.Source("run", run_id=run_id)))
                 rec = model.recommend(user, k=10)
                 test = catalog.items.iloc[rec.test_item]
                 verdict = (f":green-badge[:material/target: test item hit at #{rec.test_rank + 1}]" if rec.hit else
@@ -246,7 +255,7 @@ if len(sources_for_matrix) >= 2:
     try:
         matrix = _agreement(str(db.path), tuple(s.key for s in sources_for_matrix),
                             tuple(nb.describe(db, s) for s in sources_for_matrix),
-                            tuple(nb.fingerprint(db, s) for s in sources_for_matrix), k)
+                            tuple(fingerprint(s) for s in sources_for_matrix), k)
         fig = px.imshow(matrix, text_auto=".2f" if len(matrix) <= 12 else False, zmin=0, zmax=1,
                         color_continuous_scale="Viridis", aspect="auto",
                         labels={"color": f"overlap@{k}"}, title=f"Overlap@{k} of neighbour lists")
