@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from storage.db import Database, NotFound
+from storage.db import Database, NotFound, retry_on_conflict
 
 KINDS = ("extract", "train", "sweep", "demo")
 ACTIVE = ("queued", "running")
@@ -105,6 +105,7 @@ def claim_next(db: Database, worker_pid: int, kinds: tuple[str, ...] = KINDS) ->
     return _job(row) if row is not None else None
 
 
+@retry_on_conflict
 def report(db: Database, job_id: int, *, progress: float | None = None, step: str | None = None,
            eta_seconds: float | None = None, log: str | None = None, result_update: dict | None = None) -> bool:
     """Record progress (and refresh the heartbeat). Returns True when a cancel was requested."""
@@ -127,6 +128,7 @@ def report(db: Database, job_id: int, *, progress: float | None = None, step: st
     return bool(row.cancel_requested)
 
 
+@retry_on_conflict
 def finish(db: Database, job_id: int, status: str, *, error: str | None = None, result_update: dict | None = None) -> None:
     if status not in FINAL:
         raise ValueError(f"a job finishes as one of {FINAL}, not {status!r}")
