@@ -51,7 +51,7 @@ def check_train_settings(settings: dict | None) -> dict:
 
 
 def check_train_params(db: Database, params: dict) -> None:
-    from dff_core.models.item_encoders import FEATURE_STRATEGIES, STRATEGIES
+    from dff_core.models.strategies import FEATURE_STRATEGIES, STRATEGIES
     from dff_core.layers import parse_layers
 
     check_train_settings(params.get("settings"))
@@ -122,7 +122,7 @@ def engine_params(engine: str | None = "local", address: str | None = None) -> d
 def enqueue_sweep(db: Database, dataset: str, features: str | None, strategies: list[str], layer_choices: list[str],
                   seeds: list[int], study: str, settings: dict, *, engine: str = "local",
                   address: str | None = None) -> int:
-    from dff_core.models.item_encoders import STRATEGIES
+    from dff_core.models.strategies import STRATEGIES
 
     if not study or not study.strip():
         raise ValueError("name the study: its runs are grouped under that name on the Compare page")

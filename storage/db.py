@@ -17,6 +17,7 @@ used directly for Arrow bulk transfers.
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 import threading
@@ -41,8 +42,6 @@ def retry_on_conflict(fn: Callable[..., T]) -> Callable[..., T]:
     """Run ``fn`` (one whole transaction) again when DuckDB refuses it with "Conflict on update": two open
     transactions wrote the same row (a job's heartbeat thread and its driver reporting progress at once). The
     refused one was rolled back entirely, so running it again is safe; short jittered waits, then give up."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         for attempt in range(20):
