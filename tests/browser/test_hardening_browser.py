@@ -120,6 +120,7 @@ def test_every_page_opened_first_on_a_fresh_server(browser, app_db, artifacts, t
                 body = page.locator("body").inner_text()
                 assert "ImportError" not in body and "cannot import name" not in body
                 sidebar = page.locator('[data-testid="stSidebar"]')
+                expect(sidebar.locator("a")).to_have_count(len(NAV))  # the nav may paint after the title
                 links = [t.strip().splitlines()[-1] for t in sidebar.locator("a").all_inner_texts()]  # after the icon
                 assert links == NAV, links                      # the app's pages, no helper modules
                 assert page.locator('[data-testid="stSidebarNav"]').count() == 0  # no pages-directory list
