@@ -15,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import leave_pages_directory_mode, start_worker
+from pages.common import database, leave_pages_directory_mode, start_worker
 
 leave_pages_directory_mode()
 st.set_page_config(page_title="DFF Studio", page_icon="🎞️", layout="wide")
@@ -39,4 +39,5 @@ page = st.navigation(pages, position="hidden")
 with st.sidebar:  # the config hides Streamlit's own page list (see above), so the app draws it
     for p in pages:
         st.page_link(p)
-page.run()
+with database().held_open():  # one open of the database file for the page's storage reads (storage.db)
+    page.run()

@@ -10,7 +10,10 @@ every other process out. The pattern used here, measured in ``bench/bench_storag
   deadline (``DFF_DB_TIMEOUT``, 120 s by default), so a lock conflict shows up as a short wait, never as
   an error in front of a user;
 * bulk data (feature tensors, interactions) moves as Arrow/numpy in one statement per batch, so no
-  transaction holds the lock for long.
+  transaction holds the lock for long;
+* a burst of sessions (one dashboard page run) may keep the file open between them (``Database.held_open``,
+  at most ``HOLD_SECONDS``): DuckDB shares one open database among a process's connections, so a session
+  inside skips opening the file, its catalogue and its write-ahead log again.
 
 SQLAlchemy Core describes the metadata tables (``storage.schema``); the DuckDB connection underneath is
 used directly for Arrow bulk transfers.
@@ -31,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 DEFAULT_DB = Path("data") / "dff_studio.duckdb"
+HOLD_SECONDS = 3.0  # longest a burst keeps the file open between its sessions (other processes wait meanwhile)
 T = TypeVar("T")
 
 
@@ -98,6 +102,7 @@ class Database:
         self.path = Path(path) if path is not None else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
+        self._held = threading.local()  # this thread's open anchor connection and until when it may stay
         self.engine = sa.create_engine("duckdb:///" + str(self.path), poolclass=NullPool)
         sa.event.listen(self.engine, "do_connect", self._do_connect)
         self._ensure_schema()
@@ -125,8 +130,35 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[sa.Connection]:
         """One short transaction: open, yield, commit (or roll back on error), close."""
+        if getattr(self._held, "until", None) is not None and time.monotonic() > self._held.until:
+            self._release_hold()                       # a burst that ran long gives the file back
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def held_open(self, seconds: float = HOLD_SECONDS) -> Iterator[None]:
+        """Keep the file open in this thread for a burst of sessions, at most ``seconds``.
+
+        Why: opening the file costs 0.04-0.2 s (lock, catalogue, write-ahead log) and a dashboard page run makes
+        10-20 sessions. While one connection of this process stays open, DuckDB hands every new connection of
+        the process the same open database, so the sessions inside cost ~3 ms each. Other processes cannot open
+        the file meanwhile and wait (as they do for any session), so the hold ends with the block, or at the first
+        session after ``seconds`` — a slow page never keeps a job worker out for long. Nested holds are one hold.
+        """
+        if getattr(self._held, "anchor", None) is not None:
+            yield
+            return
+        self._held.anchor = self.engine.raw_connection()
+        self._held.until = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._release_hold()
+
+    def _release_hold(self) -> None:
+        anchor, self._held.anchor, self._held.until = getattr(self._held, "anchor", None), None, None
+        if anchor is not None:
+            anchor.close()
 
     @staticmethod
     def raw(conn: sa.Connection) -> duckdb.DuckDBPyConnection:

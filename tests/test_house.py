@@ -236,3 +236,35 @@ def test_relative_imports_resolve(tmp_path):
     assert graph["storage.parquet"] == {"storage.features"}
     assert graph["dff_core.sub"] == {"dff_core.sub.inner"}
     assert graph["dff_core.sub.inner"] == {"dff_core.maths"}
+
+
+CONFLICT_MARKERS = ("<<<<<<< ", ">>>>>>> ")
+
+
+def conflict_markers(root: Path) -> list[str]:
+    """``file:line`` of every merge-conflict marker left in tracked text (a README once shipped with one)."""
+    import subprocess
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    found = []
+    for name in files:
+        if not name.endswith((".py", ".md", ".txt", ".toml", ".cfg", ".yml", ".yaml", ".sh", ".csv")):
+            continue
+        try:
+            lines = (root / name).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        found += [f"{name}:{i}" for i, line in enumerate(lines, 1)
+                  if line.startswith(CONFLICT_MARKERS) or line == "======="]
+    return found
+
+
+def test_no_merge_conflict_markers_are_left():
+    assert conflict_markers(ROOT) == []
+
+
+def test_a_planted_conflict_marker_is_found(tmp_path):
+    import subprocess
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "README.md").write_text("a\n<<<<<<< HEAD\nb\n=======\nc\n>>>>>>> branch\n")
+    subprocess.run(["git", "add", "README.md"], cwd=tmp_path, check=True)
+    assert conflict_markers(tmp_path) == ["README.md:2", "README.md:4", "README.md:6"]
