@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
         return subprocess.run([str(PY), "-m", "pytest", "-q", *argv[1:]], env=env).returncode
     # app: the demo dataset first (built once), then the dashboard
     subprocess.run([str(PY), "-m", "dff_core", "demo"], env=env, check=True)
-    return subprocess.run([str(PY), "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+    return subprocess.run([str(PY), "serve.py", "--server.address", "127.0.0.1",  # streamlit run app.py, warmed
                            "--server.port", "8501", "--server.headless", "true",
                            "--browser.gatherUsageStats", "false", *argv[1:]], env=env).returncode
 

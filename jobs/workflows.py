@@ -12,6 +12,8 @@ import numpy as np
 from storage import Database
 from dff_core.layers import parse_layers
 from dff_core.metric_names import METRICS
+from dff_core.neighbours.runs import item_vectors
+from jobs.neighbours.models import save_run_vectors
 from jobs.reads import load_split, load_training_features
 from storage.datasets import get_dataset
 from storage.features import FeatureSetRecord, get_feature_set, read_features
@@ -119,6 +121,8 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
         return get_run(db, run.id)
     store_result(db, run.id, result.to_dict(), layer_ids, popularity_baseline(split, "test").metrics,
                  time.perf_counter() - start)
+    if result.model is not None:  # Explore reads a run's item vectors without loading torch or the model
+        save_run_vectors(db, run.id, item_vectors(result.model))
     if log and result.ending == CAPPED_IMPROVING:
         log(capped_warning(run.id, result.epochs_run, result.best_epoch))
     return get_run(db, run.id)

@@ -50,10 +50,13 @@ def test_choice_tables_import_without_torch(module):
 
 
 def test_every_page_renders_without_torch_on_a_demo_database(tmp_path):
-    """The demo dataset stored, no features or runs: every page renders (its title, no exception) and nothing
-    has imported torch or transformers by the end."""
+    """The demo dataset stored and one finished run (its checkpoint on disk, so Explore lists it as a source):
+    every page renders (its title, no exception) and nothing has imported torch or transformers by the end."""
     env = {**os.environ, "DFF_DB": str(tmp_path / "db.duckdb"), "DFF_WORKER": "0", "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-m", "dff_core", "demo"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "dff_core", "train", "--dataset", "demo", "--strategy", "id", "--epochs", "1",
+                    "--hidden", "16"], cwd=ROOT, env=env, check=True, capture_output=True)
+    assert list((tmp_path / "checkpoints" / "db").rglob("checkpoint.pt")), "the run left no checkpoint"
     res = subprocess.run([sys.executable, "-c", PAGES_SCRIPT, str(ROOT / "app.py")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

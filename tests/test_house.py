@@ -23,8 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("dff_core", "storage", "jobs", "pages", "cli")
-TOP_MODULES = ("app",)
-LAYER = {"dff_core": "science", "storage": "storage", "jobs": "jobs", "pages": "dashboard", "app": "dashboard",
+TOP_MODULES = ("app", "serve")
+LAYER = {"dff_core": "science", "storage": "storage", "jobs": "jobs", "pages": "dashboard", "app": "dashboard", "serve": "dashboard",
          "cli": "cli"}
 MAY_IMPORT = {
     "science": {"science"},

@@ -168,6 +168,31 @@ def test_run_model_restores_best_weights_and_item_vectors(demo):
     np.testing.assert_allclose(list(weights.values()), list(stored.values()), atol=1e-6)
 
 
+def test_training_keeps_run_vectors_that_explore_reads_without_the_model(demo, monkeypatch):
+    from jobs.neighbours import models
+
+    db = demo["db"]
+    for run in (demo["dff"], demo["id"]):
+        kept = models.stored_run_vectors(db, run.id)                  # written by run_training itself
+        assert kept is not None and kept.dtype == np.float32 and kept.shape == (demo["n"], 16)
+        np.testing.assert_allclose(kept, nb.load_run_model(db, run.id).item_vectors(), atol=1e-6)
+        monkeypatch.setattr(cache, "get_run_model", lambda *a: pytest.fail("rebuilt the model"))
+        vectors, present = cache.load_vectors(db, nb.run_source(db, run.id))
+        np.testing.assert_array_equal(vectors, kept)
+        monkeypatch.undo()
+    # a checkpoint newer than the kept vectors makes them stale: rebuilt from the model and kept again
+    run = demo["id"]
+    ckpt = nb.checkpoint_path(db, run.id)
+    stat = ckpt.stat()
+    import os
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert models.stored_run_vectors(db, run.id) is None
+    vectors, _ = cache.load_vectors(db, nb.run_source(db, run.id))
+    np.testing.assert_array_equal(models.stored_run_vectors(db, run.id), vectors)
+    (ckpt.with_name(models.VECTORS_NAME)).write_bytes(b"not an npz")        # unreadable: ignored, not an error
+    assert models.stored_run_vectors(db, run.id) is None
+
+
 def test_recommendations_exclude_seen_items_and_agree_with_evaluation(demo):
     from dff_core.eval.evaluate import evaluate
 

@@ -9,6 +9,15 @@ import numpy as np
 from ..data.split import SplitData
 
 
+def item_vectors(model: "torch.nn.Module") -> np.ndarray:
+    """``[num_items, hidden]`` float32 of a SASRec in eval mode: its item encoder's output, on the CPU."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return model.item_encoder().detach().float().cpu().numpy()
+
+
 @dataclass
 class Recommendation:
     user: str
@@ -34,11 +43,8 @@ class RunModel:
 
     def item_vectors(self) -> np.ndarray:
         """``[num_items, hidden]``: the item encoder's output (what SASRec embeds and scores against)."""
-        import torch
-
         if self._vectors is None:
-            with torch.no_grad():
-                self._vectors = self.model.item_encoder().detach().float().cpu().numpy()
+            self._vectors = item_vectors(self.model)
         return self._vectors
 
     def user_index(self, user: str | int) -> int:

@@ -14,6 +14,8 @@ A stored config without ``loss`` is full softmax (runs from before the option).
 """
 from __future__ import annotations
 
+CHECKPOINT_NAME = "checkpoint.pt"  # a run's checkpoint file: here, so finding one (Explore's sources) needs no torch
+
 # the choices each setting takes: here, without torch, so the pages and the CLI can list them without loading it
 LOSSES = ("full", "sampled")
 SAMPLERS = ("uniform", "in-batch")

@@ -50,10 +50,9 @@ from ..models.sasrec import SASRec, SASRecConfig
 from .. import endings
 from ..metric_names import METRICS
 from .device import resolve_device
-from .defaults import AMP_CHOICES, LAYER_INITS, LAYER_LR_MULT, LOSSES, SAMPLERS
+from .defaults import AMP_CHOICES, CHECKPOINT_NAME, LAYER_INITS, LAYER_LR_MULT, LOSSES, SAMPLERS
 from .negatives import NegativeSampler
 
-CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 # settings that may differ between an interrupted run and its resumption
 _RESUME_FREE = {"device", "amp", "num_threads", "log_every", "eval_batch_size"}

@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from dff_core.neighbours.index import NeighbourIndex, build_index, normalise, recall_at_k
-from jobs.neighbours.models import load_run_model
+from jobs.neighbours.models import load_run_model, save_run_vectors, stored_run_vectors
 from jobs.neighbours.sources import Source, fingerprint
 from storage import Database
 from storage.features import get_feature_set, read_features
@@ -109,7 +109,11 @@ def get_run_model(db: Database, run_id: int):
 def load_vectors(db: Database, source: Source) -> tuple[np.ndarray, np.ndarray]:
     """``[num_items, dim]`` float32 vectors and the mask of items that have one."""
     if source.kind == "run":
-        return get_run_model(db, source.run_id).item_vectors(), None
+        vectors = stored_run_vectors(db, source.run_id)  # kept at the end of training: no torch, no model
+        if vectors is None:
+            vectors = get_run_model(db, source.run_id).item_vectors()
+            save_run_vectors(db, source.run_id, vectors)
+        return vectors, None
     fs = get_feature_set(db, source.feature_set)
     layers = list(source.layers) or list(range(fs.num_layers))
     feats, present = read_features(db, fs, layers=layers)

@@ -7,9 +7,13 @@ so they are read again from the run's feature set with the run's layer choice, e
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
+
 from dff_core.neighbours.runs import RunModel
+from dff_core.train.defaults import CHECKPOINT_NAME
 from jobs.reads import load_split, load_training_features
 from storage import Database
 from storage.features import get_feature_set
@@ -17,10 +21,50 @@ from storage.runs import checkpoint_dir, get_run
 
 
 def checkpoint_path(db: Database, run_id: int) -> Path:
-    """Where ``jobs.workflows.run_training`` keeps the run's checkpoint."""
-    from dff_core.train.trainer import CHECKPOINT_NAME
-
+    """Where ``jobs.workflows.run_training`` keeps the run's checkpoint (without importing torch)."""
     return checkpoint_dir(db, run_id) / CHECKPOINT_NAME
+
+
+VECTORS_NAME = "item_vectors.npz"
+
+
+def _checkpoint_stamp(db: Database, run_id: int) -> np.ndarray | None:
+    path = checkpoint_path(db, run_id)
+    if not path.exists():
+        return None
+    stat = path.stat()
+    return np.array([stat.st_mtime_ns, stat.st_size], dtype=np.int64)
+
+
+def save_run_vectors(db: Database, run_id: int, vectors: np.ndarray) -> Path:
+    """Keep a finished run's item vectors beside its checkpoint, stamped with the checkpoint's mtime and size.
+
+    Why: Explore's neighbour lists of a run need only these vectors; reading them back costs no torch import
+    (seconds on a first visit) and no model rebuild. Written atomically; a retrained run changes the stamp."""
+    stamp = _checkpoint_stamp(db, run_id)
+    if stamp is None:
+        raise ValueError(f"run {run_id} has no checkpoint to stamp its vectors with")
+    path = checkpoint_path(db, run_id).with_name(VECTORS_NAME)
+    tmp = path.with_name(f".{VECTORS_NAME}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, vectors=np.asarray(vectors, dtype=np.float32), checkpoint=stamp)
+    tmp.replace(path)
+    return path
+
+
+def stored_run_vectors(db: Database, run_id: int) -> np.ndarray | None:
+    """The vectors ``save_run_vectors`` kept, or None when missing, unreadable or older than the checkpoint."""
+    path = checkpoint_path(db, run_id).with_name(VECTORS_NAME)
+    stamp = _checkpoint_stamp(db, run_id)
+    if stamp is None or not path.exists():
+        return None
+    try:
+        with np.load(path) as saved:
+            if not np.array_equal(saved["checkpoint"], stamp):
+                return None
+            return saved["vectors"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def load_run_model(db: Database, run_id: int) -> RunModel:

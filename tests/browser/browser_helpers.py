@@ -104,7 +104,8 @@ def _server_env(db_path: Path) -> dict:
 
 @contextmanager
 def running_app(db_path: Path, worker: bool = True, script: str = "app.py"):
-    """``streamlit run app.py`` (or ``script``) on ``db_path`` at 127.0.0.1 on a free port; yields the base URL.
+    """The dashboard as ``python3 dev.py app`` starts it (``serve.py``: ``streamlit run app.py`` after its
+    imports), or ``streamlit run script``, on ``db_path`` at 127.0.0.1 on a free port; yields the base URL.
 
     The server runs in its own process group; on exit that group and the job worker the app started
     (its pid file sits next to the database) are terminated."""
@@ -113,8 +114,9 @@ def running_app(db_path: Path, worker: bool = True, script: str = "app.py"):
     log_path = db_path.with_name(f"streamlit-{port}.log")
     log = open(log_path, "wb")
     env = dict(_server_env(db_path), DFF_WORKER="1" if worker else "0")
+    launch = ["serve.py"] if script == "app.py" else ["-m", "streamlit", "run", script]  # as dev.py app starts it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", script, "--server.address", "127.0.0.1",
+        [sys.executable, *launch, "--server.address", "127.0.0.1",
          "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none", "--server.runOnSave", "false"],
         cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

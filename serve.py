@@ -1,0 +1,60 @@
+"""Start the dashboard with its imports already done: ``python serve.py [streamlit run options]``.
+
+Why: Streamlit imports a page's modules on the first request that needs them, so the first visitor of a fresh
+server waits for pandas, SQLAlchemy, DuckDB, plotly and this project's modules (1.5-3 s on a 2-core machine)
+on top of the page itself. This launcher imports every module the pages import at the top (read from the page
+files, so the list cannot drift), opens the database once (its schema migrated), then hands over to
+``streamlit run app.py`` in the same process. Nothing here imports torch: the pages do not (tests/test_first_visit.py).
+``streamlit run app.py`` works too, with a slower first visit.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+
+def page_imports(root: Path = ROOT) -> list[str]:
+    """The modules imported at the top level of ``app.py`` and ``pages/*.py``, in file order, without repeats."""
+    names: list[str] = []
+    for path in [root / "app.py", *sorted((root / "pages").glob("*.py"))]:
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Import):
+                names += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.append(node.module)
+                names += [f"{node.module}.{a.name}" for a in node.names]  # submodules named in the list
+    return list(dict.fromkeys(n for n in names if n.split(".")[0] != "__future__"))
+
+
+def warm(root: Path = ROOT) -> list[str]:
+    """Import what the pages import (a name that is an attribute, not a module, is skipped) and migrate the
+    database; returns the modules imported."""
+    done = []
+    for name in page_imports(root):
+        try:
+            importlib.import_module(name)
+            done.append(name)
+        except ImportError:
+            continue  # ``from x import some_function``: not a module
+    from storage import Database
+    from storage.db import default_db_path
+
+    Database(default_db_path())  # creates / migrates the schema now, not on the first page view
+    return done
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(ROOT))
+    warm()
+    from streamlit.web import cli as streamlit_cli
+
+    sys.argv = ["streamlit", "run", str(ROOT / "app.py"), *argv]
+    return streamlit_cli.main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
