@@ -2,8 +2,8 @@
 
 Why: Streamlit imports a page's modules on the first request that needs them, so the first visitor of a fresh
 server waits for pandas, SQLAlchemy, DuckDB, plotly and this project's modules (1.5-3 s on a 2-core machine)
-on top of the page itself. This launcher imports every module the pages import at the top (read from the page
-files, so the list cannot drift), opens the database once (its schema migrated), then hands over to
+on top of the page itself. This launcher imports every module the pages import (read from the page files, so the
+list cannot drift), opens the database once (its schema migrated), then hands over to
 ``streamlit run app.py`` in the same process. Nothing here imports torch: the pages do not (tests/test_first_visit.py).
 ``streamlit run app.py`` works too, with a slower first visit.
 """
@@ -18,10 +18,12 @@ ROOT = Path(__file__).resolve().parent
 
 
 def page_imports(root: Path = ROOT) -> list[str]:
-    """The modules imported at the top level of ``app.py`` and ``pages/*.py``, in file order, without repeats."""
+    """The modules ``app.py`` and ``pages/*.py`` import — at the top and inside functions (the Train page's layer
+    scores, the Data page's importers) — in file order, without repeats. None of them imports torch: a page that
+    runs a model goes through a job (tests/test_first_visit.py)."""
     names: list[str] = []
     for path in [root / "app.py", *sorted((root / "pages").glob("*.py"))]:
-        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names += [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:

@@ -66,3 +66,19 @@ def test_every_page_renders_without_torch_on_a_demo_database(tmp_path):
         assert errors == [], (name, errors)
         assert titles, name
         assert (torch_loaded, transformers_loaded) == (False, False), name
+
+
+def test_serve_warms_the_pages_imports_without_torch(tmp_path):
+    """``serve.py`` imports what the pages import — the lazy ones too — before Streamlit serves, and never torch."""
+    env = {**os.environ, "DFF_DB": str(tmp_path / "db.duckdb"), "PYTHONPATH": str(ROOT)}
+    script = ("import json, sys, serve; done = serve.warm(); "
+              "print(json.dumps([done, 'torch' in sys.modules, 'transformers' in sys.modules]))")
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    done, torch_loaded, transformers_loaded = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (torch_loaded, transformers_loaded) == (False, False)
+    for module in ("pandas", "plotly.express", "pages.common", "jobs.submit", "storage.views", "jobs.neighbours",
+                   "jobs.probes", "jobs.datasets"):
+        assert module in done, module
+    assert (tmp_path / "db.duckdb").exists()  # the schema is migrated before the first visit
