@@ -244,7 +244,12 @@ CONFLICT_MARKERS = ("<<<<<<< ", ">>>>>>> ")
 def conflict_markers(root: Path) -> list[str]:
     """``file:line`` of every merge-conflict marker left in tracked text (a README once shipped with one)."""
     import subprocess
-    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    try:
+        files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True,
+                               check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout: every file outside hidden folders
+        files = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+                 and not any(part.startswith(".") for part in p.relative_to(root).parts)]
     found = []
     for name in files:
         if not name.endswith((".py", ".md", ".txt", ".toml", ".cfg", ".yml", ".yaml", ".sh", ".csv")):
