@@ -140,7 +140,7 @@ class Database:
         """Keep the file open in this thread for a burst of sessions, at most ``seconds``.
 
         Why: opening the file costs 0.04-0.2 s (lock, catalogue, write-ahead log) and a dashboard page run makes
-        10-20 sessions. While one connection of this process stays open, DuckDB hands every new connection of
+        20-90 sessions. While one connection of this process stays open, DuckDB hands every new connection of
         the process the same open database, so the sessions inside cost ~3 ms each. Other processes cannot open
         the file meanwhile and wait (as they do for any session), so the hold ends with the block, or at the first
         session after ``seconds`` — a slow page never keeps a job worker out for long. Nested holds are one hold.

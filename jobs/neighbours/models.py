@@ -28,12 +28,18 @@ def checkpoint_path(db: Database, run_id: int) -> Path:
 VECTORS_NAME = "item_vectors.npz"
 
 
-def _checkpoint_stamp(db: Database, run_id: int) -> np.ndarray | None:
+def checkpoint_stamp(db: Database, run_id: int) -> tuple[int, int] | None:
+    """``(mtime_ns, size)`` of the run's checkpoint, None without one: what changes when the run is retrained
+    (the run's neighbour fingerprint and its kept vectors both go by it)."""
     path = checkpoint_path(db, run_id)
     if not path.exists():
         return None
     stat = path.stat()
-    return np.array([stat.st_mtime_ns, stat.st_size], dtype=np.int64)
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _vectors_path(db: Database, run_id: int) -> Path:
+    return checkpoint_path(db, run_id).with_name(VECTORS_NAME)
 
 
 def save_run_vectors(db: Database, run_id: int, vectors: np.ndarray) -> Path:
@@ -41,26 +47,26 @@ def save_run_vectors(db: Database, run_id: int, vectors: np.ndarray) -> Path:
 
     Why: Explore's neighbour lists of a run need only these vectors; reading them back costs no torch import
     (seconds on a first visit) and no model rebuild. Written atomically; a retrained run changes the stamp."""
-    stamp = _checkpoint_stamp(db, run_id)
+    stamp = checkpoint_stamp(db, run_id)
     if stamp is None:
         raise ValueError(f"run {run_id} has no checkpoint to stamp its vectors with")
-    path = checkpoint_path(db, run_id).with_name(VECTORS_NAME)
+    path = _vectors_path(db, run_id)
     tmp = path.with_name(f".{VECTORS_NAME}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
-        np.savez(fh, vectors=np.asarray(vectors, dtype=np.float32), checkpoint=stamp)
+        np.savez(fh, vectors=np.asarray(vectors, dtype=np.float32), checkpoint=np.array(stamp, dtype=np.int64))
     tmp.replace(path)
     return path
 
 
 def stored_run_vectors(db: Database, run_id: int) -> np.ndarray | None:
     """The vectors ``save_run_vectors`` kept, or None when missing, unreadable or older than the checkpoint."""
-    path = checkpoint_path(db, run_id).with_name(VECTORS_NAME)
-    stamp = _checkpoint_stamp(db, run_id)
+    path = _vectors_path(db, run_id)
+    stamp = checkpoint_stamp(db, run_id)
     if stamp is None or not path.exists():
         return None
     try:
         with np.load(path) as saved:
-            if not np.array_equal(saved["checkpoint"], stamp):
+            if tuple(int(v) for v in saved["checkpoint"]) != stamp:
                 return None
             return saved["vectors"]
     except (OSError, ValueError, KeyError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 
 from dff_core.layers import parse_layers
-from jobs.neighbours.models import checkpoint_path
+from jobs.neighbours.models import checkpoint_path, checkpoint_stamp
 from storage import Database
 from storage.datasets import get_dataset
 from storage.features import FeatureSetRecord, get_feature_set, list_feature_sets, stored_items
@@ -108,9 +108,7 @@ def fingerprint(db: Database, source: Source) -> str:
     """Changes whenever the vectors behind ``source`` may have changed (cheap: metadata only)."""
     if source.kind == "run":
         run = get_run(db, source.run_id)
-        path = checkpoint_path(db, run.id)
-        stat = path.stat() if path.exists() else None
-        parts = [run.id, run.status, str(run.finished_at), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0]
+        parts = [run.id, run.status, str(run.finished_at), *(checkpoint_stamp(db, run.id) or (0, 0))]
     else:
         fs = get_feature_set(db, source.feature_set)
         parts = [fs.id, str(fs.created_at), fs.status, json.dumps(fs.stats, sort_keys=True, default=str),
