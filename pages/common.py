@@ -151,3 +151,21 @@ def format_bytes(n: float) -> str:
 
 PROGRESS_COLUMN = {"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0,
                                                                format="percent")}
+
+
+def heat_table(matrix, vmin: float = 0.0, vmax: float = 1.0, digits: int = 2):
+    """A numeric matrix as a table whose cells are coloured like a heatmap (Viridis), for ``st.dataframe``.
+
+    Why not a plotly heatmap: on a page that draws no other chart, the browser first loads and compiles
+    plotly.js (about 2 s of the first Explore visit on a 2-core machine, measured with bench/bench_pages.py).
+    The table shows the same numbers, exactly, and its labels stay plain text."""
+    from plotly.colors import sample_colorscale
+
+    def cell(value: float) -> str:
+        if value != value:  # NaN: no colour
+            return ""
+        t = min(1.0, max(0.0, (float(value) - vmin) / ((vmax - vmin) or 1.0)))
+        text = "black" if t > 0.6 else "white"   # Viridis runs from dark purple to light yellow
+        return f"background-color: {sample_colorscale('Viridis', [t])[0]}; color: {text}"
+
+    return matrix.style.map(cell).format(f"{{:.{digits}f}}")

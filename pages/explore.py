@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 
-import plotly.express as px
 import streamlit as st
 
 from jobs import neighbours as nb
 from jobs.neighbours import cover_problem
-from pages.common import PLOT_CONFIG, database, empty_state, plain, reported, show_error, user_errors
+from pages.common import database, empty_state, heat_table, plain, reported, show_error, user_errors
 from storage import Database, views
 from storage.datasets import get_dataset
 
@@ -256,11 +255,9 @@ if len(sources_for_matrix) >= 2:
         matrix = _agreement(str(db.path), tuple(s.key for s in sources_for_matrix),
                             tuple(nb.describe(db, s) for s in sources_for_matrix),
                             tuple(fingerprint(s) for s in sources_for_matrix), k)
-        fig = px.imshow(matrix, text_auto=".2f" if len(matrix) <= 12 else False, zmin=0, zmax=1,
-                        color_continuous_scale="Viridis", aspect="auto",
-                        labels={"color": f"overlap@{k}"}, title=f"Overlap@{k} of neighbour lists")
-        fig.update_layout(height=max(300, 28 * len(matrix) + 140))
-        st.plotly_chart(fig, config=PLOT_CONFIG, key="xp_agreement")
+        st.markdown(f"**Overlap@{k} of neighbour lists** (1 = the same {k} neighbours for every sampled video)")
+        st.dataframe(heat_table(matrix), key="xp_agreement", width="stretch",
+                     height=min(35 * len(matrix) + 38, 640))
     except user_errors() as exc:
         show_error(exc, "agreement")
 else:
