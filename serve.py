@@ -55,7 +55,7 @@ def warm_first_use() -> None:
 
     Measured on the first page run of a fresh server (cProfile around ``app.py``, 2-core machine): Streamlit
     compiles its emoji table (0.3 s) the first time a page icon is checked; plotly loads the validators of every
-    trace and layout property on the first figure of each kind (0.2-0.6 s: Explore's first ``px.imshow``);
+    trace and layout property on the first figure of each kind (0.2-0.6 s for a first ``px.imshow``);
     pandas-to-Arrow conversion of the first table. Each is paid here with tiny inputs instead."""
     import pandas as pd
     import plotly.express as px
