@@ -27,12 +27,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from jobs.datasets import import_microlens  # noqa: E402
 from dff_core.data.split import SplitData  # noqa: E402
 from dff_core.train.trainer import TrainConfig, train  # noqa: E402
 from storage import Database  # noqa: E402
 from jobs.reads import load_split  # noqa: E402
+from recbole_runner import write_atomic  # noqa: E402
 
 RB_VENV = ROOT / ".venv-recbole"
 
@@ -59,15 +61,6 @@ def subsample(split: SplitData, users: int | None, seed: int) -> SplitData:
     return SplitData(num_items=len(used), user_ids=[split.user_ids[u] for u in keep],
                      train=[s[:-2] for s in seqs], val_target=np.array([s[-2] for s in seqs]),
                      test_target=np.array([s[-1] for s in seqs]))
-
-
-def write_atomic(split: SplitData, folder: Path, name: str) -> None:
-    (folder / name).mkdir(parents=True, exist_ok=True)
-    with open(folder / name / f"{name}.inter", "w") as fh:
-        fh.write("user_id:token\titem_id:token\ttimestamp:float\n")
-        for u in range(split.num_users):
-            for t, item in enumerate(np.append(split.train[u], [split.val_target[u], split.test_target[u]])):
-                fh.write(f"u{u}\ti{item}\t{t}\n")
 
 
 def main() -> None:
