@@ -38,6 +38,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 def add_fast_options(p: argparse.ArgumentParser) -> None:
     """Device, objective, batch size and learning rate (defaults: ``dff_core.train.defaults``)."""
     from dff_core.train.defaults import TRAIN_DEFAULTS as D
+    from dff_core.train.defaults import scale_defaults_text
     from dff_core.train.negatives import SAMPLERS
     from dff_core.train.trainer import AMP_CHOICES, LOSSES
 
@@ -48,8 +49,8 @@ def add_fast_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negatives", type=int, default=D["negatives"], help="negatives per user and step (sampled)")
     p.add_argument("--negative-sampler", default=D["negative_sampler"], choices=SAMPLERS,
                    help="uniform over the catalogue, or the batch's targets; the user's history is never a negative")
-    p.add_argument("--batch-size", type=int, default=D["batch_size"])
-    p.add_argument("--lr", type=float, default=D["lr"])
+    p.add_argument("--batch-size", type=int, default=None, help=f"with --lr: {scale_defaults_text()}")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (see --batch-size for the default)")
 
 
 def fast_settings(args: argparse.Namespace) -> dict:

@@ -57,6 +57,7 @@ def run_sweep_ray(db: Database, runs: list[dict], *, study: str, job_id: int | N
     from dff_core.extraction.ray_engine import _ray, connect
     from dff_core.models.item_encoders import FEATURE_STRATEGIES
     from dff_core.train.ray_task import train_task
+    from dff_core.train.defaults import with_defaults
     from dff_core.train.trainer import TrainConfig
     from dff_core.layers import parse_layers
     from jobs.reads import load_training_features
@@ -141,7 +142,7 @@ def run_sweep_ray(db: Database, runs: list[dict], *, study: str, job_id: int | N
             while queue and len(inflight) < slots and not should_stop():
                 r, fs, layer_ids = queue.pop(0)
                 cfg = TrainConfig(strategy=r["strategy"], layers=None, seed=int(r["seed"]),
-                                  **(r.get("settings") or {}))
+                                  **with_defaults(r.get("settings"), ds.stats.get("users")))
                 cfg.device = device
                 ref_feats, positions, missing = (shipped[fs.name] if fs is not None and fs.name in shipped
                                                  else (None, {}, 0))

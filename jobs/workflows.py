@@ -49,7 +49,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     from dff_core.train.defaults import with_defaults
     from dff_core.train.device import resolve_device
 
-    cfg = TrainConfig(strategy=strategy, layers=None, seed=seed, **with_defaults(settings))
+    cfg = TrainConfig(strategy=strategy, layers=None, seed=seed, **with_defaults(settings, ds.stats.get("users")))
     cfg.device = resolve_device(cfg.device)  # stored resolved: the run's config says where it trained
     feats, missing = None, 0
     if fs is not None and strategy in FEATURE_STRATEGIES:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE, cap_warning
 from dff_core.models.strategies import STRATEGIES
-from dff_core.train.defaults import LAYER_INITS, LAYER_LR_MULT, TRAIN_DEFAULTS
+from dff_core.train.defaults import LAYER_INITS, LAYER_LR_MULT, scale_defaults, scale_defaults_text
 from dff_core.layers import parse_layers
 from jobs import submit
 from pages.common import PLOT_CONFIG, database, empty_state, plain, show_error, user_errors
@@ -102,12 +102,15 @@ if fs is not None:
 # ---------------------------------------------------------------------------------------- settings
 with st.expander("Hyper-parameters", expanded=False):
     h = st.columns(4)
+    scaled = scale_defaults(views.dataset_users(db, dataset))  # keyed by dataset: a new dataset starts from its own
     settings = {
         "epochs": int(h[0].number_input("Epochs", 1, 1000, DEFAULT_EPOCHS, key="tr_epochs",
                                         help="the cap: runs end by early stopping (patience)")),
-        "batch_size": int(h[1].number_input("Batch size", 8, 4096, int(TRAIN_DEFAULTS["batch_size"]), step=32,
-                                            key="tr_batch")),
-        "lr": float(h[2].number_input("Learning rate", 1e-5, 1.0, float(TRAIN_DEFAULTS["lr"]), format="%.4f", key="tr_lr")),
+        "batch_size": int(h[1].number_input("Batch size", 8, 4096, int(scaled["batch_size"]), step=32,
+                                            key=f"tr_batch_{dataset}", help=f"batch and learning rate: "
+                                            f"{scale_defaults_text()} (measured: README, Fast path: training)")),
+        "lr": float(h[2].number_input("Learning rate", 1e-5, 1.0, float(scaled["lr"]), format="%.4f",
+                                      key=f"tr_lr_{dataset}")),
         "patience": int(h[3].number_input("Early-stopping patience", 0, 100, DEFAULT_PATIENCE, key="tr_patience",
                                           help="evaluations without improvement; 0 = never stop early")),
     }

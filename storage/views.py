@@ -216,6 +216,14 @@ def epochs_needed(db: Database, dataset: str | None = None) -> list[int]:
             if r.status == "done" and r.ending == "early_stopped" and r.epochs_run]
 
 
+def dataset_users(db: Database, dataset: str) -> int | None:
+    """Users of a stored dataset (None when unknown): the training defaults scale with it."""
+    try:
+        return get_dataset(db, dataset).stats.get("users")
+    except NotFound:
+        return None
+
+
 def loss_text(config: dict) -> str:
     """``full`` or ``sampled 256 uniform``; a config from before the loss option was full softmax."""
     if config.get("loss", "full") == "full":

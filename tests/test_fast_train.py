@@ -251,3 +251,30 @@ def test_sweep_and_study_carry_the_training_options(db, dataset):
     if NO_CUDA:
         with pytest.raises(ValueError, match="CUDA is not available"):
             queue_study(db, StudyRequest(dataset="d", features="hs", name="st2", extra_settings={"device": "cuda"}))
+
+
+def test_batch_and_lr_defaults_follow_the_dataset_size(db, dataset, capsys, monkeypatch):
+    """Unset batch size and learning rate come from the dataset's size (README, Fast path: training); what is
+    given wins, and the run's config stores what it trained with."""
+    import json
+
+    from cli import main
+    from dff_core.train import defaults
+    from storage.runs import get_run
+
+    assert defaults.scale_defaults(None) == defaults.scale_defaults(9_999) == {"batch_size": 256, "lr": 1e-3}
+    assert defaults.scale_defaults(10_000) == {"batch_size": 1024, "lr": 3e-3}
+    assert defaults.with_defaults({"batch_size": 64, "lr": None}, 50_000) | {"device": "x"} == {
+        **defaults.TRAIN_DEFAULTS, "batch_size": 64, "lr": 3e-3, "device": "x"}
+
+    def trained_config() -> dict:
+        assert main(["--db", str(db.path), "train", "--dataset", "d", "--strategy", "id", "--epochs", "1",
+                     "--hidden", "16", "--device", "cpu", "--json"]) == 0
+        run_id = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"]
+        return get_run(db, run_id).config
+
+    small = trained_config()  # 30 users
+    assert (small["batch_size"], small["lr"]) == (256, 1e-3)
+    monkeypatch.setattr(defaults, "LARGE_DATASET_USERS", 30)
+    large = trained_config()
+    assert (large["batch_size"], large["lr"]) == (1024, 3e-3)

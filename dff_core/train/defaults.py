@@ -3,15 +3,21 @@ Study pages): ``jobs.workflows.run_training`` fills what a request leaves out fr
 sweep and a foreground run agree. ``TrainConfig``'s own defaults stay those of the original objective (full
 softmax, batch 256, lr 1e-3, CPU) for library use and older checkpoints.
 
-Why these values: ``bench/bench_time_to_quality.py`` (README, "Fast path: training"). On the full MicroLens-50k
-(19,220 items) sampled softmax with 256 uniform negatives converged in 31 min at test NDCG@10 0.0322, 21 % below
-full softmax's 0.0410 (capped at 75 min, still rising); on a 3,000-item catalogue the two take about the same time
-and full softmax ends 3-5 % higher. So full softmax is the default; ``--loss sampled`` is an opt-in for a quick
-first model. Batch 256 / lr 1e-3 stay for now: batch 1024 / lr 3e-3 reached the same validation NDCG 1.3x sooner
-on the full catalogue and converged 17.7 % higher on the 3,000-item set, but no full-softmax run converged on the
-full catalogue in the time measured, and it would give a small dataset (the demo's 2,000 users) two updates per
-epoch.
-A stored config without ``loss`` is full softmax (runs from before the option).
+Why these values: ``bench/bench_time_to_quality.py`` and ``bench/bench_gpu.py`` (README, "Fast path: training").
+- Loss: full softmax. On the full MicroLens-50k (19,220 items) sampled softmax with 256 uniform negatives ends
+  21-25 % lower on test NDCG@10 (CPU: 0.0322 vs 0.0410; one H200: 0.0320 vs 0.0427, id-only) and on the GPU it
+  is not even faster to its best; on a 3,000-item catalogue the two take about the same time and full softmax
+  ends 3-5 % higher. ``--loss sampled`` stays an opt-in.
+- Batch and learning rate follow the dataset's size (:func:`scale_defaults`): from
+  :data:`LARGE_DATASET_USERS` users, batch 1024 / lr 3e-3. Both datasets measured that large favour it: on the
+  full MicroLens-50k (50,000 users) it converged to the same test NDCG@10 in half the wall time of 256 / 1e-3
+  (one H200, id 0.0427 vs 0.0427, dff 0.0435 vs 0.0435; 1.3x sooner to equal quality on 2 CPU cores), and on
+  the 3,000-item set (12,676 users) it converged 17.7 % higher. A small dataset (the demo's 2,000 users) keeps
+  256 / 1e-3: batch 1024 would give it two updates per epoch, and nothing was measured there.
+- Device ``auto``: a CUDA GPU when there is one (full MicroLens-50k: 9 s to the best epoch on one H200 against
+  over 74 min, capped, on 2 CPU cores).
+A stored config without ``loss`` is full softmax (runs from before the option); a run's config stores the
+batch size and learning rate it trained with, so changing these defaults never changes a stored run.
 """
 from __future__ import annotations
 
@@ -26,8 +32,26 @@ LAYER_LR_MULT = 10.0  # TrainConfig.layer_lr_mult (README, "DFF layer weights: d
 
 TRAIN_DEFAULTS: dict = {"device": "auto", "amp": "none", "loss": "full", "negatives": 256,
                         "negative_sampler": "uniform", "batch_size": 256, "lr": 1e-3}
+LARGE_DATASET_USERS = 10_000  # from here on, LARGE_DATASET_SETTINGS (measured on 12,676 and 50,000 users)
+LARGE_DATASET_SETTINGS: dict = {"batch_size": 1024, "lr": 3e-3}
 
 
-def with_defaults(settings: dict | None) -> dict:
-    """``settings`` over :data:`TRAIN_DEFAULTS` (``None`` values count as not given)."""
-    return {**TRAIN_DEFAULTS, **{k: v for k, v in (settings or {}).items() if v is not None}}
+def scale_defaults(num_users: int | None) -> dict:
+    """Batch size and learning rate for a dataset of ``num_users`` users (``None``: not known, the small-data
+    values of :data:`TRAIN_DEFAULTS`)."""
+    if num_users is not None and num_users >= LARGE_DATASET_USERS:
+        return dict(LARGE_DATASET_SETTINGS)
+    return {k: TRAIN_DEFAULTS[k] for k in LARGE_DATASET_SETTINGS}
+
+
+def scale_defaults_text() -> str:
+    """The rule in words, for help texts."""
+    big = LARGE_DATASET_SETTINGS
+    return (f"default {big['batch_size']} / lr {big['lr']:g} on a dataset of {LARGE_DATASET_USERS:,} users or "
+            f"more, else {TRAIN_DEFAULTS['batch_size']} / lr {TRAIN_DEFAULTS['lr']:g}")
+
+
+def with_defaults(settings: dict | None, num_users: int | None = None) -> dict:
+    """``settings`` over :data:`TRAIN_DEFAULTS` and the dataset's :func:`scale_defaults` (``None`` values count
+    as not given)."""
+    return {**TRAIN_DEFAULTS, **scale_defaults(num_users), **{k: v for k, v in (settings or {}).items() if v is not None}}
