@@ -19,7 +19,8 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=8, help="frames sampled uniformly per video")
     p.add_argument("--frame-size", type=int, default=224)
     p.add_argument("--pooling", default=None, help="video_mean | text_mean | all_mean | last (default: backbone's)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help="items per forward pass (default: the backbone's; "
+                                                                   "smollm2 16, the others 8)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
                    help="how the vectors are STORED (pooling always accumulates in float32)")
     add_compute_options(p)

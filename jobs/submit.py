@@ -228,12 +228,14 @@ def check_compute(backbone: str, device: str | None, compute_dtype: str | None, 
 
 
 def extract_job_params(db: Database, dataset: str, backbone: str, name: str, inputs: list[str] | None = None,
-                       num_frames: int = 8, pooling: str | None = None, batch_size: int = 8, dtype: str = "float16",
+                       num_frames: int = 8, pooling: str | None = None, batch_size: int | None = None,
+                       dtype: str = "float16",
                        caption: bool = False, frame_size: int = 224, text_encoder: str = "minilm",
                        device: str = "auto", compute_dtype: str = "auto", quantize: str = "none",
                        storage: str | None = "table", engine: str | None = "local", address: str | None = None) -> dict:
     """Validated keyword arguments for ``jobs.workflows.run_extraction`` (checked before anything is queued or
-    run): ``extract``, ``submit extract`` and the Extract page. ``inputs`` None: what the backbone takes."""
+    run): ``extract``, ``submit extract`` and the Extract page. ``inputs``, ``pooling`` and ``batch_size`` None:
+    the backbone's defaults."""
     from dff_core.backbones import family_info
 
     if not name or not name.strip():
@@ -251,6 +253,7 @@ def extract_job_params(db: Database, dataset: str, backbone: str, name: str, inp
         raise ValueError(f"backbone {backbone!r} pools by {', '.join(info['poolings'])}; not {pooling!r}")
     if caption and not info.get("can_caption"):
         raise ValueError(f"backbone {backbone!r} cannot write captions; use an LVLM family")
+    batch_size = info["default_batch_size"] if batch_size is None else batch_size
     if int(num_frames) < 1 or int(batch_size) < 1:
         raise ValueError("--frames and --batch-size must be at least 1")
     params = {"dataset": dataset, "backbone": backbone, "name": name.strip(), "inputs": inputs,

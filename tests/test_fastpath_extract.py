@@ -184,6 +184,10 @@ def test_submit_validator_refuses_cuda_and_keeps_the_choices(small_db, monkeypat
     params = submit.extract_job_params(small_db, "small", "smollm2", "x", ["title"], compute_dtype="bfloat16")
     assert (params["device"], params["compute_dtype"], params["quantize"]) == ("auto", "bfloat16", "none")
     assert submit.device_choices() == ["auto", "cpu"]
+    # no batch size asked for: the backbone's measured default (smollm2 16, the others 8); asked for: kept
+    assert params["batch_size"] == 16
+    assert submit.extract_job_params(small_db, "small", "minilm", "m", ["title"])["batch_size"] == 8
+    assert submit.extract_job_params(small_db, "small", "smollm2", "y", ["title"], batch_size=4)["batch_size"] == 4
 
 
 def test_feature_set_records_device_and_precision(small_db, tiny_llama, capsys):

@@ -88,6 +88,7 @@ def family_info(spec: str) -> dict:
         "default_checkpoint": getattr(cls, "default_checkpoint", None),
         "quantizations": ["none", "int8"] if getattr(cls, "quantizable", False) else ["none"],
         "cpu_auto_dtype": getattr(cls, "cpu_auto_dtype", "float32"),
+        "default_batch_size": int(getattr(cls, "default_batch_size", 8)),
         "available": True,
     }
     # shapes are known up front for built-in weights only (a user checkpoint may differ)

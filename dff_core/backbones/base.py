@@ -59,6 +59,7 @@ class Backbone(ABC):
     # quantisation is offered where ``quantizable`` (the decoder-LM families: their nn.Linear layers)
     quantizable: bool = False
     cpu_auto_dtype: str = "float32"   # what ``--compute-dtype auto`` picks on a CPU with native bfloat16
+    default_batch_size: int = 8       # items per forward pass when a request names none
     quantize: str = "none"
 
     def quantize_target(self):
