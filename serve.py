@@ -56,16 +56,20 @@ def warm_first_use() -> None:
     Measured on the first page run of a fresh server (cProfile around ``app.py``, 2-core machine): Streamlit
     compiles its emoji table (0.3 s) the first time a page icon is checked; plotly loads the validators of every
     trace and layout property on the first figure of each kind (0.2-0.6 s for a first ``px.imshow``);
-    pandas-to-Arrow conversion of the first table. Each is paid here with tiny inputs instead."""
+    pandas-to-Arrow conversion of the first table; pandas' Styler (Explore's coloured agreement table) imports
+    and compiles its jinja templates on first use (0.09 s). Each is paid here with tiny inputs instead."""
     import pandas as pd
     import plotly.express as px
     import plotly.graph_objects as go
     import plotly.io as pio
     from streamlit import dataframe_util, string_util
 
+    from pages.common import heat_table
+
     string_util.is_emoji("🎞️")  # app.py's page icon
     frame = pd.DataFrame({"x": [0, 1], "y": [0.5, 1.0], "g": ["a", "b"]})
     dataframe_util.convert_pandas_df_to_arrow_bytes(frame)
+    heat_table(frame[["x", "y"]]).to_html()
     figures = [px.line(frame, x="x", y="y", color="g", markers=True), px.bar(frame, x="g", y="y"),
                px.histogram(frame, x="y"), px.imshow([[0.0, 1.0], [1.0, 0.0]], text_auto=".2f"),
                go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="lines+markers"), go.Bar(x=["a"], y=[1])])]
