@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
-from pages.common import PLOT_CONFIG, database, plain, show_error, user_errors
+from pages import charts
+from pages.common import database, plain, show_error, user_errors
 from storage import views
 from storage.datasets import get_dataset
 
@@ -135,14 +135,8 @@ def _plots_data(db_path: str, dataset_id: int, created: str):
 
 lengths, pop = _plots_data(str(db.path), ds.id, str(ds.created_at))
 left, right = st.columns(2)
-fig = px.histogram(x=lengths, nbins=min(60, max(5, int(lengths.max() - lengths.min() + 1))),
-                   labels={"x": "interactions per user"}, title="Sequence length")
-fig.update_layout(yaxis_title="users", bargap=0.05, height=360)
-left.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
-fig = px.line(pop, x="rank", y="interactions", log_y=True, title="Item popularity (long tail)",
-              hover_data=["cumulative share"])
-fig.update_layout(xaxis_title="item rank (1 = most popular)", yaxis_title="interactions (log)", height=360)
-right.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
+left.altair_chart(charts.sequence_lengths(lengths), width="stretch")
+right.altair_chart(charts.popularity(pop), width="stretch")
 head = pop[pop["cumulative share"] <= 0.5]
 st.caption(f"The top {len(head) + 1} items ({(len(head) + 1) / max(1, len(pop)):.1%} of the catalogue) take half "
            "of all interactions.")

@@ -1,7 +1,6 @@
 """Train: one run or a sweep (strategies × layers × seeds), with a per-layer usefulness score to pick layers."""
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE, cap_warning
@@ -9,7 +8,8 @@ from dff_core.models.strategies import STRATEGIES
 from dff_core.train.defaults import LAYER_INITS, LAYER_LR_MULT, scale_defaults, scale_defaults_text
 from dff_core.layers import parse_layers
 from jobs import submit
-from pages.common import PLOT_CONFIG, database, empty_state, plain, show_error, user_errors
+from pages import charts
+from pages.common import database, empty_state, plain, show_error, user_errors
 from pages.train_options import fast_path_settings
 from storage import views
 
@@ -83,16 +83,7 @@ if fs is not None:
     except user_errors() as exc:
         show_error(exc)
     if scores is not None:
-        colors = ["#e4572e" if int(layer) in chosen else "#9fb3c8" for layer in scores["layer"]]
-        fig = go.Figure(go.Bar(x=scores["layer"], y=scores["lift"], marker_color=colors,
-                               customdata=scores[["score", "chance"]].to_numpy(),
-                               hovertemplate="layer %{x}<br>lift %{y:.2f}<br>neighbours co-watched "
-                                             "%{customdata[0]:.1%} (chance %{customdata[1]:.1%})<extra></extra>"))
-        fig.add_hline(y=1.0, line_dash="dot", annotation_text="chance", annotation_position="top left")
-        fig.update_layout(title="Layer usefulness: co-watch agreement of nearest neighbours (lift over chance)",
-                          xaxis_title="layer (0 = embeddings)", yaxis_title="lift", height=320,
-                          margin=dict(t=50, b=40, l=40, r=10))
-        st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
+        st.altair_chart(charts.layer_usefulness(scores, chosen), width="stretch")
         st.caption(f"Scored on {scores.attrs.get('items', '?')} items from training histories only; highlighted: "
                    f"the layers you chose ({views.layers_text(chosen, n)}). Cheap, not a substitute for training "
                    "— but layers near 1.0 carry little about what people watch together.")

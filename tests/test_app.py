@@ -119,7 +119,9 @@ def test_data_page_stats_plots_and_import_errors(filled, tmp_path, monkeypatch):
     at = open_app("data")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Users"] == "40" and metrics["Items"] == "30" and metrics["Interactions"] == "320"
-    assert len(at.get("plotly_chart")) == 2
+    charts = at.get("vega_lite_chart")  # Vega-Lite, not plotly: the lighter chart library for a first visit
+    assert len(charts) == 2 and not at.get("plotly_chart")
+    assert [json.loads(c.proto.spec)["title"] for c in charts] == ["Sequence length", "Item popularity (long tail)"]
     # a bad path: one clear error line, nothing stored, no traceback
     at.text_input(key="gen_name").input("broken")
     at.text_input(key="gen_inter").input(str(tmp_path / "missing.csv"))
@@ -186,7 +188,16 @@ def test_train_page_layer_scores_and_launch(filled, monkeypatch):
     monkeypatch.setenv("DFF_DB", str(db.path))
     at = open_app("train")
     assert at.selectbox(key="tr_features_small").value == "feats"
-    assert len(at.get("plotly_chart")) == 1  # the layer usefulness bars
+    bars = at.get("vega_lite_chart")  # the layer usefulness bars: one per stored layer
+    assert len(bars) == 1 and not at.get("plotly_chart")
+    spec = json.loads(bars[0].proto.spec)
+    assert spec["title"].startswith("Layer usefulness")
+    import pyarrow as pa
+
+    tables = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in bars[0].proto.datasets]
+    layers = next(t for t in tables if "lift" in t.columns)
+    assert sorted(layers["layer"]) == [0, 1, 2, 3] and (layers["lift"] > 0).all()
+    assert set(layers["chosen"]) <= {"chosen", "not chosen"}
     fs_id = at.radio[0].key
     at.radio(key=fs_id).set_value("range").run()
     at.slider(key=fs_id.replace("tr_layer_mode_", "tr_span_")).set_value((1, 2)).run()

@@ -31,8 +31,8 @@ def test_train_watch_and_compare(app_server, app_db, page, artifacts):
     open_page(page, app_server, "train")
     main = page.locator('[data-testid="stMain"]')
     # the layer picker shows one usefulness bar per stored layer
-    page.wait_for_selector(".js-plotly-plot")
-    expect(main.get_by_text("Layer usefulness").first).to_be_visible()
+    page.wait_for_selector('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg')
+    assert page.locator(".js-plotly-plot").count() == 0  # Vega-Lite: no plotly.js on a first visit to Train
     shot(page, artifacts, "flow-1-train")
     # a tiny run: the dff strategy (default with a feature set), 2 epochs of 2 large batches
     main.get_by_text("Hyper-parameters").click()
