@@ -5,9 +5,9 @@
 Without ``--db`` a temporary database with the demo dataset, a synthetic 6-layer feature set and four
 one-epoch runs is built first (about a minute on an idle 2-core machine). For every page it prints the time
 from navigation until Streamlit has finished the run (title rendered, no "running" indicator): the first
-visit of each page (cold: imports, first queries) and the median of the repeats (warm). ``--fresh`` also
-opens every page FIRST on its own fresh server (the worst first visit: nothing imported or cached yet, the
-imports not yet done). The first row, ``(bare)``, is the baseline measured the same way in the same run:
+visit of each page (cold: imports, first queries) and the median of the repeats (warm). ``--fresh [N]`` also
+opens every page FIRST on its own fresh server and fresh browser context (the worst first visit: nothing
+cached in the server or the browser yet), N times, and prints the median; the bare page is measured the same way. The first row, ``(bare)``, is the baseline measured the same way in the same run:
 ``bench/bare_streamlit_app.py``, a Streamlit page with a title and nothing else — what Streamlit and the browser
 cost on this machine before any page of ours does anything. Numbers only; on a shared machine they are
 indicative (the load average is printed with them).
@@ -49,7 +49,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", default=None, help="an existing database (default: build a demo one)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--fresh", action="store_true", help="also open each page first on its own fresh server")
+    ap.add_argument("--fresh", type=int, nargs="?", const=1, default=0, metavar="N",
+                    help="also open each page (and the bare page) first on its own fresh server, N times each; "
+                         "the median is printed (one sample moves by a few tenths of a second)")
     args = ap.parse_args()
     import os
     from playwright.sync_api import sync_playwright
@@ -81,17 +83,21 @@ def main() -> int:
                         warm[slug].append(open_page(page, base, slug))
             browser.close()
         if args.fresh:
+            samples: dict[str, list[float]] = {slug: [] for slug in [BARE_ROW] + PAGES}
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"])
-                for slug in PAGES:
-                    with running_app(db_path, worker=False) as base:
-                        page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
-                        fresh[slug] = open_page(page, base, slug)
-                        page.context.close()
+                for _ in range(args.fresh):  # rounds over all pages, so a slow spell spreads over every page
+                    for slug in [BARE_ROW] + PAGES:
+                        script = BARE if slug == BARE_ROW else "app.py"
+                        with running_app(db_path, worker=False, script=script) as base:
+                            page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+                            samples[slug].append(open_page(page, base, "" if slug == BARE_ROW else slug))
+                            page.context.close()
                 browser.close()
+            fresh = {slug: statistics.median(v) for slug, v in samples.items()}
     print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'page':10} {'first visit s':>14} {'warm median s':>14} {'warm min s':>11}"
-          + (f" {'fresh server s':>15}" if args.fresh else ""))
+          + (f" {'fresh server s':>15}" + (f" (median of {args.fresh})" if args.fresh > 1 else "") if args.fresh else ""))
     for slug in [BARE_ROW] + PAGES:
         print(f"{slug if slug == BARE_ROW else '/' + slug:10} {cold[slug]:14.2f} {statistics.median(warm[slug]):14.2f} {min(warm[slug]):11.2f}"
               + (f" {fresh[slug]:15.2f}" if args.fresh else ""))
