@@ -49,6 +49,10 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     from dff_core.train.defaults import with_defaults
     from dff_core.train.device import resolve_device
 
+    if run_id is not None:  # a resumed run keeps the batch size and lr it started with, whatever the defaults say now
+        started = get_run(db, run_id).config
+        settings = {**{k: started[k] for k in ("batch_size", "lr") if k in started},
+                    **{k: v for k, v in (settings or {}).items() if v is not None}}
     cfg = TrainConfig(strategy=strategy, layers=None, seed=seed, **with_defaults(settings, ds.stats.get("users")))
     cfg.device = resolve_device(cfg.device)  # stored resolved: the run's config says where it trained
     feats, missing = None, 0

@@ -278,3 +278,24 @@ def test_batch_and_lr_defaults_follow_the_dataset_size(db, dataset, capsys, monk
     monkeypatch.setattr(defaults, "LARGE_DATASET_USERS", 30)
     large = trained_config()
     assert (large["batch_size"], large["lr"]) == (1024, 3e-3)
+
+
+def test_a_resumed_run_keeps_its_batch_and_lr_when_the_defaults_change(db, dataset, monkeypatch):
+    """A run stopped before the size rule picked other defaults resumes with what it started with (its checkpoint
+    would refuse another batch size)."""
+    from dff_core.train import defaults
+    from jobs.workflows import run_training
+
+    calls = {"n": 0}
+
+    def stop_after_a_while() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    first = run_training(db, "d", "id", settings={"epochs": 3, "hidden": 16, "device": "cpu"}, seed=1,
+                         should_stop=stop_after_a_while)
+    assert first.status == "cancelled" and (first.config["batch_size"], first.config["lr"]) == (256, 1e-3)
+    monkeypatch.setattr(defaults, "LARGE_DATASET_USERS", 1)  # the defaults now say 1024 / 3e-3 for this dataset
+    resumed = run_training(db, "d", "id", settings={"epochs": 3, "hidden": 16, "device": "cpu"}, seed=1,
+                           run_id=first.id)
+    assert resumed.status == "done" and (resumed.config["batch_size"], resumed.config["lr"]) == (256, 1e-3)
