@@ -94,11 +94,11 @@ def child(args) -> None:
     print(json.dumps({"kind": "run", **row, "device": args.device}))
 
 
-def recbole_cmd(args, work: Path) -> list[str]:
+def recbole_cmd(args, split, work: Path) -> list[str]:
+    """RecBole's atomic file of ``split`` under ``work`` and the command that trains on it."""
     from recbole_runner import write_atomic
 
-    with open(work / "split.pkl", "rb") as fh:
-        write_atomic(pickle.load(fh), work, "ml")
+    write_atomic(split, work, "ml")
     return [sys.executable, str(BENCH / "recbole_runner.py"), str(work), "ml", str(args.epochs), str(args.patience),
             str(args.seed), args.device, str(60 * args.cap_min)]
 
@@ -170,7 +170,7 @@ def main() -> None:
             "--epochs", str(args.epochs), "--patience", str(args.patience), "--seed", str(args.seed),
             "--cap-min", str(args.cap_min)]
     if args.recbole:
-        procs["recbole"] = subprocess.Popen(recbole_cmd(args, work), cwd=work, stdout=subprocess.PIPE,
+        procs["recbole"] = subprocess.Popen(recbole_cmd(args, split, work), cwd=work, stdout=subprocess.PIPE,
                                             stderr=open(out / "recbole.log", "w"), text=True)
     record({"kind": "launch", "runs": runs + (["recbole"] if args.recbole else []),
             "side_by_side": len(procs) + len(runs), "cap_min": args.cap_min})

@@ -7,7 +7,8 @@ one-epoch runs is built first (about a minute on an idle 2-core machine). For ev
 from navigation until Streamlit has finished the run (title rendered, no "running" indicator): the first
 visit of each page (cold: imports, first queries) and the median of the repeats (warm). ``--fresh [N]`` also
 opens every page FIRST on its own fresh server and fresh browser context (the worst first visit: nothing
-cached in the server or the browser yet), N times, and prints the median; the bare page is measured the same way. The first row, ``(bare)``, is the baseline measured the same way in the same run:
+cached in the server or the browser yet), N times, and prints the median; the bare page is measured the same
+way. The first row, ``(bare)``, is the baseline measured the same way in the same run:
 ``bench/bare_streamlit_app.py``, a Streamlit page with a title and nothing else — what Streamlit and the browser
 cost on this machine before any page of ours does anything. Numbers only; on a shared machine they are
 indicative (the load average is printed with them).

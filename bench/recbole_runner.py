@@ -32,7 +32,6 @@ def write_atomic(split, folder, name: str) -> None:
                 fh.write(f"u{u}\ti{item}\t{t}\n")
 
 
-
 class Capped(Exception):
     """Raised from RecBole's epoch callback once the wall-clock cap has passed (after it saved the best model)."""
 
