@@ -11,6 +11,11 @@ It then freezes what exists (``gc.freeze``): Streamlit runs a full garbage colle
 (``runner.postScriptGC``), and with the pages' libraries loaded that pass walked ~180,000 long-lived objects
 (0.08 s per run, measured: every page view and widget click, twice on a fresh server's first visit). Frozen
 objects are skipped, so the pass only sees what a page run allocated.
+
+And it starts Streamlit out of its pages-directory mode. A ``pages/`` folder beside ``app.py`` makes Streamlit run a
+fresh server's first request as the requested page file alone until ``st.navigation`` has run once; app.py then
+has to leave that mode with a rerun (``pages.common.leave_pages_directory_mode``), which cost the first visitor
+0.3-0.5 s. This app always navigates with ``st.navigation``, so the mode is switched off before the server starts.
 """
 from __future__ import annotations
 
@@ -92,7 +97,10 @@ def main(argv: list[str]) -> int:
     warm()
     gc.collect()  # what warming left as garbage goes now; the rest is long-lived (modules, classes, tables)
     gc.freeze()
+    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.web import cli as streamlit_cli
+
+    PagesManager.uses_pages_directory = False  # app.py's st.navigation from the first run (see above)
 
     sys.argv = ["streamlit", "run", str(ROOT / "app.py"), *argv]
     return streamlit_cli.main()

@@ -48,12 +48,19 @@ def _agreement(path: str, keys: tuple[str, ...], labels: tuple[str, ...], finger
 
 
 _fingerprints: dict[str, str] = {}  # this run's: each costs database reads, and a source is asked up to 3 times
+_labels: dict[str, str] = {}
 
 
 def fingerprint(source: nb.Source) -> str:
     if source.key not in _fingerprints:
         _fingerprints[source.key] = nb.fingerprint(db, source)
     return _fingerprints[source.key]
+
+
+def describe(source: nb.Source) -> str:
+    if source.key not in _labels:
+        _labels[source.key] = nb.describe(db, source)
+    return _labels[source.key]
 
 
 def index_for(source: nb.Source) -> nb.NeighbourIndex:
@@ -139,7 +146,7 @@ labels = {}
 for fs in feature_sets:
     labels[f"fs:{fs.id}"] = f"{fs.name} ({fs.kind}, {fs.num_layers} layers × {fs.dim})"
 for run in runs:
-    labels[f"run:{run.id}"] = nb.describe(db, nb.Source("run", run_id=run.id))
+    labels[f"run:{run.id}"] = describe(nb.Source("run", run_id=run.id))
 choices = list(labels)
 c_n, c_k = st.columns([1, 1])
 count = c_n.segmented_control("Representations side by side", [2, 3, 4], default=min(3, max(2, len(choices))),
@@ -171,9 +178,9 @@ for slot, col in enumerate(pick_cols):
 
 shown_cols = st.columns(count)
 for col, source in zip(shown_cols, chosen):
-    with col, reported(f"{nb.describe(db, source)}"):
+    with col, reported(f"{describe(source)}"):
         index = index_for(source)
-        st.markdown(f"**{plain(nb.describe(db, source))}**")
+        st.markdown(f"**{plain(describe(source))}**")
         quality = ("exact" if index.kind == "exact" else
                    f"HNSW, recall@10 {index.recall_at_10:.2f} vs exact")
         ms = index.build_seconds * 1000
@@ -253,7 +260,7 @@ sources_for_matrix = list(dict.fromkeys(chosen + extra_layers))
 if len(sources_for_matrix) >= 2:
     try:
         matrix = _agreement(str(db.path), tuple(s.key for s in sources_for_matrix),
-                            tuple(nb.describe(db, s) for s in sources_for_matrix),
+                            tuple(describe(s) for s in sources_for_matrix),
                             tuple(fingerprint(s) for s in sources_for_matrix), k)
         st.markdown(f"**Overlap@{k} of neighbour lists** (1 = the same {k} neighbours for every sampled video)")
         st.dataframe(heat_table(matrix), key="xp_agreement", width="stretch",

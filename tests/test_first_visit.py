@@ -82,3 +82,21 @@ def test_serve_warms_the_pages_imports_without_torch(tmp_path):
                    "jobs.probes", "jobs.datasets"):
         assert module in done, module
     assert (tmp_path / "db.duckdb").exists()  # the schema is migrated before the first visit
+
+
+def test_serve_starts_streamlit_out_of_pages_directory_mode(tmp_path):
+    """A ``pages/`` folder would make a fresh server's first run the page file alone, then a rerun through app.py
+    (0.3-0.5 s of the first visit); serve.py switches that mode off before handing over to ``streamlit run``."""
+    env = {**os.environ, "DFF_DB": str(tmp_path / "db.duckdb"), "PYTHONPATH": str(ROOT)}
+    script = ("import json, sys, serve\n"
+              "import streamlit.web.cli as cli\n"
+              "from streamlit.runtime.pages_manager import PagesManager\n"
+              "seen = []\n"
+              "cli.main = lambda: seen.append([sys.argv[1:3], PagesManager.uses_pages_directory]) or 0\n"
+              "code = serve.main(['--server.port', '1'])\n"
+              "print(json.dumps([code, seen]))\n")
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    code, seen = json.loads(res.stdout.strip().splitlines()[-1])
+    assert code == 0 and seen == [[["run", str(ROOT / "app.py")], False]]

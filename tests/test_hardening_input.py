@@ -106,7 +106,8 @@ def test_explore_catalog_does_not_serve_escaping_paths(db, tmp_path):
     with db.session() as conn:  # a database written before paths were confined
         conn.execute(sa.text("UPDATE items SET cover_path = '/etc/passwd' WHERE dataset_id = :d"), {"d": ds.id})
     catalog = load_catalog(db, "d")
-    assert catalog.items["cover"].isna().all()
+    assert catalog.items["cover_path"].eq("/etc/passwd").all()
+    assert [catalog.media(i) for i in range(len(catalog.items))] == [None] * len(catalog.items)
 
 
 # ------------------------------------------------------------------------------------------------ uploads

@@ -235,12 +235,14 @@ def test_catalog_cooccurrence_and_search(demo):
     catalog = nb.load_catalog(demo["db"], "demo")
     split = catalog.split
     item = int(np.bincount(np.concatenate(split.train)).argmax())
-    counts = catalog.cooccurrence(item)
-    users = [set(s.tolist()) for s in split.train if item in set(s.tolist())]
-    other = next(iter(counts))
-    assert counts[other] == sum(other in s for s in users) and item not in counts
+    histories = [set(s.tolist()) for s in split.train]
+    for query in (item, 0, int(np.bincount(np.concatenate(split.train)).argmin())):
+        holders = [s for s in histories if query in s]
+        brute = {o: sum(o in s for s in holders) for o in set().union(*holders) - {query}} if holders else {}
+        assert catalog.cooccurrence(query) == brute
+    assert len(catalog.cooccurrence(item)) > 10
     assert catalog.items["popularity"].sum() == sum(len(s) + 2 for s in split.train)
-    assert catalog.items["cover"].notna().sum() > 0
+    assert sum(catalog.media(i) is not None for i in range(len(catalog.items))) > 0
     first = catalog.items.iloc[5]
     assert catalog.search(first["item_id"]).iloc[0]["item_id"] == first["item_id"]
     word = first["title"].split()[0]

@@ -51,7 +51,8 @@ def test_explore_video_and_user(app_server, app_db, page, artifacts):
     expect(main.get_by_role("heading", name="Nearest videos")).to_have_count(1)
 
     # a video with a cover, found by a word of its title
-    target = catalog.items[catalog.items["cover"].notna() & (catalog.items["popularity"] > 0)].iloc[10]
+    target = catalog.items.loc[[i for i in catalog.items.index
+                                if catalog.media(i) and catalog.items.at[i, "popularity"] > 0][10]]
     search = main.get_by_label("Search by title or id")
     search.fill(target["item_id"])
     search.press("Enter")

@@ -104,16 +104,23 @@ def test_hostile_text_renders_as_text_and_bad_cover_shows_why(browser, app_db, a
     assert not [u for u in requests if TRAP in u], [u for u in requests if TRAP in u]
 
 
+# every page on serve.py (python3 dev.py app), and two on a bare ``streamlit run app.py``, whose first run starts in
+# Streamlit's pages-directory mode (serve.py switches that mode off before the server starts)
+FIRST_VISITS = [(slug, True) for slug in PAGES] + [("train", False), ("", False)]
+
+
 def test_every_page_opened_first_on_a_fresh_server(browser, app_db, artifacts, tmp_path):
     db_path = tmp_path / "first.duckdb"
     shutil.copy(app_db.path, db_path)
-    for slug, title in PAGES.items():
+    for slug, serve in FIRST_VISITS:
+        title = PAGES[slug]
         context = browser.new_context(viewport={"width": 1440, "height": 1000})
         page = context.new_page()
         try:
-            with running_app(db_path) as base:               # a fresh server; its worker starts too
+            with running_app(db_path, serve=serve) as base:   # a fresh server; its worker starts too
                 seconds = open_page(page, base, slug)
-                print(f"/{slug}: first request on a fresh server ready in {seconds:.2f} s")
+                print(f"/{slug}: first request on a fresh server ({'serve.py' if serve else 'streamlit run'}) "
+                      f"ready in {seconds:.2f} s")
                 _no_exception(page)
                 main = page.locator('[data-testid="stMain"]')
                 expect(main.locator("h1").first).to_have_text(title)
@@ -124,6 +131,6 @@ def test_every_page_opened_first_on_a_fresh_server(browser, app_db, artifacts, t
                 links = [t.strip().splitlines()[-1] for t in sidebar.locator("a").all_inner_texts()]  # after the icon
                 assert links == NAV, links                      # the app's pages, no helper modules
                 assert page.locator('[data-testid="stSidebarNav"]').count() == 0  # no pages-directory list
-                shot(page, artifacts, f"hardening-first-visit-{slug or 'home'}")
+                shot(page, artifacts, f"hardening-first-visit-{slug or 'home'}{'' if serve else '-streamlit-run'}")
         finally:
             context.close()
