@@ -76,11 +76,12 @@ def list_datasets(db: Database) -> list[DatasetRecord]:
 
 def get_dataset(db: Database, name_or_id: str | int) -> DatasetRecord:
     """Look a dataset up by name, or by numeric id when no dataset has that name."""
-    with db.session() as conn:
-        row = conn.execute(sa.text("SELECT * FROM datasets WHERE name = :n"), {"n": str(name_or_id)}).first()
-        if row is None and str(name_or_id).isdigit():
-            row = conn.execute(sa.text("SELECT * FROM datasets WHERE id = :i"), {"i": int(name_or_id)}).first()
-        known = [r[0] for r in conn.execute(sa.text("SELECT name FROM datasets ORDER BY id"))]
+    ref = str(name_or_id)
+    with db.session() as conn:   # one query (pages look datasets up many times per view); the name wins
+        rows = conn.execute(sa.text("SELECT * FROM datasets WHERE name = :n OR id = :i"),
+                            {"n": ref, "i": int(ref) if ref.isdigit() else -1}).fetchall()
+        row = next((r for r in rows if r.name == ref), rows[0] if rows else None)
+        known = [] if row is not None else [r[0] for r in conn.execute(sa.text("SELECT name FROM datasets ORDER BY id"))]
     if row is None:
         hint = (f"known datasets: {', '.join(known)}" if known
                 else "no dataset is stored yet (try: python -m dff_core demo)")

@@ -79,16 +79,13 @@ def create_feature_set(db: Database, dataset: str | int, name: str, backbone: st
 
 def get_feature_set(db: Database, ref: str | int, dataset: str | int | None = None) -> FeatureSetRecord:
     """By id, or by name (within ``dataset`` when given; names are unique per dataset)."""
-    with db.session() as conn:
-        if dataset is not None:
-            ds = get_dataset(db, dataset)
-            rows = conn.execute(sa.text("SELECT * FROM feature_sets WHERE name = :n AND dataset_id = :d"),
-                                {"n": str(ref), "d": ds.id}).fetchall()
-        else:
-            rows = conn.execute(sa.text("SELECT * FROM feature_sets WHERE name = :n"), {"n": str(ref)}).fetchall()
-        if not rows and str(ref).isdigit():
-            rows = conn.execute(sa.text("SELECT * FROM feature_sets WHERE id = :i"), {"i": int(ref)}).fetchall()
-        known = [r[0] for r in conn.execute(sa.text("SELECT name FROM feature_sets ORDER BY id"))]
+    ref, dataset_id = str(ref), get_dataset(db, dataset).id if dataset is not None else None
+    with db.session() as conn:   # one query (Explore looks sets up many times per view); names win over ids
+        found = conn.execute(sa.text("SELECT * FROM feature_sets WHERE name = :n OR id = :i"),
+                             {"n": ref, "i": int(ref) if ref.isdigit() else -1}).fetchall()
+        rows = [r for r in found if r.name == ref and dataset_id in (None, r.dataset_id)] or \
+               [r for r in found if ref.isdigit() and r.id == int(ref)]
+        known = [] if rows else [r[0] for r in conn.execute(sa.text("SELECT name FROM feature_sets ORDER BY id"))]
     if not rows:
         hint = f"known feature sets: {', '.join(known)}" if known else "no feature set is stored yet"
         raise NotFound(f"no feature set {ref!r}; {hint}")
