@@ -7,7 +7,6 @@ import os
 import streamlit as st
 
 from jobs import neighbours as nb
-from jobs.neighbours import cover_problem
 from pages.common import database, empty_state, heat_table, plain, reported, show_error, user_errors
 from storage import Database, views
 from storage.datasets import get_dataset
@@ -68,20 +67,21 @@ def index_for(source: nb.Source) -> nb.NeighbourIndex:
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
-def _cover_problem(path: str, stamp: float) -> str | None:
-    return cover_problem(path)
+def _thumbnail(path: str, stamp: float, width: int) -> tuple[bytes | None, str | None]:
+    return nb.thumbnail(path, width)
 
 
-def cover(item: int, size: int):
-    """The item's cover, or a placeholder and the reason when there is none or it cannot be decoded."""
+def cover(item: int, width: int):
+    """The item's cover at ``width`` pixels, or a placeholder and the reason when there is none or it cannot be
+    decoded. Made once per file (cached; Streamlit would otherwise shrink every cover on every page run)."""
     path = catalog.media(item, "cover")
     if not path:
-        return nb.placeholder(size), None
+        return nb.placeholder(width), None
     try:
-        problem = _cover_problem(path, os.path.getmtime(path))
+        image, problem = _thumbnail(path, os.path.getmtime(path), width)
     except OSError as exc:
-        problem = f"cannot be read ({exc.strerror})"
-    return (nb.placeholder(size), f"cover unreadable: {problem}") if problem else (path, None)
+        image, problem = None, f"cannot be read ({exc.strerror})"
+    return (nb.placeholder(width), f"cover unreadable: {problem}") if problem else (image, None)
 
 
 def thumb(where, item: int, caption: str | None = None) -> None:
@@ -91,11 +91,14 @@ def thumb(where, item: int, caption: str | None = None) -> None:
     where.image(image, width=THUMB, caption=plain(text) if text else None, alt=title)
 
 
-def item_line(where, rank: int, item: int, extra: str = "") -> None:
-    """A neighbour or recommendation: the title as plain text (never Markdown), then rank, id and score."""
+def item_row(rank: int, item: int, extra: str = "") -> None:
+    """A neighbour or recommendation in one row: thumbnail, then the title as plain text (escaped, never
+    Markdown) over rank, id and score. Three elements a row: a page shows 30-50 of them."""
     row = catalog.items.iloc[item]
-    where.text(row["title"][:60] if row["title"] else "(no title)")
-    where.markdown(f"{rank}. {plain(row['item_id'], code=True)} {extra}")
+    with st.container(horizontal=True, wrap=False, vertical_alignment="center", gap="small"):
+        thumb(st, item)
+        title = plain(row["title"], limit=60) if row["title"] else "(no title)"
+        st.markdown(f"{title}  \n{rank}. {plain(row['item_id'], code=True)} {extra}", width="stretch")
 
 
 ds = get_dataset(db, dataset)
@@ -123,7 +126,7 @@ item = c_pick.selectbox("Video", matches["idx"].tolist(), key="xp_item",
                         help=f"{len(matches)} of {len(catalog.items)} videos match; most watched first")
 row = catalog.items.iloc[item]
 c_cover, c_video, c_info = st.columns([1, 1.4, 2])
-image, problem = cover(item, 224)
+image, problem = cover(item, 200)
 c_cover.image(image, width=200)
 if problem:
     c_cover.caption(plain(problem))
@@ -192,10 +195,8 @@ for col, source in zip(shown_cols, chosen):
         together = sum(1 for i in ids if cowatch.get(int(i)))
         st.caption(f":orange-badge[:material/group: {together} of {len(ids)} co-watched] with this video")
         for rank, (n, score) in enumerate(zip(ids.tolist(), scores.tolist()), 1):
-            left, right = st.columns([1, 2.2], vertical_alignment="center")
-            thumb(left, n)
             badge = f" :orange-badge[co-watched ×{cowatch[n]}]" if cowatch.get(n) else ""
-            item_line(right, rank, n, f"· cos {score:.3f}{badge}")
+            item_row(rank, n, f"· cos {score:.3f}{badge}")
 
 # ---------------------------------------------------------------------------------------- users
 st.subheader("A user's recommendations")
@@ -235,10 +236,8 @@ else:
                 st.markdown(f"{verdict} — held-out next video:")
                 st.text((test["title"] or test["item_id"])[:50])
                 for rank, (n, score) in enumerate(zip(rec.items, rec.scores), 1):
-                    left, right = st.columns([1, 2.2], vertical_alignment="center")
-                    thumb(left, n)
                     mark = " :green-badge[:material/target: test item]" if n == rec.test_item else ""
-                    item_line(right, rank, n, f"· score {score:.2f}{mark}")
+                    item_row(rank, n, f"· score {score:.2f}{mark}")
 
 # ------------------------------------------------------------------------------------- agreement
 st.subheader("Agreement between representations")

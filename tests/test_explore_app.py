@@ -91,7 +91,7 @@ def test_explore_neighbours_recommendations_and_agreement(explored, monkeypatch)
     at.text_input(key="xp_layers_0_1").input("0").run()
     assert not at.exception, [e.value for e in at.exception]
     want = nb.neighbours_of(db, nb.feature_source(db, "syn", "0"), target["item_id"], 10)
-    lines = [m.value for m in at.markdown if re.match(r"\d+\. ", m.value) and "· cos " in m.value]
+    lines = [m.value for m in at.markdown if re.search(r"\n\d+\. ", m.value) and "· cos " in m.value]
     first_column = lines[:10]
     assert [l.split("`")[1] for l in first_column] == [w["item_id"] for w in want]
     assert f"cos {want[0]['score']:.3f}" in first_column[0]

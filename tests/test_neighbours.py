@@ -291,3 +291,25 @@ def test_cli_json_shape_and_errors(demo, capsys):
         code, _, err = run_cli(capsys, db, *args)
         assert code == 2 and message in err, (args, err)
         assert "Traceback" not in err
+
+
+def test_thumbnail_is_small_and_says_why_a_cover_does_not_decode(tmp_path):
+    from io import BytesIO
+
+    from PIL import Image
+
+    cover = tmp_path / "c.jpg"
+    Image.new("RGB", (640, 360), (200, 30, 30)).save(cover, quality=95)
+    data, problem = nb.thumbnail(str(cover), 96)
+    small = Image.open(BytesIO(data))
+    assert problem is None and small.format == "JPEG" and small.size == (96, 54)
+    assert abs(small.getpixel((48, 27))[0] - 200) < 12 and len(data) < cover.stat().st_size
+    tiny = tmp_path / "t.png"
+    Image.new("RGB", (40, 20)).save(tiny)
+    assert Image.open(BytesIO(nb.thumbnail(str(tiny), 96)[0])).size == (40, 20)   # never enlarged
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(cover.read_bytes()[:300])
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    assert nb.thumbnail(str(truncated), 96)[0] is None and "cannot be decoded" in nb.thumbnail(str(truncated), 96)[1]
+    assert nb.thumbnail(str(bad), 96) == (None, "not an image file PIL can read (corrupt or wrong format)")

@@ -18,19 +18,30 @@ def placeholder(size: int = 96) -> np.ndarray:
     return tile
 
 
-def cover_problem(path: str) -> str | None:
-    """None when the file at ``path`` decodes as an image; otherwise why not, in a few words (a corrupt or
-    truncated JPEG, a text file named .jpg), so the page can show a placeholder and say so."""
+def thumbnail(path: str, width: int) -> tuple[bytes | None, str | None]:
+    """``(JPEG bytes at most width pixels wide, None)`` for the image at ``path``, or ``(None, why not)`` in a few
+    words when it does not decode (a corrupt or truncated JPEG, a text file named .jpg).
+
+    One full decode both proves the file is an image and makes the small copy a page shows, so the browser
+    fetches and decodes a thumbnail instead of the whole cover (JPEGs are decoded at a reduced scale, ``draft``)."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            image.draft("RGB", (width, max(1, width * image.height // max(1, image.width))))
             image.load()
+            small = image.convert("RGB")
     except UnidentifiedImageError:
-        return "not an image file PIL can read (corrupt or wrong format)"
+        return None, "not an image file PIL can read (corrupt or wrong format)"
     except (OSError, ValueError, SyntaxError) as exc:  # truncated data, bad headers
-        return f"the image cannot be decoded ({exc})"
-    return None
+        return None, f"the image cannot be decoded ({exc})"
+    if small.width > width:
+        small = small.resize((width, max(1, round(small.height * width / small.width))), Image.LANCZOS)
+    out = io.BytesIO()
+    small.save(out, format="JPEG", quality=88)
+    return out.getvalue(), None
 
 
 @dataclass

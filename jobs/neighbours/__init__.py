@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dff_core.neighbours import (Catalog, NeighbourIndex, Recommendation, RunModel, agreement, build_index,
                                  exact_search, overlap_at_k, placeholder, recall_at_k)
-from dff_core.neighbours.explore import cover_problem
+from dff_core.neighbours.explore import thumbnail
 from storage import Database
 
 from .cache import get_index, get_run_model, load_vectors
@@ -19,9 +19,9 @@ from .sources import (Source, available_sources, dataset_of, describe, feature_s
                       run_source)
 
 __all__ = ["Catalog", "NeighbourIndex", "Recommendation", "RunModel", "Source", "agreement", "available_sources",
-           "build_index", "checkpoint_path", "cover_problem", "dataset_of", "describe", "exact_search",
+           "build_index", "checkpoint_path", "dataset_of", "describe", "exact_search",
            "feature_source", "fingerprint", "get_index", "get_run_model", "layers_label", "load_catalog",
-           "load_run_model", "load_vectors", "neighbours_of", "overlap_at_k", "placeholder", "recall_at_k",
+           "load_run_model", "load_vectors", "neighbours_of", "overlap_at_k", "placeholder", "recall_at_k", "thumbnail",
            "run_source"]
 
 
