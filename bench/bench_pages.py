@@ -4,7 +4,9 @@
 
 Without ``--db`` a temporary database with the demo dataset, a synthetic 6-layer feature set and four
 one-epoch runs is built first (about a minute on an idle 2-core machine). For every page it prints the time
-from navigation until Streamlit has finished the run (title rendered, no "running" indicator): the first
+from navigation until the browser painted the end of Streamlit's script run (title rendered, run state back to
+not running; the page records that moment itself, ``browser_helpers.open_page``, so the 0.15-0.3 s the harness
+spends confirming it by polling is not counted, for the bare page alike): the first
 visit of each page (cold: imports, first queries) and the median of the repeats (warm). ``--fresh [N]`` also
 opens every page FIRST on its own fresh server and fresh browser context (the worst first visit: nothing
 cached in the server or the browser yet), N times, and prints the median; the bare page is measured the same
