@@ -78,8 +78,9 @@ def test_hostile_text_renders_as_text_and_bad_cover_shows_why(browser, app_db, a
                     title = f"{HOSTILE[top % 3]} {top}"
                     assert shown != title  # the catalog above was loaded before the rewrite
                     expect(main.get_by_text(title, exact=True).first).to_be_visible()
-                    expect(main.get_by_text(f"{HOSTILE[0]} ", exact=False).first).to_be_visible()
-                    expect(main.get_by_text("**bold** _it_ # h", exact=False).first).to_be_visible()
+                    # neighbour titles, shown as typed (an invisible word joiner keeps "http://" from linking)
+                    shown_text = main.inner_text().replace("\u2060", "")
+                    assert f"{HOSTILE[0]} " in shown_text and "**bold** _it_ # h" in shown_text
                     # titles are bold in neighbour lists, but "**bold**" inside them stays literal
                     assert main.locator("strong", has_text=re.compile(r"^bold$")).count() == 0
                     assert main.locator("em", has_text=re.compile(r"^it$")).count() == 0
