@@ -66,6 +66,12 @@ def open_page(page, base_url: str, slug: str = "") -> float:
     ``wait_for_app`` confirms the end by polling (two calm checks 150 ms apart), which would add 0.15-0.3 s that
     no visitor waits for; the time returned is when the run's last end was painted, as the page recorded it
     (``_RUN_END_PROBE``), or the polling time where the page recorded none."""
+    return open_page_times(page, base_url, slug)[0]
+
+
+def open_page_times(page, base_url: str, slug: str = "") -> tuple[float, float]:
+    """``open_page``, returning ``(painted, polled)``: the ready time, and when ``wait_for_app`` confirmed it (the
+    measure ``bench_pages.py`` printed before 2026-12-04, kept for comparison)."""
     if id(page) not in _probed:   # once per page: init scripts accumulate
         page.add_init_script(_RUN_END_PROBE)
         _probed.add(id(page))
@@ -74,7 +80,7 @@ def open_page(page, base_url: str, slug: str = "") -> float:
     wait_for_app(page)
     polled = time.time() - t0
     ends = page.evaluate("() => window.__dffRunEnds || []")
-    return min(polled, ends[-1] / 1000 - t0) if ends else polled
+    return (min(polled, ends[-1] / 1000 - t0) if ends else polled), polled
 
 
 def shot(page, artifacts: Path, name: str, max_height: int = 6000) -> Path:
