@@ -74,14 +74,24 @@ def list_datasets(db: Database) -> list[DatasetRecord]:
     return [_record(r) for r in rows]
 
 
+def named_or_numbered(conn, table: str, ref: str) -> list:
+    """Rows of ``table`` whose name is ``ref`` or, when ``ref`` is a number, whose id is: one query for a lookup
+    that pages make many times per view (the caller lets the name win)."""
+    return conn.execute(sa.text(f"SELECT * FROM {table} WHERE name = :n OR id = :i"),
+                        {"n": ref, "i": int(ref) if ref.isdigit() else -1}).fetchall()
+
+
+def known_names(conn, table: str) -> list[str]:
+    return [r[0] for r in conn.execute(sa.text(f"SELECT name FROM {table} ORDER BY id"))]
+
+
 def get_dataset(db: Database, name_or_id: str | int) -> DatasetRecord:
     """Look a dataset up by name, or by numeric id when no dataset has that name."""
     ref = str(name_or_id)
-    with db.session() as conn:   # one query (pages look datasets up many times per view); the name wins
-        rows = conn.execute(sa.text("SELECT * FROM datasets WHERE name = :n OR id = :i"),
-                            {"n": ref, "i": int(ref) if ref.isdigit() else -1}).fetchall()
+    with db.session() as conn:
+        rows = named_or_numbered(conn, "datasets", ref)
         row = next((r for r in rows if r.name == ref), rows[0] if rows else None)
-        known = [] if row is not None else [r[0] for r in conn.execute(sa.text("SELECT name FROM datasets ORDER BY id"))]
+        known = [] if row is not None else known_names(conn, "datasets")
     if row is None:
         hint = (f"known datasets: {', '.join(known)}" if known
                 else "no dataset is stored yet (try: python -m dff_core demo)")

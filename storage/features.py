@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
-from storage.datasets import get_dataset
+from storage.datasets import get_dataset, known_names, named_or_numbered
 from storage.db import Database, NotFound
 from storage.records import FeatureSetRecord, feature_set_from_row
 
@@ -80,12 +80,11 @@ def create_feature_set(db: Database, dataset: str | int, name: str, backbone: st
 def get_feature_set(db: Database, ref: str | int, dataset: str | int | None = None) -> FeatureSetRecord:
     """By id, or by name (within ``dataset`` when given; names are unique per dataset)."""
     ref, dataset_id = str(ref), get_dataset(db, dataset).id if dataset is not None else None
-    with db.session() as conn:   # one query (Explore looks sets up many times per view); names win over ids
-        found = conn.execute(sa.text("SELECT * FROM feature_sets WHERE name = :n OR id = :i"),
-                             {"n": ref, "i": int(ref) if ref.isdigit() else -1}).fetchall()
+    with db.session() as conn:
+        found = named_or_numbered(conn, "feature_sets", ref)
         rows = [r for r in found if r.name == ref and dataset_id in (None, r.dataset_id)] or \
                [r for r in found if ref.isdigit() and r.id == int(ref)]
-        known = [] if rows else [r[0] for r in conn.execute(sa.text("SELECT name FROM feature_sets ORDER BY id"))]
+        known = [] if rows else known_names(conn, "feature_sets")
     if not rows:
         hint = f"known feature sets: {', '.join(known)}" if known else "no feature set is stored yet"
         raise NotFound(f"no feature set {ref!r}; {hint}")

@@ -79,6 +79,7 @@ class Catalog:
         if key not in self._media:
             self._media[key] = resolve_media(self.media_root, self.items.at[int(item), f"{kind}_path"])
         return self._media[key]
+
     def search(self, text: str, limit: int = 100) -> pd.DataFrame:
         """Items whose id or title contains ``text`` (case-insensitive), exact id first, then by popularity."""
         text = (text or "").strip().lower()

@@ -21,8 +21,8 @@ from .sources import (Source, available_sources, dataset_of, describe, feature_s
 __all__ = ["Catalog", "NeighbourIndex", "Recommendation", "RunModel", "Source", "agreement", "available_sources",
            "build_index", "checkpoint_path", "dataset_of", "describe", "exact_search",
            "feature_source", "fingerprint", "get_index", "get_run_model", "layers_label", "load_catalog",
-           "load_run_model", "load_vectors", "neighbours_of", "overlap_at_k", "placeholder", "recall_at_k", "thumbnail",
-           "run_source"]
+           "load_run_model", "load_vectors", "neighbours_of", "overlap_at_k", "placeholder", "recall_at_k",
+           "run_source", "thumbnail"]
 
 
 def neighbours_of(db: Database, source: Source, item_id: str, k: int = 10,

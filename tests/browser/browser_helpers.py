@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,7 +57,7 @@ if (!window.__dffRunEnds) {
   }).observe(document, {subtree: true, attributes: true, attributeFilter: ['data-test-script-state']});
 }
 """
-_probed: set[int] = set()
+_probed: weakref.WeakSet = weakref.WeakSet()   # pages that have the probe
 
 
 def open_page(page, base_url: str, slug: str = "") -> float:
@@ -72,9 +73,9 @@ def open_page(page, base_url: str, slug: str = "") -> float:
 def open_page_times(page, base_url: str, slug: str = "") -> tuple[float, float]:
     """``open_page``, returning ``(painted, polled)``: the ready time, and when ``wait_for_app`` confirmed it (the
     measure ``bench_pages.py`` printed before 2026-12-04, kept for comparison)."""
-    if id(page) not in _probed:   # once per page: init scripts accumulate
+    if page not in _probed:   # once per page: init scripts accumulate
         page.add_init_script(_RUN_END_PROBE)
-        _probed.add(id(page))
+        _probed.add(page)
     t0 = time.time()
     page.goto(f"{base_url}/{slug}", wait_until="domcontentloaded")
     wait_for_app(page)
@@ -135,7 +136,8 @@ def _server_env(db_path: Path) -> dict:
 @contextmanager
 def running_app(db_path: Path, worker: bool = True, script: str = "app.py", serve: bool = True):
     """The dashboard as ``python3 dev.py app`` starts it (``serve.py``: ``streamlit run app.py`` after its
-    imports), or ``streamlit run script`` (``serve=False``, or another script), on ``db_path`` at 127.0.0.1 on a free port; yields the base URL.
+    imports), or ``streamlit run script`` (``serve=False``, or another script), on ``db_path`` at 127.0.0.1 on a
+    free port; yields the base URL.
 
     The server runs in its own process group; on exit that group and the job worker the app started
     (its pid file sits next to the database) are terminated."""
@@ -144,7 +146,8 @@ def running_app(db_path: Path, worker: bool = True, script: str = "app.py", serv
     log_path = db_path.with_name(f"streamlit-{port}.log")
     log = open(log_path, "wb")
     env = dict(_server_env(db_path), DFF_WORKER="1" if worker else "0")
-    launch = ["serve.py"] if script == "app.py" and serve else ["-m", "streamlit", "run", script]  # as dev.py app starts it
+    # serve.py: as python3 dev.py app starts it
+    launch = ["serve.py"] if script == "app.py" and serve else ["-m", "streamlit", "run", script]
     proc = subprocess.Popen(
         [sys.executable, *launch, "--server.address", "127.0.0.1",
          "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
