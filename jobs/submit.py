@@ -333,6 +333,16 @@ def demo_study_plan(db: Database) -> tuple[list[tuple[str, dict]], list[str]]:
     return plan, notes
 
 
+def enqueue_demo_dataset(db: Database) -> int | None:
+    """Queue building the demo dataset alone (Home's *Build the demo dataset*; ``python -m dff_core demo`` builds
+    it in the foreground): the job id, or None when it is stored or already queued."""
+    from jobs.datasets import DEMO_NAME
+
+    if demo_dataset_exists(db, DEMO_NAME) or any(j.kind == "demo" and j.status in ACTIVE for j in list_jobs(db)):
+        return None
+    return enqueue(db, "demo", {})
+
+
 def enqueue_demo_study(db: Database) -> list[int]:
     plan, _ = demo_study_plan(db)
     return [enqueue(db, kind, params, group=DEMO_STUDY if kind != "demo" else None) for kind, params in plan]

@@ -1,9 +1,11 @@
-"""Home: what is stored, what is running, and a one-click demo study."""
+"""Home: what is stored, what is running, the demo dataset on its own, and a one-click demo study with its
+estimated time."""
 from __future__ import annotations
 
 import streamlit as st
 
 from jobs import submit
+from jobs.demo_estimate import demo_study_estimate
 from storage.queue import ACTIVE, list_jobs
 from pages.common import PROGRESS_COLUMN, database, format_seconds, plain, reported
 from storage import views
@@ -26,8 +28,8 @@ demo_box = st.container()  # filled last, above the tables: the plan reads the r
 st.subheader("Datasets")
 table = views.dataset_table(db)
 if table.empty:
-    st.info("No datasets yet — run the demo study above (it builds the demo dataset), or import one on the "
-            "Data page.", icon=":material/info:")
+    st.info("No datasets yet — build the demo dataset above (or run the whole demo study), or import one on "
+            "the Data page.", icon=":material/info:")
 else:
     st.dataframe(table, hide_index=True, width="stretch")
 
@@ -59,16 +61,46 @@ else:
          "epochs"]], hide_index=True, width="stretch")
 
 # ------------------------------------------------------------------------------------------ demo study
+def estimate_text(est) -> str:
+    """``about 9 min 40 s – 26 min`` and where the numbers come from, one line per step."""
+    if not est.steps:
+        return ""
+    some = any(s.measured for s in est.steps)
+    basis = ("measured on this database" if est.measured else "partly measured here, partly from defaults for a "
+             "2-core CPU" if some else "from defaults for a 2-core CPU; runs here make it precise")
+    steps = "; ".join(f"{s.what} {format_seconds(s.low)}–{format_seconds(s.high)}" for s in est.steps)
+    return f"Estimated time: **{format_seconds(est.low)} – {format_seconds(est.high)}** ({basis}): {plain(steps)}."
+
+
+def demo_dataset() -> None:
+    """Build only the demo dataset: what the Data, Train, Explore and Study pages point a newcomer to."""
+    st.subheader("Build the demo dataset")
+    st.write("About 300 rendered micro-videos with titles, covers and 2,000 users' watch sequences (seeded, no "
+             "download), stored as dataset **demo**. Takes about 20 s; nothing is extracted or trained.")
+    if views.demo_dataset_exists(db, "demo"):
+        st.success("The demo dataset is stored.", icon=":material/check_circle:")
+        st.page_link("pages/data.py", label="See it on the Data page", icon=":material/database:")
+    elif any(j.kind == "demo" for j in list_jobs(db) if j.status in ACTIVE):
+        st.info("Building the demo dataset is queued or running.", icon=":material/autorenew:")
+        st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon=":material/pending_actions:")
+    elif st.button("Build the demo dataset", key="demo_dataset", icon=":material/movie:"):
+        with reported("could not queue the demo dataset"):
+            job = submit.enqueue_demo_dataset(db)
+            st.success(f"Queued job #{job}: the demo dataset appears on the Data page in about 20 s.")
+            st.page_link("pages/jobs.py", label="Watch it on the Jobs page", icon=":material/pending_actions:")
+    st.caption("Same as `python -m dff_core demo`.")
+
+
 def demo_study() -> None:
     st.subheader("Run the demo study")
     with st.spinner("Checking which backbones are available…"):
         plan, notes = submit.demo_study_plan(db)
+        families, _ = submit.backbone_families()
     st.write("Builds the demo dataset if needed, extracts demo features (SmolLM2 over titles, EfficientNet-Lite0 over "
              f"frames) and trains the main strategies ({', '.join(submit.MAIN_STRATEGIES)}) with seeds "
              f"{', '.join(map(str, submit.DEMO_SEEDS))} as study **{submit.DEMO_STUDY}** — all as background jobs, "
              f"each run trained to early stopping (patience {submit.DEMO_SETTINGS['patience']}, cap "
-             f"{submit.DEMO_SETTINGS['epochs']} epochs; demo runs usually stop after 15–45 epochs, about 1 s each "
-             "on a 2-core CPU). Then compare them on the Compare page.")
+             f"{submit.DEMO_SETTINGS['epochs']} epochs). Then compare them on the Compare page.")
     for note in notes:
         st.caption(f":material/info: {plain(note)}")
     if not plan:
@@ -77,16 +109,22 @@ def demo_study() -> None:
         c1.page_link("pages/jobs.py", label="Watch the jobs", icon=":material/pending_actions:")
         c2.page_link("pages/compare.py", label="Compare the runs", icon=":material/leaderboard:")
     else:
-        what = {"demo": lambda p: "the demo dataset", "extract": lambda p: f"extraction of {p['name']}",
+        what = {"demo": lambda p: "the demo dataset", "extract": lambda p: f"extraction of {plain(p['name'])}",
                 "sweep": lambda p: f"a sweep of {len(p.get('runs') or [None]) * len(p['seeds'])} training runs"}
         st.caption("Will queue: " + ", ".join(what[kind](p) for kind, p in plan) + ".")
+        st.markdown(estimate_text(demo_study_estimate(db, plan, families)))
         if st.button("Run the demo study", type="primary", key="demo_study"):
             with reported("could not queue the demo study"):
                 ids = submit.enqueue_demo_study(db)
                 st.success(f"Queued jobs {', '.join('#' + str(i) for i in ids)}. The training jobs appear when "
                            "each sweep starts, after its features exist.")
                 st.page_link("pages/jobs.py", label="Watch them on the Jobs page", icon=":material/pending_actions:")
+    st.caption("Same as `python -m dff_core demo-study` (`--plan` shows the plan and estimate only).")
 
 
-with demo_box.container(border=True):
-    demo_study()
+with demo_box:
+    c_data, c_study = st.columns([1, 2])
+    with c_data.container(border=True):
+        demo_dataset()
+    with c_study.container(border=True):
+        demo_study()

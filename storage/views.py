@@ -216,6 +216,28 @@ def epochs_needed(db: Database, dataset: str | None = None) -> list[int]:
             if r.status == "done" and r.ending == "early_stopped" and r.epochs_run]
 
 
+def run_seconds(db: Database, dataset: str) -> list[float]:
+    """Wall seconds of the finished, early-stopped runs of ``dataset``: what the next run like them will take
+    (the demo study's estimate reads them). Empty when the dataset or such runs are missing."""
+    try:
+        ds_id = get_dataset(db, dataset).id
+    except NotFound:
+        return []
+    return [float(r.seconds) for r in list_runs(db, dataset_id=ds_id)
+            if r.status == "done" and r.ending == "early_stopped" and r.seconds]
+
+
+def job_seconds(db: Database, kind: str) -> list[float]:
+    """Wall seconds (start to finish) of the finished jobs of ``kind``, oldest first."""
+    from storage.queue import list_jobs
+
+    out = []
+    for j in list_jobs(db):
+        if j.kind == kind and j.status == "done" and j.started_at is not None and j.finished_at is not None:
+            out.append(max(0.0, (pd.Timestamp(j.finished_at) - pd.Timestamp(j.started_at)).total_seconds()))
+    return out
+
+
 def dataset_users(db: Database, dataset: str) -> int | None:
     """Users of a stored dataset (None when unknown): the training defaults scale with it."""
     try:

@@ -1,0 +1,105 @@
+"""A newcomer's first hour: the demo dataset on its own and the demo study's estimated time (Home and the CLI)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+FAMILY = {"description": "", "poolings": ["all_mean"], "default_pooling": "all_mean", "can_caption": False,
+          "needs_source": False, "available": True}
+FAMILIES = [dict(FAMILY, family="smollm2", inputs=["title"], default_inputs=["title"], num_layers=31, dim=576),
+            dict(FAMILY, family="efficientnet-lite0", inputs=["frames"], default_inputs=["frames"], num_layers=9,
+                 dim=1280)]
+
+
+@pytest.fixture(autouse=True)
+def _setup(monkeypatch):
+    from jobs import submit
+    monkeypatch.setenv("DFF_WORKER", "0")
+    monkeypatch.setattr(submit, "backbone_families", lambda: ([dict(f) for f in FAMILIES], None))
+
+
+def open_home() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=90).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_estimate_defaults_and_measured_rates():
+    from dff_core.demo.estimate import DEMO_EPOCHS, StudyEstimate, build_step, extraction_step, training_step
+
+    est = StudyEstimate([build_step(), extraction_step("x", 10.0, (4.0, 12.0), False), training_step(26)])
+    assert [(s.low, s.high) for s in est.steps] == [(15.0, 25.0), (14.0, 22.0),
+                                                     (26.0 * DEMO_EPOCHS[0], 26.0 * DEMO_EPOCHS[1])]
+    assert est.low == 15 + 14 + 26 * 15 and est.high == 25 + 22 + 26 * 45 and not est.measured
+    measured = StudyEstimate([build_step(20.0), training_step(4, (10.0, 30.0))])
+    assert [(s.low, s.high) for s in measured.steps] == [(15.0, 25.0), (40.0, 120.0)] and measured.measured
+
+
+def test_demo_study_estimate_follows_the_plan(tmp_path):
+    """Fresh database: build + 2 extractions (300 items, model loading included) + 26 runs, all defaults."""
+    from dff_core.estimates import DEFAULT_ITEMS_PER_S
+    from dff_core.load_estimate import MODEL_LOAD_S
+    from jobs import submit
+    from jobs.demo_estimate import demo_study_estimate, plan_runs
+    from storage import Database
+
+    db = Database(tmp_path / "e.duckdb")
+    plan, _ = submit.demo_study_plan(db)
+    est = demo_study_estimate(db, plan, FAMILIES)
+    assert [s.what for s in est.steps] == ["build the demo dataset", "extract smollm2-titles",
+                                           "extract effnet-frames", "26 training runs"]
+    assert plan_runs(plan) == 26
+    smol = 300 / DEFAULT_ITEMS_PER_S["smollm2"]
+    assert est.steps[1].low == pytest.approx(smol + MODEL_LOAD_S["smollm2"][0])
+    assert est.steps[1].high == pytest.approx(smol + MODEL_LOAD_S["smollm2"][1])
+    assert est.low == pytest.approx(sum(s.low for s in est.steps))
+
+
+def test_home_builds_the_demo_dataset_alone(tmp_path, monkeypatch):
+    from storage import Database
+    from storage.queue import list_jobs
+
+    monkeypatch.setenv("DFF_DB", str(tmp_path / "home.duckdb"))
+    at = open_home()
+    assert at.button(key="demo_dataset").label == "Build the demo dataset"
+    assert at.button(key="demo_study").label == "Run the demo study"
+    from jobs import submit
+    from jobs.demo_estimate import demo_study_estimate
+    from pages.common import format_seconds
+    from storage import Database as Db
+
+    est = demo_study_estimate(Db(tmp_path / "home.duckdb"), submit.demo_study_plan(Db(tmp_path / "home.duckdb"))[0],
+                              FAMILIES)
+    text = " ".join(m.value for m in at.markdown)
+    assert f"Estimated time: **{format_seconds(est.low)} – {format_seconds(est.high)}** (from defaults" in text
+    assert "26 training runs 6 min 30 s–19 min 30 s" in text
+    at.button(key="demo_dataset").click().run()
+    assert not at.exception
+    jobs = list_jobs(Database(tmp_path / "home.duckdb"))
+    assert [(j.kind, j.params, j.group_name) for j in jobs] == [("demo", {}, None)]
+    at.run()  # queued: no second button, and the study will not queue a second build
+    assert not any(b.key == "demo_dataset" for b in at.button)
+    assert any("queued or running" in i.value for i in at.info)
+    assert "Will queue: extraction of smollm2\\-titles, extraction of effnet\\-frames, a sweep of 26" in " ".join(c.value for c in at.caption)
+
+
+def test_cli_demo_study_plan_and_queue(tmp_path, capsys):
+    from cli import main
+    from storage import Database
+    from storage.queue import list_jobs
+
+    db = str(tmp_path / "cli.duckdb")
+    assert main(["--db", db, "demo-study", "--plan", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [p["kind"] for p in out["plan"]] == ["demo", "extract", "extract", "sweep"] and out["queued"] == []
+    assert out["estimate"]["low_s"] == pytest.approx(sum(s["low_s"] for s in out["estimate"]["steps"]), abs=0.5)
+    assert list_jobs(Database(db)) == []
+    assert main(["--db", db, "demo-study"]) == 0
+    text = capsys.readouterr().out
+    assert "26 training runs" in text and "total" in text and "queued jobs #1, #2, #3, #4" in text
+    assert [j.kind for j in sorted(list_jobs(Database(db)), key=lambda j: j.id)] == ["demo", "extract", "extract",
+                                                                                     "sweep"]
