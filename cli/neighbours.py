@@ -17,12 +17,15 @@ def _register(sub) -> None:
     p.add_argument("--dataset", default=None, help="only needed when several datasets have a feature set F")
     p.add_argument("--item", required=True, help="the query item's id")
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--similarity", choices=["centred", "top-removed", "raw"], default="centred",
+                   help="cosine of centred vectors (default: the representation's mean removed, as on Explore), "
+                        "the same with the 5 dominant directions removed, or raw cosine")
     p.add_argument("--json", action="store_true", help="print one JSON list of {item_id, score}, best first")
 
 
 def cmd_neighbours(args: argparse.Namespace) -> int:
-    from jobs.neighbours import (describe, feature_source, get_index, load_catalog, neighbours_of,
-                                     run_source)
+    from jobs.neighbours import (METRIC_LABELS, describe, feature_source, get_index, load_catalog, neighbours_of,
+                                 run_source, score_digits)
     from storage.features import get_feature_set
 
     db = _db(args)
@@ -44,17 +47,20 @@ def cmd_neighbours(args: argparse.Namespace) -> int:
     from jobs.neighbours import dataset_of
 
     catalog = load_catalog(db, dataset_of(db, source))
-    rows = neighbours_of(db, source, args.item, args.k, catalog=catalog)
+    rows = neighbours_of(db, source, args.item, args.k, catalog=catalog, metric=args.similarity)
     if args.json:
         print(json.dumps(rows))
         return 0
-    index = get_index(db, source)
+    index = get_index(db, source, metric=args.similarity)
     titles = dict(zip(catalog.items["item_id"], catalog.items["title"]))
     print(f"{describe(db, source)}: {index.kind} index over {index.size} items"
-          + (f" (recall@10 vs exact {index.recall_at_10:.3f})" if index.recall_at_10 is not None else ""))
+          + (f" (recall@10 vs exact {index.recall_at_10:.3f})" if index.recall_at_10 is not None else "")
+          + f"; score: {METRIC_LABELS[index.metric]}")
     print(f"query {args.item}: {titles.get(args.item, '')}")
+    digits = max(4, score_digits([r["score"] for r in rows]))
+    print(f"{'rank':>4} {'item':>12} {'score':>{digits + 3}}  title")
     for rank, r in enumerate(rows, 1):
-        print(f"{rank:>3} {r['item_id']:>12} {r['score']:8.4f}  {titles.get(r['item_id'], '')[:70]}")
+        print(f"{rank:>4} {r['item_id']:>12} {r['score']:{digits + 3}.{digits}f}  {titles.get(r['item_id'], '')[:70]}")
     return 0
 
 

@@ -32,8 +32,8 @@ def _catalog(path: str, dataset: str, stamp: str) -> nb.Catalog:
 
 
 @st.cache_resource(show_spinner="Building the neighbour index…", max_entries=32)
-def _index(path: str, key: str, fingerprint: str) -> nb.NeighbourIndex:
-    return nb.get_index(Database(path), nb.Source.from_key(key))
+def _index(path: str, key: str, fingerprint: str, metric: str = nb.DEFAULT_METRIC) -> nb.NeighbourIndex:
+    return nb.get_index(Database(path), nb.Source.from_key(key), metric=metric)
 
 
 @st.cache_resource(show_spinner="Loading the run's model…", max_entries=8)
@@ -42,8 +42,10 @@ def _run_model(path: str, run_id: int, fingerprint: str) -> nb.RunModel:
 
 
 @st.cache_data(show_spinner="Comparing neighbour lists…", max_entries=16)
-def _agreement(path: str, keys: tuple[str, ...], labels: tuple[str, ...], fingerprints: tuple[str, ...], k: int):
-    return nb.agreement({label: _index(path, key, fp) for key, label, fp in zip(keys, labels, fingerprints)}, k=k)
+def _agreement(path: str, keys: tuple[str, ...], labels: tuple[str, ...], fingerprints: tuple[str, ...], k: int,
+               metric: str = nb.DEFAULT_METRIC):
+    return nb.agreement({label: _index(path, key, fp, metric) for key, label, fp in zip(keys, labels, fingerprints)},
+                        k=k)
 
 
 _fingerprints: dict[str, str] = {}  # this run's: each costs database reads, and a source is asked up to 3 times
@@ -63,7 +65,7 @@ def describe(source: nb.Source) -> str:
 
 
 def index_for(source: nb.Source) -> nb.NeighbourIndex:
-    return _index(str(db.path), source.key, fingerprint(source))
+    return _index(str(db.path), source.key, fingerprint(source), metric)
 
 
 @st.cache_data(show_spinner=False, max_entries=4096)
@@ -151,10 +153,19 @@ for fs in feature_sets:
 for run in runs:
     labels[f"run:{run.id}"] = describe(nb.Source("run", run_id=run.id))
 choices = list(labels)
-c_n, c_k = st.columns([1, 1])
+c_n, c_k, c_m = st.columns([1, 1, 1.2])
 count = c_n.segmented_control("Representations side by side", [2, 3, 4], default=min(3, max(2, len(choices))),
                               key="xp_count") or 2
 k = c_k.slider("Neighbours per representation", 5, 20, 10, key="xp_k")
+metric = c_m.selectbox("Similarity", list(nb.METRICS), key="xp_metric", format_func=nb.METRIC_LABELS.get,
+                       help="Centred (default): each representation's mean vector is removed before the cosine. "
+                            "Mean-pooled LLM hidden states share one dominant direction, so on raw cosine any two "
+                            "videos score about 0.999 and neighbours differ only in the fourth decimal; centred, "
+                            "unrelated videos score near 0. Removing the 5 dominant directions as well doubled "
+                            "how often a demo video's neighbours share its topic (README, Explore). Same as "
+                            "`neighbours --similarity`.")
+st.caption(f"Scores: {nb.METRIC_LABELS[metric]} (1 = same direction, 0 = unrelated"
+           + (", as for two random videos)" if metric != "raw" else "; raw scores of LLM layers all sit near 1)"))
 
 chosen: list[nb.Source] = []
 pick_cols = st.columns(count)
@@ -194,9 +205,10 @@ for col, source in zip(shown_cols, chosen):
         ids, scores = index.search(item, k)
         together = sum(1 for i in ids if cowatch.get(int(i)))
         st.caption(f":orange-badge[:material/group: {together} of {len(ids)} co-watched] with this video")
+        digits = nb.score_digits(scores)
         for rank, (n, score) in enumerate(zip(ids.tolist(), scores.tolist()), 1):
             badge = f" :orange-badge[co-watched ×{cowatch[n]}]" if cowatch.get(n) else ""
-            item_row(rank, n, f"· cos {score:.3f}{badge}")
+            item_row(rank, n, f"· cos {score:.{digits}f}{badge}")
 
 # ---------------------------------------------------------------------------------------- users
 st.subheader("A user's recommendations")
@@ -260,7 +272,7 @@ if len(sources_for_matrix) >= 2:
     try:
         matrix = _agreement(str(db.path), tuple(s.key for s in sources_for_matrix),
                             tuple(describe(s) for s in sources_for_matrix),
-                            tuple(fingerprint(s) for s in sources_for_matrix), k)
+                            tuple(fingerprint(s) for s in sources_for_matrix), k, metric)
         st.markdown(f"**Overlap@{k} of neighbour lists** (1 = the same {k} neighbours for every sampled video)")
         st.dataframe(heat_table(matrix), key="xp_agreement", width="stretch",
                      height=min(35 * len(matrix) + 38, 640))

@@ -278,7 +278,9 @@ def test_cli_json_shape_and_errors(demo, capsys):
     code, out, _ = run_cli(capsys, db, "--run", str(demo["dff"].id), "--item", query, "--json")
     assert code == 0 and len(json.loads(out)) == 10
     code, out, _ = run_cli(capsys, db, "--features", "syn", "--item", query)
-    assert code == 0 and "exact index over" in out and len(out.strip().splitlines()) == 12
+    assert code == 0 and "exact index over" in out and len(out.strip().splitlines()) == 13  # + the header
+    assert "score: cosine of centred vectors" in out and out.splitlines()[2].split() == ["rank", "item", "score",
+                                                                                         "title"]
 
     for args, message in (
             (("--features", "syn", "--item", "nope"), "no item 'nope'"),

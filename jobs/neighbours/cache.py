@@ -14,7 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from dff_core.neighbours.index import NeighbourIndex, build_index, normalise, recall_at_k
+from dff_core.neighbours.index import DEFAULT_METRIC, NeighbourIndex, build_index, check_metric, normalise, recall_at_k
 from jobs.neighbours.models import load_run_model, save_run_vectors, stored_run_vectors
 from jobs.neighbours.sources import Source, fingerprint
 from storage import Database
@@ -33,16 +33,18 @@ def clear() -> None:
         _models.clear()
 
 
-def _disk_path(db: Database, source: Source, fp: str) -> Path:
-    return db.side_dir("neighbours") / f"{source.key.replace(':', '_').replace(',', '-')}-{fp}.faiss"
+def _disk_path(db: Database, source: Source, fp: str, metric: str = DEFAULT_METRIC) -> Path:
+    tag = "" if metric == "raw" else f"_{metric}"  # raw-cosine graphs keep the name they had before centring
+    return db.side_dir("neighbours") / f"{source.key.replace(':', '_').replace(',', '-')}{tag}-{fp}.faiss"
 
 
 def get_index(db: Database, source: Source, *, kind: str = "auto", exact_max_items: int | None = None,
-              disk: bool = False) -> NeighbourIndex:
-    """The cached index for ``source``; built (or read from disk) when missing or when its fingerprint
-    no longer matches the stored data."""
+              disk: bool = False, metric: str = DEFAULT_METRIC) -> NeighbourIndex:
+    """The cached index for ``source`` under ``metric`` (``centred`` or ``raw`` cosine,
+    ``dff_core.neighbours.index``); built (or read from disk) when missing or when its fingerprint no longer
+    matches the stored data."""
     fp = fingerprint(db, source)
-    key = (str(db.path), f"{source.key}|{kind}|{exact_max_items}")
+    key = (str(db.path), f"{source.key}|{kind}|{exact_max_items}|{check_metric(metric)}")
     with _lock:
         hit = _indices.get(key)
         if hit is not None and hit.fingerprint == fp:
@@ -51,11 +53,12 @@ def get_index(db: Database, source: Source, *, kind: str = "auto", exact_max_ite
             return hit
     vectors, present = load_vectors(db, source)
     index = None
-    path = _disk_path(db, source, fp)
+    path = _disk_path(db, source, fp, metric)
     if disk and path.exists():
-        index = _read(path, vectors, present, fp)
+        index = _read(path, vectors, present, fp, metric)
     if index is None:
-        index = build_index(vectors, present, kind=kind, exact_max_items=exact_max_items, fingerprint=fp)
+        index = build_index(vectors, present, kind=kind, exact_max_items=exact_max_items, fingerprint=fp,
+                            metric=metric)
         stats["builds"] += 1
         if disk and index.kind != "exact":
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,10 +75,9 @@ def get_index(db: Database, source: Source, *, kind: str = "auto", exact_max_ite
     return index
 
 
-def _read(path: Path, vectors: np.ndarray, present: np.ndarray | None, fp: str) -> NeighbourIndex | None:
-    x, ok = normalise(vectors)
-    if present is not None:
-        ok &= np.asarray(present, dtype=bool)
+def _read(path: Path, vectors: np.ndarray, present: np.ndarray | None, fp: str,
+          metric: str = DEFAULT_METRIC) -> NeighbourIndex | None:
+    x, ok = normalise(vectors, metric, present)
     try:
         raw = faiss.read_index(str(path))
     except RuntimeError:
@@ -84,7 +86,7 @@ def _read(path: Path, vectors: np.ndarray, present: np.ndarray | None, fp: str) 
     if raw.ntotal != len(ids) or raw.d != x.shape[1]:
         return None
     stats["disk_loads"] += 1
-    index = NeighbourIndex(kind="hnsw", index=raw, vectors=x, ids=ids, present=ok, fingerprint=fp)
+    index = NeighbourIndex(kind="hnsw", index=raw, vectors=x, ids=ids, present=ok, fingerprint=fp, metric=metric)
     index.recall_at_10 = recall_at_k(index)
     return index
 
