@@ -1,4 +1,4 @@
-"""``python -m dff_core extract`` / ``import-features`` / ``features``: item features into storage."""
+"""``python -m dff_core extract`` / ``import-features`` / ``delete-features`` / ``features``: item features into storage."""
 from __future__ import annotations
 
 import argparse
@@ -94,6 +94,10 @@ def _register(sub) -> None:
     p.add_argument("--npz", required=True, help="output file (.npz): item_ids [n], features [n, layers, dim] float32")
     p.add_argument("--layers", default=None, help="all (default) | A-B | i,j,k (0 = embedding output)")
 
+    p = sub.add_parser("delete-features", help="delete a feature set (a stuck import too); runs keep their results")
+    p.add_argument("name")
+    p.add_argument("--dataset", default=None, help="the dataset (needed when several have a set of this name)")
+
     p = sub.add_parser("features", help="list stored feature sets")
     p.add_argument("--dataset", default=None)
     p.add_argument("--json", action="store_true")
@@ -119,6 +123,14 @@ def cmd_export_features(args: argparse.Namespace) -> int:
     out = export_features_npz(_db(args), args.name, args.npz, dataset=args.dataset, layers=args.layers)
     print(f"wrote {out['path']}: {out['items']} items x {len(out['layers'])} layers x {out['dim']} dims (float32)"
           + (f"; {out['missing']} items without vectors left out" if out["missing"] else ""))
+    return 0
+
+
+def cmd_delete_features(args: argparse.Namespace) -> int:
+    from storage.removal import delete_features
+
+    fs = delete_features(_db(args), args.name, dataset=args.dataset)
+    print(f"deleted feature set {fs.name!r} (id {fs.id})")
     return 0
 
 
@@ -150,6 +162,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 EXTENSIONS.append(_register)
 COMMANDS["import-features"] = cmd_import_features
+COMMANDS["delete-features"] = cmd_delete_features
 COMMANDS["extract"] = cmd_extract
 COMMANDS["features"] = cmd_features
 COMMANDS["export-features"] = cmd_export_features

@@ -37,8 +37,11 @@ def _register(sub) -> None:
     from cli.extract import add_extract_options
     add_extract_options(e)
 
-    for name, text in (("cancel", "cancel a queued or running job"), ("retry", "run a failed/cancelled job again"),
-                       ("resume", "continue an interrupted job")):
+    p = sub.add_parser("cancel", help="cancel a queued or running job, or a whole study/sweep (--group)")
+    p.add_argument("job_id", type=int, nargs="?", default=None)
+    p.add_argument("--group", "--study", dest="group", default=None,
+                   help="cancel every queued, running or interrupted job of this study, sweep or group at once")
+    for name, text in (("retry", "run a failed/cancelled job again"), ("resume", "continue an interrupted job")):
         p = sub.add_parser(name, help=text)
         p.add_argument("job_id", type=int)
 
@@ -104,7 +107,14 @@ def cmd_control(args: argparse.Namespace) -> int:
     from storage import queue
 
     db = _db(args)
-    if args.command == "cancel":
+    if args.command == "cancel" and (args.job_id is None) == (args.group is None):
+        from jobs.errors import UsageError
+        raise UsageError("cancel takes a job id or --group NAME (a study or sweep), one of the two")
+    if args.command == "cancel" and args.group is not None:
+        counts = queue.cancel_group(db, args.group)
+        print(f"group {args.group!r}: {counts['cancelled']} job(s) cancelled, {counts['stopping']} running job(s) "
+              "asked to stop")
+    elif args.command == "cancel":
         print(f"job {args.job_id}: {queue.request_cancel(db, args.job_id)}")
     elif args.command == "retry":
         queue.retry(db, args.job_id)

@@ -1,20 +1,26 @@
 """What a job handler sees (``JobContext``): progress reporting, logging and the cancel flag, written to the
-job's row. Apart from ``jobs.runner`` so that the handlers it runs need not import the runner back."""
+job's row. Apart from ``jobs.runner`` so that the handlers it runs need not import the runner back.
+
+Every write goes out under the job's claim (``owner``, a ``storage.owners.Owner``): once the job is no longer
+this runner's (requeued, claimed again, finished elsewhere), a write raises ``NotOwner`` and nothing is written;
+the runner then stops without touching the job, its run or its feature set again."""
 from __future__ import annotations
 
 import threading
 import time
 
 from storage import Database, queue
+from storage.owners import Owner
 
 REPORT_EVERY_S = 0.5
 
 
 class JobContext:
-    """What a job handler sees: progress reporting, logging and the cancel flag."""
+    """What a job handler sees: progress reporting, logging, the cancel flag and the claim (``owner``)."""
 
-    def __init__(self, db: Database, job: queue.Job):
+    def __init__(self, db: Database, job: queue.Job, owner: Owner | None = None):
         self.db, self.job = db, job
+        self.owner = owner if owner is not None else (Owner(job.id, job.claim_token) if job.claim_token else None)
         self._last_report = 0.0
         self._cancel = False
         self._started = time.monotonic()
@@ -31,16 +37,17 @@ class JobContext:
         eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
         with self._lock:
             self._cancel = queue.report(self.db, self.job.id, progress=fraction, step=step, eta_seconds=eta,
-                                        result_update=result_update) or self._cancel
+                                        result_update=result_update, owner=self.owner) or self._cancel
             self._last_report = now
 
     def log(self, line: str) -> None:
         with self._lock:
-            self._cancel = queue.report(self.db, self.job.id, log=f"[{time.strftime('%H:%M:%S')}] {line}") or self._cancel
+            self._cancel = queue.report(self.db, self.job.id, log=f"[{time.strftime('%H:%M:%S')}] {line}",
+                                        owner=self.owner) or self._cancel
 
     def should_stop(self) -> bool:
         return self._cancel
 
     def heartbeat(self) -> None:
         with self._lock:
-            self._cancel = queue.report(self.db, self.job.id) or self._cancel
+            self._cancel = queue.report(self.db, self.job.id, owner=self.owner) or self._cancel

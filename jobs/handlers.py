@@ -20,7 +20,8 @@ def handle_train(db: Database, job: queue.Job, ctx: JobContext) -> None:
                        job_id=job.id, run_id=run_id,
                        progress=lambda f, s: ctx.progress(f, s),
                        log=ctx.log, should_stop=ctx.should_stop,
-                       on_run=lambda rid: ctx.progress(0.0, "training", force=True, result_update={"run_id": rid}))
+                       on_run=lambda rid: ctx.progress(0.0, "training", force=True, result_update={"run_id": rid}),
+                       owner=ctx.owner)
     t = (run.result or {}).get("test") or {}
     if run.status == "done":
         ctx.log(f"run {run.id} done: test NDCG@10 {t.get('NDCG@10', 0):.4f}, HR@10 {t.get('HR@10', 0):.4f}")
@@ -66,7 +67,10 @@ def handle_sweep(db: Database, job: queue.Job, ctx: JobContext) -> None:
     if children:
         ctx.log(f"sweep already expanded into jobs {children}")
         return
-    ids = [queue.enqueue(db, "train", p, group=job.params["study"], parent_id=job.id) for p in expand_sweep(job.params)]
+    ctx.progress(0.0, "expanding", force=True)  # learns of a cancel that came first: then nothing is queued
+    if ctx.should_stop():
+        return
+    ids = queue.enqueue_many(db, "train", expand_sweep(job.params), group=job.params["study"], parent_id=job.id)
     ctx.progress(1.0, f"queued {len(ids)} training runs", force=True, result_update={"children": ids})
     ctx.log(f"queued {len(ids)} training jobs for study {job.params['study']!r}: {ids}")
 
@@ -90,7 +94,7 @@ def handle_extract(db: Database, job: queue.Job, ctx: JobContext) -> None:
     from jobs.workflows import run_extraction
 
     run_extraction(db, **job.params, progress=lambda f, s: ctx.progress(f, s), log=ctx.log,
-                   should_stop=ctx.should_stop)
+                   should_stop=ctx.should_stop, owner=ctx.owner)
 
 
 def handle_demo(db: Database, job: queue.Job, ctx: JobContext) -> None:

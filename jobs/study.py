@@ -7,7 +7,7 @@ import pandas as pd
 from dff_core.study.plan import StudyRequest, sweep_params
 from dff_core.study.verdicts import StudyData, assign_roles
 from jobs.handlers import expand_sweep
-from jobs.submit import check_train_params, check_train_settings
+from jobs.submit import check_run_count, check_seed_count, check_train_params, check_train_settings
 from storage import Database
 from storage.datasets import get_dataset
 from storage.db import NotFound
@@ -36,6 +36,8 @@ def queue_study(db: Database, request: StudyRequest) -> int:
         cap = get_feature_set(db, request.captions, dataset=ds.id)
         check_train_params(db, {"dataset": ds.name, "strategy": "caption", "features": cap.name, "layers": "all"})
     params = sweep_params(request, fs.num_layers)
+    check_seed_count(len(params.get("seeds") or []))
+    check_run_count(len(expand_sweep(params)), f"study {params['study']!r}")
     for run in params["runs"]:
         check_train_params(db, {"dataset": ds.name, **run})
     study = params["study"]

@@ -6,6 +6,7 @@ is refused here, before anything is queued, with a message that says what to cha
 """
 from __future__ import annotations
 
+import os
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,10 @@ DEMO_BACKBONES = (("smollm2", "smollm2-titles", ["title"]), ("efficientnet-lite0
 # improving. Early stopping ends demo runs after ~15-40 epochs; the cap only bounds the worst case.
 DEMO_SETTINGS = {"epochs": 200, "patience": 5}
 DEMO_SEEDS = [1, 2]
+# bounds on what one action may queue (settings: DFF_MAX_SEEDS, DFF_MAX_RUNS): a typo such as 1000000 seeds is
+# refused in one line instead of planning millions of runs or queueing thousands of jobs nobody meant
+MAX_SEEDS = int(os.environ.get("DFF_MAX_SEEDS", "100"))
+MAX_RUNS = int(os.environ.get("DFF_MAX_RUNS", "2000"))
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -83,6 +88,8 @@ def parse_seeds(text: str | int, *, number_is_count: bool = False) -> list[int]:
     ``submit sweep --seeds``, the Train page's sweep), or with ``number_is_count`` a count (``3`` -> [1, 2, 3]:
     ``study --seeds``, the Study page, where "how many seeds" is the question)."""
     text = str(text).strip()
+    if number_is_count and text.isdigit():
+        check_seed_count(int(text))  # before a list of that many is built
     try:
         if number_is_count and text.isdigit():
             seeds = list(range(1, int(text) + 1))
@@ -93,7 +100,23 @@ def parse_seeds(text: str | int, *, number_is_count: bool = False) -> list[int]:
         raise ValueError(f"seeds: give {form}, not {text!r}") from None
     if not seeds:
         raise ValueError("give at least one seed")
+    check_seed_count(len(seeds))
     return seeds
+
+
+def check_seed_count(count: int) -> None:
+    """Refuse more than ``MAX_SEEDS`` seeds (the setting ``DFF_MAX_SEEDS``), before any list is built."""
+    if count > MAX_SEEDS:
+        raise ValueError(f"seeds: {count:,} is more than this installation allows ({MAX_SEEDS}); give fewer, "
+                         "or raise the bound with DFF_MAX_SEEDS")
+
+
+def check_run_count(count: int, what: str = "this sweep") -> None:
+    """Refuse queueing more than ``MAX_RUNS`` training runs in one action (the setting ``DFF_MAX_RUNS``)."""
+    if count > MAX_RUNS:
+        raise ValueError(f"{what} would queue {count:,} training runs, more than this installation allows "
+                         f"({MAX_RUNS:,}); use fewer seeds, strategies or layer choices, or raise the bound with "
+                         "DFF_MAX_RUNS")
 
 
 def parse_layer_choices(text: str) -> list[str]:
@@ -133,6 +156,8 @@ def enqueue_sweep(db: Database, dataset: str, features: str | None, strategies: 
         raise ValueError(f"unknown strategies {bad}; choose from {', '.join(STRATEGIES)}")
     if not seeds:
         raise ValueError("give at least one seed")
+    check_seed_count(len(seeds))
+    check_run_count(sweep_runs(strategies, layer_choices, seeds))
     feature_strats = [s for s in strategies if s != "id"]
     check_train_settings(settings)
     for layers in layer_choices:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from storage import queue
 from storage import Database
+from storage.owners import NotOwner, Owner
 
 POLL_S = 0.5
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ def run_worker(db: Database, concurrency: int = 1, once: bool = False, idle_exit
                parent_pid: int | None = None) -> None:
     """Claim and run jobs until stopped (``once``: until the queue is empty and nothing runs; ``parent_pid``:
     until that process — the dashboard — is gone and the running jobs have finished)."""
-    children: dict[int, subprocess.Popen] = {}
+    children: dict[int, tuple[subprocess.Popen, str]] = {}  # job id -> (runner, claim token)
     app_gone_since: float | None = None
     queue.mark_stale(db)
     last_stale_check = time.monotonic()
@@ -47,21 +48,19 @@ def run_worker(db: Database, concurrency: int = 1, once: bool = False, idle_exit
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see dff_core/__main__.py: spinning threads on shared CPUs
     while True:
-        for job_id, proc in list(children.items()):
+        for job_id, (proc, token) in list(children.items()):
             if proc.poll() is not None:
                 del children[job_id]
-                job = queue.get_job(db, job_id, fresh=False)  # its process is gone: it failed, not "interrupted"
-                if job.status == "running":  # the runner died before recording an outcome
-                    queue.finish(db, job_id, "failed",
-                                 error=f"the job process exited with status {proc.returncode} (out of memory?)")
+                _reap(db, job_id, token, proc.returncode)
         if app_gone_since is None and not _parent_alive(parent_pid):
             app_gone_since = time.monotonic()
         while app_gone_since is None and len(children) < concurrency:
             job = queue.claim_next(db, os.getpid())
             if job is None:
                 break
-            children[job.id] = subprocess.Popen(
-                [sys.executable, "-m", "jobs.runner", str(job.id), "--db", str(db.path)], cwd=str(ROOT), env=env)
+            children[job.id] = (subprocess.Popen(
+                [sys.executable, "-m", "jobs.runner", str(job.id), "--db", str(db.path), "--token", job.claim_token],
+                cwd=str(ROOT), env=env), job.claim_token)
         if children:
             idle_since = time.monotonic()
         elif once:
@@ -76,13 +75,24 @@ def run_worker(db: Database, concurrency: int = 1, once: bool = False, idle_exit
         time.sleep(POLL_S)
 
 
+def _reap(db: Database, job_id: int, token: str, returncode: int) -> None:
+    """A runner exited. If the job is still running under the claim this worker gave it, the runner died
+    before recording an outcome (killed, out of memory): the job fails, and its run and feature set with it
+    (``queue.finish`` cascades). A job that ended or moved on meanwhile is left alone."""
+    try:
+        queue.finish(db, job_id, "failed", owner=Owner(job_id, token),
+                     error=f"the job process exited with status {returncode} (killed, or out of memory?)")
+    except NotOwner:
+        pass
+
+
 def ensure_worker(db: Database, concurrency: int | None = None) -> int:
     """Start a background worker for ``db`` unless one is alive; returns its pid."""
     pid_file = _pid_file(db)
     if pid_file.exists():
         try:
             pid = int(pid_file.read_text().strip())
-            if queue._pid_alive(pid):
+            if queue._pid_alive(pid):  # a bare pid: the file names no start time
                 return pid
         except ValueError:
             pass

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from storage import Database
+from storage.owners import NotOwner, Owner
 from dff_core.layers import parse_layers
 from dff_core.metric_names import METRICS
 from dff_core.neighbours.runs import item_vectors
@@ -28,10 +29,12 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
                  study: str | None = None, job_id: int | None = None, run_id: int | None = None,
                  progress: Progress | None = None, log: Callable[[str], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 on_run: Callable[[int], None] | None = None) -> RunRecord:
+                 on_run: Callable[[int], None] | None = None, owner: Owner | None = None) -> RunRecord:
     """Train and evaluate one SASRec run; every epoch's metrics go to storage as they happen.
 
-    ``run_id`` continues an existing run from its last checkpoint (after a crash or a cancel)."""
+    ``run_id`` continues an existing run from its last checkpoint (after a crash or a cancel). ``owner`` (a
+    job runner's claim) fences every write to the run: once the job is no longer this runner's, the next
+    write raises ``NotOwner`` and the run is left to its new owner, untouched."""
     from dff_core.eval.evaluate import popularity_baseline
     from dff_core.models.item_encoders import FEATURE_STRATEGIES
     from dff_core.endings import CAPPED_IMPROVING
@@ -70,10 +73,10 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
               "backbone": fs.backbone if fs else None, "items_without_features": missing, "engine": "local"}
     if run_id is None:
         run = create_run(db, ds.id, strategy, config, feature_set_id=fs.id if fs else None, layers=layer_ids,
-                         seed=seed, study=study, job_id=job_id)
+                         seed=seed, study=study, job_id=job_id, owner=owner)
     else:
         run = get_run(db, run_id)
-        set_run_status(db, run.id, "running")
+        set_run_status(db, run.id, "running", owner=owner)
     if on_run:
         on_run(run.id)
     checkpoint_dir = run_checkpoint_dir(db, run.id)
@@ -102,7 +105,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
                                f"loss {event['loss']:.4f}")
         elif event["type"] == "epoch":
             epoch = event["epoch"]
-            store_epoch(db, run.id, event, layer_ids)
+            store_epoch(db, run.id, event, layer_ids, owner=owner)
             if log and not event.get("replayed"):
                 val = event.get("val") or {}
                 log(f"epoch {epoch}: loss {event['loss']:.4f}, val NDCG@10 {val.get('NDCG@10', float('nan')):.4f}, "
@@ -116,15 +119,17 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     try:
         result = train(split, cfg, features=feats, checkpoint_dir=checkpoint_dir, callback=on_event,
                        should_stop=should_stop)
+    except NotOwner:
+        raise  # the run is someone else's now: not a word more about it
     except Exception as exc:
-        finish_run(db, run.id, "failed", error=f"{type(exc).__name__}: {exc}")
+        finish_run(db, run.id, "failed", error=f"{type(exc).__name__}: {exc}", owner=owner)
         raise
     if result.cancelled:
         finish_run(db, run.id, "cancelled", epochs_run=result.epochs_run, seconds=result.seconds,
-                   best_epoch=result.best_epoch or None, ending=result.ending)
+                   best_epoch=result.best_epoch or None, ending=result.ending, owner=owner)
         return get_run(db, run.id)
     store_result(db, run.id, result.to_dict(), layer_ids, popularity_baseline(split, "test").metrics,
-                 time.perf_counter() - start)
+                 time.perf_counter() - start, owner=owner)
     if result.model is not None:  # Explore reads a run's item vectors without loading torch or the model
         save_run_vectors(db, run.id, item_vectors(result.model))
     if log and result.ending == CAPPED_IMPROVING:
@@ -132,28 +137,29 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     return get_run(db, run.id)
 
 
-def store_epoch(db: Database, run_id: int, event: dict, layer_ids: list[int] | None) -> None:
+def store_epoch(db: Database, run_id: int, event: dict, layer_ids: list[int] | None, *,
+                owner: Owner | None = None) -> None:
     """One epoch event (or history record) of ``train`` into the metrics table: train loss and seconds,
     validation metrics, DFF layer weights keyed by the stored layer number. Upserts: replaying is harmless."""
     epoch = event["epoch"]
     train_values = {"loss": event["loss"], "seconds": event["seconds"], "gate_mean": event.get("gate_mean")}
-    log_metrics(db, run_id, epoch, "train", train_values)
+    log_metrics(db, run_id, epoch, "train", train_values, owner=owner)
     if event.get("val"):
-        log_metrics(db, run_id, epoch, "val", {k: event["val"][k] for k in METRICS if k in event["val"]})
+        log_metrics(db, run_id, epoch, "val", {k: event["val"][k] for k in METRICS if k in event["val"]}, owner=owner)
     weights = event.get("layer_weights")
     if weights:
         log_metrics(db, run_id, epoch, "layer_weight",
-                    {str(layer_ids[int(k)] if layer_ids else k): w for k, w in weights.items()})
+                    {str(layer_ids[int(k)] if layer_ids else k): w for k, w in weights.items()}, owner=owner)
 
 
 def store_result(db: Database, run_id: int, result: dict, layer_ids: list[int] | None, popularity_test: dict,
-                 wall_seconds: float) -> None:
+                 wall_seconds: float, *, owner: Owner | None = None) -> None:
     """A finished ``train`` result (``TrainResult.to_dict()``) as the run's test metrics and summary; status done.
 
     Shared by the local engine and the Ray sweep driver, so both store exactly the same fields."""
     weights = ({str(layer_ids[int(k)] if layer_ids else k): float(w) for k, w in result["layer_weights"].items()}
                if result.get("layer_weights") else None)
-    log_metrics(db, run_id, result["best_epoch"], "test", {k: result["test"][k] for k in METRICS})
+    log_metrics(db, run_id, result["best_epoch"], "test", {k: result["test"][k] for k in METRICS}, owner=owner)
     summary = {
         "val": {k: result["val"][k] for k in METRICS}, "test": {k: result["test"][k] for k in METRICS},
         "val_buckets": result["val_buckets"], "test_buckets": result["test_buckets"], "layer_weights": weights,
@@ -161,7 +167,8 @@ def store_result(db: Database, run_id: int, result: dict, layer_ids: list[int] |
         "popularity_test": dict(popularity_test), "wall_seconds": wall_seconds,
     }
     finish_run(db, run_id, "done", result=summary, best_epoch=result["best_epoch"], epochs_run=result["epochs_run"],
-               seconds=result["seconds"], seconds_per_epoch=result["seconds_per_epoch"], ending=result.get("ending"))
+               seconds=result["seconds"], seconds_per_epoch=result["seconds_per_epoch"], ending=result.get("ending"),
+               owner=owner)
 
 
 def capped_warning(run_id: int, epochs: int, best_epoch: int) -> str:
@@ -216,10 +223,14 @@ def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: s
     file imported into a subset) are skipped and counted in the set's stats (``skipped_unknown_items``),
     and the file is refused only when none match. Everything is checked before anything is stored. The
     storage type is float16 only when the values survive it (``storage.features.choose_dtype``); the reason is
-    kept in the stats (``dtype_reason``)."""
+    kept in the stats (``dtype_reason``).
+
+    Never stuck: an import that was killed part-way (its set left ``running`` by a writer that is gone, or
+    ``interrupted``/``failed``) is resumed by importing again under the same name — items already stored are
+    skipped, the rest written, the set finished. An error on the way removes the set again."""
     from storage.datasets import load_items
     from storage.features import (choose_dtype, create_feature_set, delete_feature_set, finish_feature_set,
-                                  write_vectors)
+                                  stored_items, unfinished_import, write_vectors)
 
     path = Path(npz_path)
     ids, feats = _read_features_npz(path)
@@ -238,12 +249,19 @@ def import_features_npz(db: Database, name: str, dataset: str | int, npz_path: s
     skipped = int((~known).sum())
     ids, feats = ids[known], feats[known]
     reason = f"{dtype} requested"
-    if dtype is None:
+    prior = unfinished_import(db, ds.id, name)
+    if prior is not None and dtype is None:
+        dtype, reason = prior.dtype, prior.stats.get("dtype_reason") or f"{prior.dtype}, as the import started"
+    elif dtype is None:
         dtype, reason = choose_dtype(feats)
     fs = create_feature_set(db, ds.id, name, backbone, feats.shape[1], feats.shape[2], dtype=dtype,
-                            params={"source": str(path)}, storage=storage)
+                            params={"source": str(path)}, storage=storage, exist_ok=prior is not None)
     try:
         idx = np.array([index[i] for i in ids])
+        if prior is not None:  # resume: what the killed import stored stays, the rest follows
+            todo = ~np.isin(idx, np.fromiter(stored_items(db, fs), dtype=np.int64))
+            idx, feats = idx[todo], feats[todo]
+        finish_feature_set(db, fs, "running", {"dtype_reason": reason})
         for s in range(0, len(idx), 2000):
             write_vectors(db, fs, idx[s:s + 2000], feats[s:s + 2000])
     except Exception:
@@ -344,7 +362,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
                    storage: str = "duckdb", engine: str = "local", address: str | None = None,
                    device: str = "auto", compute_dtype: str = "auto", quantize: str = "none",
                    progress: Progress | None = None, log: Callable[[str], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> FeatureSetRecord:
+                   should_stop: Callable[[], bool] | None = None, owner: Owner | None = None) -> FeatureSetRecord:
     """Extract a feature set into storage, resumably: items already stored are skipped, each batch is
     written as it finishes, and a failing item is recorded with its reason while the rest go on.
 
@@ -355,7 +373,9 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
 
     ``device`` (auto | cpu | cuda[:N]), ``compute_dtype`` (auto | float32 | bfloat16) and ``quantize``
     (none | int8) say where and how the backbone computes; the resolved choice is stored in the feature
-    set's params (``device``, ``compute_dtype``, ``quantize``). ``dtype`` is how the vectors are stored."""
+    set's params (``device``, ``compute_dtype``, ``quantize``). ``dtype`` is how the vectors are stored.
+    ``owner`` (a job runner's claim) fences every write to the feature set, and ties the set's status to
+    the job's (``storage.queue``)."""
     from dff_core.backbones import family_class, load_backbone, parse_spec, resolve_precision
     from dff_core.devices import device_name, resolve_device
     from dff_core.extraction import ExtractItem, caption_and_embed, extract
@@ -410,7 +430,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
     def on_failure(idx: int, reason: str) -> None:
         nonlocal failed
         failed += 1
-        record_failure(db, fs, idx, reason)
+        record_failure(db, fs, idx, reason, owner=owner)
         if log:
             log(f"item {items.at[idx, 'item_id']}: {reason}")
 
@@ -423,13 +443,13 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
         encoder = load_backbone(text_encoder, device=ran["device"])
         fs = create_feature_set(db, ds.id, name, f"{backbone} -> {text_encoder}", 1, encoder.dim, kind="caption",
                                 inputs=list(inputs), pooling="sentence", params={**params, "text_encoder": text_encoder},
-                                dtype=dtype, exist_ok=True, storage=storage)
+                                dtype=dtype, exist_ok=True, storage=storage, owner=owner)
         _same_precision(fs, ran)
         skip = stored_items(db, fs)
 
         def on_batch_caption(idx: list[int], feats: np.ndarray, texts: list[str]) -> None:
-            write_vectors(db, fs, idx, feats)
-            store_captions(db, fs, idx, texts)
+            write_vectors(db, fs, idx, feats, owner=owner)
+            store_captions(db, fs, idx, texts, owner=owner)
 
         summary = caption_and_embed(model, encoder, work, inputs=tuple(inputs), num_frames=num_frames,
                                     frame_size=frame_size, batch_size=batch_size, skip=skip,
@@ -442,7 +462,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
                        else getattr(model, "layer_names", None))
         fs = create_feature_set(db, ds.id, name, backbone, num_layers, model.dim, inputs=list(inputs),
                                 pooling=pooling, params=params, dtype=dtype, layer_names=layer_names, exist_ok=True,
-                                storage=storage)
+                                storage=storage, owner=owner)
         _same_precision(fs, ran)
         skip = stored_items(db, fs)
         if skip and log:
@@ -450,11 +470,14 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
         # the local engine hands over a few items per batch; writing each batch opens the database once
         # (measured: 500 SmolLM2 items in batches of 8 took 11.3 s to store, in blocks of 256 2.5 s), so
         # vectors are written in blocks (the Ray engine's driver does the same)
-        writer = BlockWriter(lambda idx, feats: write_vectors(db, fs, idx, feats)) if engine == "local" else None
+        def store(idx, feats) -> None:
+            write_vectors(db, fs, idx, feats, owner=owner)
+
+        writer = BlockWriter(store) if engine == "local" else None
         try:
             summary = extract(model, work, inputs=tuple(inputs), num_frames=num_frames, frame_size=frame_size,
                               pooling=pooling, batch_size=batch_size, skip=skip,
-                              on_batch=writer.add if writer else (lambda idx, feats: write_vectors(db, fs, idx, feats)),
+                              on_batch=writer.add if writer else store,
                               on_failure=on_failure, progress=on_progress, should_stop=should_stop)
         finally:
             if writer:
@@ -466,7 +489,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
              "cpu_seconds": getattr(summary, "cpu_seconds", None),
              "items_per_second": getattr(summary, "items_per_second", None),
              "bytes_per_item": fs.num_layers * fs.dim * np.dtype(fs.dtype).itemsize}
-    finish_feature_set(db, fs, "cancelled" if status == "running" else status, stats)
+    finish_feature_set(db, fs, "cancelled" if status == "running" else status, stats, owner=owner)
     if log:
         log(f"feature set {name!r}: {stored}/{len(work)} items stored, {len(work) - stored} without vectors")
     return get_feature_set(db, fs.id)

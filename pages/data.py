@@ -141,6 +141,26 @@ head = pop[pop["cumulative share"] <= 0.5]
 st.caption(f"The top {len(head) + 1} items ({(len(head) + 1) / max(1, len(pop)):.1%} of the catalogue) take half "
            "of all interactions.")
 
+with st.expander("Delete a feature set", expanded=False):
+    from storage.features import list_feature_sets
+
+    names = [fs.name for fs in list_feature_sets(db, ds.id)]
+    if not names:
+        st.caption("This dataset has no feature sets.")
+    else:
+        doomed = st.selectbox("Feature set", names, key="delete_fs_pick")
+        st.caption("Removes its vectors; runs trained on it keep their results. "
+                   "A stuck or half-finished import can be deleted here and imported again.")
+        if st.button("Delete feature set", key="delete_fs_button",
+                     disabled=not st.checkbox(f"Yes, delete “{plain(doomed)}”", key="delete_fs_sure")):
+            from storage.removal import delete_features
+            try:
+                delete_features(db, doomed, dataset=ds.id)
+                st.success(f"Deleted feature set “{plain(doomed)}”.")
+                st.rerun()
+            except user_errors() as exc:
+                show_error(exc, "Delete failed")
+
 with st.expander("Delete this dataset"):
     st.caption(f"Removes “{plain(chosen)}” and everything derived from it (feature sets, runs, metrics).")
     sure = st.checkbox(f"Yes, delete “{plain(chosen)}”", key="delete_sure")

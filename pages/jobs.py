@@ -36,6 +36,12 @@ def _control(job) -> None:
                      width="stretch"):
             queue.resume(db, job.id)
             message = f"job #{job.id} queued to resume"
+        if job.group_name and st.button(f"Cancel all of “{plain(job.group_name)}”", key=f"cancel_group_{job.id}",
+                                        help="every queued, running or interrupted job of this study or sweep, "
+                                             "in one step"):
+            counts = queue.cancel_group(db, job.group_name)
+            message = (f"{job.group_name}: {counts['cancelled']} job(s) cancelled, "
+                       f"{counts['stopping']} running job(s) stopping")
     except user_errors() as exc:
         show_error(exc)
     if message:  # show the new state at once; the message survives the rerun

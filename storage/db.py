@@ -12,7 +12,7 @@ every other process out. The pattern used here, measured in ``bench/bench_storag
 * bulk data (feature tensors, interactions) moves as Arrow/numpy in one statement per batch, so no
   transaction holds the lock for long;
 * a burst of sessions (one dashboard page run) may keep the file open between them (``Database.held_open``,
-  at most ``HOLD_SECONDS``): DuckDB shares one open database among a process's connections, so a session
+  at most ``HOLD_SECONDS``, ended by a timer when the burst runs longer): DuckDB shares one open database among a process's connections, so a session
   inside skips opening the file, its catalogue and its write-ahead log again.
 
 SQLAlchemy Core describes the metadata tables (``storage.schema``); the DuckDB connection underneath is
@@ -92,6 +92,31 @@ def retry_on_lock(open_fn: Callable[[], T], path: Path, timeout: float | None = 
             delay = min(delay * 2, 0.1)
 
 
+class _Hold:
+    """One burst's anchor connection (``Database.held_open``), given back exactly once: by the block's end, by
+    the first session after the deadline, or by a timer at the deadline, whichever comes first. The anchor runs
+    no statement, so closing it from the timer's thread only lets go of this process's open database."""
+
+    def __init__(self, anchor, seconds: float):
+        self._lock = threading.Lock()
+        self._anchor = anchor
+        self._until = time.monotonic() + seconds
+        self._timer = threading.Timer(max(0.0, seconds), self.release)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def expired(self) -> bool:
+        return time.monotonic() > self._until
+
+    def release(self) -> None:
+        with self._lock:
+            anchor, self._anchor = self._anchor, None
+        if threading.current_thread() is not self._timer:
+            self._timer.cancel()
+        if anchor is not None:
+            anchor.close()
+
+
 class Database:
     """A handle on one DuckDB file. Cheap to create; holds no connection between calls."""
 
@@ -102,7 +127,7 @@ class Database:
         self.path = Path(path) if path is not None else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
-        self._held = threading.local()  # this thread's open anchor connection and until when it may stay
+        self._held = threading.local()  # this thread's hold (``_Hold``): its open anchor connection
         self.engine = sa.create_engine("duckdb:///" + str(self.path), poolclass=NullPool)
         sa.event.listen(self.engine, "do_connect", self._do_connect)
         self._ensure_schema()
@@ -130,8 +155,9 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[sa.Connection]:
         """One short transaction: open, yield, commit (or roll back on error), close."""
-        if getattr(self._held, "until", None) is not None and time.monotonic() > self._held.until:
-            self._release_hold()                       # a burst that ran long gives the file back
+        hold = getattr(self._held, "hold", None)
+        if hold is not None and hold.expired():
+            hold.release()                             # a burst that ran long gives the file back
         with self.engine.begin() as conn:
             yield conn
 
@@ -142,23 +168,20 @@ class Database:
         Why: opening the file costs 0.04-0.2 s (lock, catalogue, write-ahead log) and a dashboard page run makes
         20-90 sessions. While one connection of this process stays open, DuckDB hands every new connection of
         the process the same open database, so the sessions inside cost ~3 ms each. Other processes cannot open
-        the file meanwhile and wait (as they do for any session), so the hold ends with the block, or at the first
-        session after ``seconds`` — a slow page never keeps a job worker out for long. Nested holds are one hold.
+        the file meanwhile and wait (as they do for any session), so the hold ends with the block, or after
+        ``seconds`` by a timer (``_Hold``) even when the block then makes no storage call at all — a slow page
+        never keeps a job worker's heartbeats out for longer. After that, each session opens the file on its
+        own. Nested holds are one hold.
         """
-        if getattr(self._held, "anchor", None) is not None:
+        if getattr(self._held, "hold", None) is not None:
             yield
             return
-        self._held.anchor = self.engine.raw_connection()
-        self._held.until = time.monotonic() + seconds
+        self._held.hold = _Hold(self.engine.raw_connection(), seconds)
         try:
             yield
         finally:
-            self._release_hold()
-
-    def _release_hold(self) -> None:
-        anchor, self._held.anchor, self._held.until = getattr(self._held, "anchor", None), None, None
-        if anchor is not None:
-            anchor.close()
+            hold, self._held.hold = self._held.hold, None
+            hold.release()
 
     @staticmethod
     def raw(conn: sa.Connection) -> duckdb.DuckDBPyConnection:

@@ -17,8 +17,10 @@ import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
+from storage import owners
 from storage.datasets import get_dataset, known_names, named_or_numbered
 from storage.db import Database, NotFound
+from storage.owners import Owner
 from storage.records import FeatureSetRecord, feature_set_from_row
 
 FLOAT16_SAFE = 60000.0  # beyond this magnitude float16 overflows; such sets are stored as float32
@@ -31,22 +33,31 @@ STORAGE_KINDS = ("duckdb", "parquet")  # vectors in a per-set table, or in Parqu
 def create_feature_set(db: Database, dataset: str | int, name: str, backbone: str, num_layers: int, dim: int,
                        *, kind: str = "hidden", inputs: list | tuple = ("title",), pooling: str = "all_mean",
                        params: dict | None = None, dtype: str = "float16", layer_names: list | None = None,
-                       exist_ok: bool = False, storage: str = "duckdb") -> FeatureSetRecord:
+                       exist_ok: bool = False, storage: str = "duckdb",
+                       owner: Owner | None = None) -> FeatureSetRecord:
     """Register a feature set and create its vectors table (or, ``storage="parquet"``, its shard folder).
-    ``exist_ok`` resumes a same-shaped one."""
+    ``exist_ok`` resumes a same-shaped one. The set records who writes it: ``owner``'s job (its status then
+    follows the job's, ``storage.queue``), and this process's identity (a set left running by a dead writer
+    is known as such, ``writer_gone``)."""
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be float16 or float32, not {dtype!r}")
     if storage not in STORAGE_KINDS:
         raise ValueError(f"storage must be one of {', '.join(STORAGE_KINDS)}, not {storage!r}")
     ds = get_dataset(db, dataset)
+    writer = {"j": owner.job_id if owner else None, "w": owners.identity()}
     with db.session() as conn:
+        owners.check(conn, owner)
         row = conn.execute(sa.text("SELECT * FROM feature_sets WHERE dataset_id = :d AND name = :n"),
                            {"d": ds.id, "n": name}).first()
         if row is not None:
             existing = feature_set_from_row(row)
+            if row.status == "running" and row.writer != writer["w"] and owners.alive(row.writer) is not False:
+                raise ValueError(f"feature set {name!r} is being written right now"
+                                 + (f" by job {row.job_id}" if row.job_id else "")
+                                 + "; wait for it to finish, or cancel that job first")
             if not exist_ok:
-                raise ValueError(f"feature set {name!r} already exists for dataset {ds.name!r}; "
-                                 "pick another --name, or resume it")
+                raise ValueError(f"feature set {name!r} already exists for dataset {ds.name!r}; pick another "
+                                 f"--name, or delete it first (delete-features {name} --dataset {ds.name})")
             if (existing.num_layers, existing.dim) != (num_layers, dim):
                 raise ValueError(
                     f"feature set {name!r} exists with shape [{existing.num_layers}, {existing.dim}] per item, "
@@ -55,12 +66,15 @@ def create_feature_set(db: Database, dataset: str | int, name: str, backbone: st
                 raise ValueError(f"feature set {name!r} exists with {existing.storage} storage, not {storage}; "
                                  f"resume it with --storage {'table' if existing.storage == 'duckdb' else 'parquet'} "
                                  "or pick another --name")
+            conn.execute(sa.text("UPDATE feature_sets SET job_id = :j, writer = :w, status = 'running' "
+                                 "WHERE id = :i"), {**writer, "i": existing.id})
+            existing.status = "running"
             return existing
         fs_id = conn.execute(sa.text(
             "INSERT INTO feature_sets (dataset_id, name, backbone, kind, inputs, pooling, params, num_layers, "
-            "dim, dtype, layer_names, status, location) VALUES (:d, :n, :b, :k, :i, :p, :pa, :l, :dim, :dt, "
-            ":ln, 'running', '') RETURNING id"),
-            {"d": ds.id, "n": name, "b": backbone, "k": kind, "i": json.dumps(list(inputs)), "p": pooling,
+            "dim, dtype, layer_names, status, location, job_id, writer) VALUES (:d, :n, :b, :k, :i, :p, :pa, :l, "
+            ":dim, :dt, :ln, 'running', '', :j, :w) RETURNING id"),
+            {**writer, "d": ds.id, "n": name, "b": backbone, "k": kind, "i": json.dumps(list(inputs)), "p": pooling,
              "pa": json.dumps(params or {}), "l": num_layers, "dim": dim, "dt": dtype,
              "ln": json.dumps(layer_names) if layer_names else None}).scalar_one()
         if storage == "parquet":
@@ -102,6 +116,23 @@ def list_feature_sets(db: Database, dataset: str | int | None = None) -> list[Fe
             rows = conn.execute(sa.text("SELECT * FROM feature_sets WHERE dataset_id = :d ORDER BY id"),
                                 {"d": ds.id}).fetchall()
     return [feature_set_from_row(r) for r in rows]
+
+
+UNFINISHED = ("running", "interrupted", "failed", "cancelled")
+
+
+def unfinished_import(db: Database, dataset_id: int, name: str) -> FeatureSetRecord | None:
+    """The feature set ``name`` of the dataset when it is an import (``params.source``) that never finished and
+    whose writer is gone — what importing again resumes — else None. A set still being written by a live
+    process is not returned (``create_feature_set`` then refuses it)."""
+    with db.session() as conn:
+        row = conn.execute(sa.text("SELECT * FROM feature_sets WHERE dataset_id = :d AND name = :n"),
+                           {"d": int(dataset_id), "n": name}).first()
+    if row is None or row.status not in UNFINISHED or not json.loads(row.params or "{}").get("source"):
+        return None
+    if row.status == "running" and owners.alive(row.writer) is not False:
+        return None
+    return feature_set_from_row(row)
 
 
 def float16_error(feats: np.ndarray, chunk_rows: int = 65536) -> float:
@@ -146,8 +177,10 @@ def _to_storage(fs: FeatureSetRecord, feats: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(feats, dtype=np.float32)
 
 
-def write_vectors(db: Database, fs: FeatureSetRecord, item_idx: np.ndarray | list[int], feats: np.ndarray) -> None:
-    """Store ``feats[b, num_layers, dim]`` for items ``item_idx[b]`` in one bulk insert (idempotent)."""
+def write_vectors(db: Database, fs: FeatureSetRecord, item_idx: np.ndarray | list[int], feats: np.ndarray, *,
+                  owner: Owner | None = None) -> None:
+    """Store ``feats[b, num_layers, dim]`` for items ``item_idx[b]`` in one bulk insert (idempotent); with
+    ``owner`` only while that claim holds its job."""
     item_idx = np.asarray(item_idx, dtype=np.int32)
     feats = np.asarray(feats)
     if feats.ndim != 3 or feats.shape[1:] != (fs.num_layers, fs.dim) or len(feats) != len(item_idx):
@@ -159,6 +192,9 @@ def write_vectors(db: Database, fs: FeatureSetRecord, item_idx: np.ndarray | lis
     if fs.storage == "parquet":
         from storage import parquet_features
 
+        if owner is not None:
+            with db.session() as conn:
+                owners.check(conn, owner)
         parquet_features.write(db.path, fs, item_idx, _to_storage(fs, feats))
         with db.session() as conn:
             conn.execute(sa.text("DELETE FROM feature_failures WHERE feature_set_id = :f AND item_idx IN :items")
@@ -172,6 +208,7 @@ def write_vectors(db: Database, fs: FeatureSetRecord, item_idx: np.ndarray | lis
         "vec": pa.FixedSizeListArray.from_arrays(values, dim),
     })
     with db.session() as conn:
+        owners.check(conn, owner)
         raw = Database.raw(conn)
         raw.register("_vecs", table)
         raw.execute(f"DELETE FROM {fs.location} WHERE item IN (SELECT DISTINCT item FROM _vecs)")
@@ -233,8 +270,10 @@ def read_features(db: Database, fs: FeatureSetRecord, layers: list[int] | None =
     return out, present
 
 
-def record_failure(db: Database, fs: FeatureSetRecord, item_idx: int, reason: str) -> None:
+def record_failure(db: Database, fs: FeatureSetRecord, item_idx: int, reason: str, *,
+                   owner: Owner | None = None) -> None:
     with db.session() as conn:
+        owners.check(conn, owner)
         conn.execute(sa.text("INSERT OR REPLACE INTO feature_failures (feature_set_id, item_idx, reason) "
                              "VALUES (:f, :i, :r)"), {"f": fs.id, "i": int(item_idx), "r": reason})
 
@@ -246,8 +285,10 @@ def failures(db: Database, fs: FeatureSetRecord) -> dict[int, str]:
     return {r[0]: r[1] for r in rows}
 
 
-def store_captions(db: Database, fs: FeatureSetRecord, item_idx: list[int], texts: list[str]) -> None:
+def store_captions(db: Database, fs: FeatureSetRecord, item_idx: list[int], texts: list[str], *,
+                   owner: Owner | None = None) -> None:
     with db.session() as conn:
+        owners.check(conn, owner)
         for i, text in zip(item_idx, texts):
             conn.execute(sa.text("INSERT OR REPLACE INTO captions (feature_set_id, item_idx, text) "
                                  "VALUES (:f, :i, :t)"), {"f": fs.id, "i": int(i), "t": text})
@@ -260,14 +301,21 @@ def captions(db: Database, fs: FeatureSetRecord) -> dict[int, str]:
     return {r[0]: r[1] for r in rows}
 
 
-def finish_feature_set(db: Database, fs: FeatureSetRecord, status: str, stats: dict | None = None) -> None:
+def finish_feature_set(db: Database, fs: FeatureSetRecord, status: str, stats: dict | None = None, *,
+                       owner: Owner | None = None) -> None:
+    """Record how writing a feature set ended (and its stats); the writer lets go of it."""
+    if owner is not None:
+        with db.session() as conn:
+            owners.check(conn, owner)
     if fs.storage == "parquet" and status != "running":
         from storage import parquet_features
 
         stats = {**(stats or {}), "shards": parquet_features.compact(db.path, fs),
                  "shard_bytes": parquet_features.size_bytes(db.path, fs)}
     with db.session() as conn:
-        conn.execute(sa.text("UPDATE feature_sets SET status = :s, stats = :st WHERE id = :i"),
+        owners.check(conn, owner)
+        conn.execute(sa.text("UPDATE feature_sets SET status = :s, stats = :st, "
+                             "writer = CASE WHEN :s = 'running' THEN writer ELSE NULL END WHERE id = :i"),
                      {"s": status, "st": json.dumps({**fs.stats, **(stats or {})}), "i": fs.id})
 
 

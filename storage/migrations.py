@@ -159,6 +159,14 @@ MIGRATIONS: list[list[str]] = [
             ELSE 'capped_improving' END
         WHERE status = 'done'""",
     ],
+    # 3: one writer per job (storage.owners): the claim token a runner writes under and the identity
+    # (host:pid:start) of the process that owns the job; a feature set remembers the job or process writing it
+    [
+        "ALTER TABLE jobs ADD COLUMN claim_token VARCHAR",
+        "ALTER TABLE jobs ADD COLUMN owner VARCHAR",
+        "ALTER TABLE feature_sets ADD COLUMN job_id INTEGER",
+        "ALTER TABLE feature_sets ADD COLUMN writer VARCHAR",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -1,4 +1,7 @@
-"""Training runs and their per-epoch metrics."""
+"""Training runs and their per-epoch metrics.
+
+Writes that a job's runner makes take its claim (``owner``, ``storage.owners``) and happen only while the
+job is still that runner's: a run has one writer."""
 from __future__ import annotations
 
 import json
@@ -8,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
+from storage import owners
 from storage.db import Database, NotFound
+from storage.owners import Owner
 
 
 @dataclass
@@ -47,8 +52,9 @@ def _record(row) -> RunRecord:
 
 def create_run(db: Database, dataset_id: int, strategy: str, config: dict, *, feature_set_id: int | None = None,
                layers: list[int] | None = None, seed: int | None = None, study: str | None = None,
-               job_id: int | None = None) -> RunRecord:
+               job_id: int | None = None, owner: Owner | None = None) -> RunRecord:
     with db.session() as conn:
+        owners.check(conn, owner)
         run_id = conn.execute(sa.text(
             "INSERT INTO runs (dataset_id, feature_set_id, strategy, layers, config, status, study, job_id, seed) "
             "VALUES (:d, :f, :s, :l, :c, 'running', :st, :j, :seed) RETURNING id"),
@@ -81,9 +87,11 @@ def checkpoint_dir(db: Database, run_id: int) -> Path:
     return db.side_dir("checkpoints") / f"run_{int(run_id)}"
 
 
-def log_metrics(db: Database, run_id: int, epoch: int, split: str, values: dict[str, float]) -> None:
+def log_metrics(db: Database, run_id: int, epoch: int, split: str, values: dict[str, float], *,
+                owner: Owner | None = None) -> None:
     """Upsert one epoch's metrics: a resumed run that replays an epoch never duplicates rows."""
     with db.session() as conn:
+        owners.check(conn, owner)
         for name, value in values.items():
             if value is None:
                 continue
@@ -106,9 +114,10 @@ def run_metrics(db: Database, run_ids: list[int] | None = None) -> pd.DataFrame:
 
 def finish_run(db: Database, run_id: int, status: str, *, result: dict | None = None, best_epoch: int | None = None,
                epochs_run: int | None = None, seconds: float | None = None, seconds_per_epoch: float | None = None,
-               error: str | None = None, ending: str | None = None) -> None:
+               error: str | None = None, ending: str | None = None, owner: Owner | None = None) -> None:
     """Record how a run finished; ``ending`` is how training ended (``dff_core.train.endings``)."""
     with db.session() as conn:
+        owners.check(conn, owner)
         conn.execute(sa.text(
             "UPDATE runs SET status = :s, result = :r, best_epoch = :b, epochs_run = :e, seconds = :sec, "
             "seconds_per_epoch = :spe, error = :err, ending = :end, finished_at = current_timestamp WHERE id = :i"),
@@ -116,8 +125,9 @@ def finish_run(db: Database, run_id: int, status: str, *, result: dict | None = 
              "sec": seconds, "spe": seconds_per_epoch, "err": error, "end": ending, "i": run_id})
 
 
-def set_run_status(db: Database, run_id: int, status: str) -> None:
+def set_run_status(db: Database, run_id: int, status: str, *, owner: Owner | None = None) -> None:
     with db.session() as conn:
+        owners.check(conn, owner)
         conn.execute(sa.text("UPDATE runs SET status = :s WHERE id = :i"), {"s": status, "i": run_id})
 
 

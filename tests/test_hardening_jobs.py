@@ -18,16 +18,23 @@ from storage.runs import create_run, get_run
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
-def _orphan(db, heartbeat_age_s: float, pid: int | None = None):
-    """A job a worker claimed and a run it started, whose heartbeat is ``heartbeat_age_s`` old."""
+def _orphan(db, heartbeat_age_s: float, pid: int | None = None, owner: str | None = None):
+    """A job a worker claimed and a run it started, whose heartbeat is ``heartbeat_age_s`` old (``owner``:
+    the owner identity written over the claim's, e.g. a process on another host)."""
     ds = import_generic(db, "d", *write_generic(db.path.parent / "d"))
     job_id = queue.enqueue(db, "train", {"dataset": "d", "strategy": "id"})
     queue.claim_next(db, pid or os.getpid())
     run = create_run(db, ds.id, "id", {}, job_id=job_id)
     with db.session() as conn:
-        conn.execute(sa.text(f"UPDATE jobs SET heartbeat = current_timestamp - INTERVAL {int(heartbeat_age_s)} SECOND "
-                             "WHERE id = :i"), {"i": job_id})
+        conn.execute(sa.text(f"UPDATE jobs SET heartbeat = current_timestamp - INTERVAL {int(heartbeat_age_s)} SECOND, "
+                             "owner = coalesce(:o, owner) WHERE id = :i"), {"i": job_id, "o": owner})
     return job_id, run.id
+
+
+def _dead_pid() -> int:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                            # a pid that no longer runs
+    return dead.pid
 
 
 def _cli(db, capsys, *args):
@@ -35,13 +42,30 @@ def _cli(db, capsys, *args):
     return code, capsys.readouterr().out
 
 
-def test_stale_heartbeat_reads_as_interrupted_everywhere(db, capsys):
-    # the worker pid is alive (this process), but the heartbeat stopped 10 minutes ago: a hung or frozen worker
+def test_a_live_owner_stays_running_whatever_its_heartbeat_age(db, capsys):
+    # the owner (this process) is alive, but its heartbeats could not reach the file for 10 minutes (a page run
+    # held the database): the job is not dead, and no reader may say so
     job_id, run_id = _orphan(db, heartbeat_age_s=600)
+    code, out = _cli(db, capsys, "jobs")
+    assert code == 0 and f"{job_id:>5} train    running" in out
+    assert queue.mark_stale(db) == []
+    assert get_run(db, run_id).status == "running"
+    code, out = _cli(db, capsys, "resume", str(job_id))  # and nobody starts a second runner on its run
+    assert code == 2 and queue.get_job(db, job_id).status == "running"
+
+
+def test_stale_heartbeat_of_an_owner_on_another_host_reads_as_interrupted(db, capsys):
+    job_id, run_id = _orphan(db, heartbeat_age_s=600, owner="another-host:4242:123")
     code, out = _cli(db, capsys, "jobs")
     assert code == 0 and f"{job_id:>5} train    interrupted" in out
     assert get_run(db, run_id).status == "interrupted"   # job and run agree
     assert queue.get_job(db, job_id).error.startswith("the worker stopped unexpectedly")
+
+
+def test_a_dead_owner_reads_as_interrupted_at_once(db, capsys):
+    job_id, run_id = _orphan(db, heartbeat_age_s=0, pid=_dead_pid())
+    assert [j.status for j in queue.list_jobs(db)] == ["interrupted"]
+    assert get_run(db, run_id).status == "interrupted"
 
 
 def test_fresh_heartbeat_stays_running(db, capsys):
@@ -51,16 +75,14 @@ def test_fresh_heartbeat_stays_running(db, capsys):
 
 
 def test_resume_of_an_orphaned_job_works_at_once(db, capsys):
-    job_id, run_id = _orphan(db, heartbeat_age_s=600)
+    job_id, run_id = _orphan(db, heartbeat_age_s=600, pid=_dead_pid())
     code, out = _cli(db, capsys, "resume", str(job_id))   # no worker ever looked at it
     assert code == 0 and "queued to resume" in out
     assert queue.get_job(db, job_id).status == "queued"
 
 
 def test_cancel_of_an_orphaned_job_takes_effect(db, capsys):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()                                            # a pid that no longer runs
-    job_id, run_id = _orphan(db, heartbeat_age_s=2, pid=dead.pid)
+    job_id, run_id = _orphan(db, heartbeat_age_s=2, pid=_dead_pid())
     code, out = _cli(db, capsys, "cancel", str(job_id))
     assert code == 0 and "cancelled (its worker had stopped)" in out
     assert queue.get_job(db, job_id).status == "cancelled"

@@ -73,3 +73,16 @@ def test_a_hold_is_released_when_the_block_raises(db):
     except KeyError:
         pass
     assert other_process(db.path) == "opened"
+
+
+def test_a_hold_ends_by_its_timer_even_when_no_session_follows(db):
+    """A page run that holds the file and then does slow work with no storage call (the case that kept a job's
+    heartbeats out for 40 s) gives the file back at the deadline, not at its next session."""
+    import time
+
+    with db.held_open(seconds=0.3):
+        _preserve_order(db)
+        deadline, seen = time.monotonic() + 60, "locked"
+        while seen == "locked" and time.monotonic() < deadline:   # no session in this thread meanwhile
+            seen = other_process(db.path)
+        assert seen == "opened"
