@@ -18,10 +18,10 @@ from storage.runs import RunRecord, list_runs, run_metrics
 METRICS = ("NDCG@10", "HR@10", "NDCG@20", "HR@20", "MRR")
 USABLE_FEATURE_STATUS = ("complete", "partial")
 RUN_COLUMNS = (["run_id", "dataset", "study", "backbone", "features", "strategy", "layers", "n_layers", "layer",
-                "seed", "status", "ending", "epochs", "best_epoch", "epoch_cap", "s_per_epoch", "seconds", "job_id", "device", "loss"]
+                "seed", "status", "ending", "epochs", "best_epoch", "epoch_cap", "patience", "eval_every", "s_per_epoch", "seconds", "job_id", "device", "loss"]
                + [f"{split} {m}" for split in ("test", "val") for m in METRICS]
                + [f"{b} {m}" for b in ("cold", "warm") for m in METRICS]
-               + ["cold users", "warm users", "popularity test NDCG@10", "finished"])
+               + ["cold users", "warm users", "cold threshold", "popularity test NDCG@10", "finished"])
 
 
 # ------------------------------------------------------------------------------------------ overview
@@ -164,7 +164,8 @@ def _run_row(r: RunRecord, datasets: dict, fsets: dict) -> dict:
            "n_layers": len(layers) if layers else (fs.num_layers if fs and uses_features else 0),
            "layer": int(layers[0]) if layers and len(layers) == 1 else None,
            "seed": r.seed, "status": r.status, "ending": r.ending or "", "epochs": r.epochs_run,
-           "best_epoch": r.best_epoch, "epoch_cap": r.config.get("epochs"),
+           "best_epoch": r.best_epoch, "epoch_cap": r.config.get("epochs"), "patience": r.config.get("patience"),
+           "eval_every": r.config.get("eval_every"),
            "s_per_epoch": r.seconds_per_epoch, "seconds": r.seconds, "job_id": r.job_id,
            "finished": r.finished_at, "device": r.config.get("device") or "cpu", "loss": loss_text(r.config)}
     for split in ("test", "val"):
@@ -177,6 +178,7 @@ def _run_row(r: RunRecord, datasets: dict, fsets: dict) -> dict:
         for m in METRICS:
             row[f"{b} {m}"] = (bucket.get("metrics") or {}).get(m)
     row["popularity test NDCG@10"] = (res.get("popularity_test") or {}).get("NDCG@10")
+    row["cold threshold"] = r.config.get("cold_threshold", 5)  # TrainConfig's default before it was stored
     return row
 
 

@@ -16,7 +16,7 @@ from dff_core.study.verdicts import (CONTRADICTED, SUPPORTED, UNDER_TRAINED, Fin
 
 COLORS = {SUPPORTED: "#1a7f37", CONTRADICTED: "#cf222e", "inconclusive": "#9a6700", UNDER_TRAINED: "#8250df"}
 RUN_CSV_COLUMNS = ["run_id", "study", "dataset", "features", "role", "strategy", "layers", "seed", "epochs",
-                   "best_epoch", "ending", "epoch_cap", "s_per_epoch", "seconds"]
+                   "best_epoch", "ending", "epoch_cap", "patience", "eval_every", "s_per_epoch", "seconds"]
 
 
 # ----------------------------------------------------------------------------------------------- figures

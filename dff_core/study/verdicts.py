@@ -83,8 +83,9 @@ def study_from_runs_csv(path, num_layers: int, *, study: str | None = None, epoc
     """A study rebuilt from its exported runs CSV (``study --report ... --runs-csv``), so a published report
     can be re-judged without its database: verdicts, tables and plots come out as from storage; DFF layer
     weights are not in it (``weights_csv``: the report's layer-weight table, role, layer, mean, std, seeds).
-    Runs without an ``ending`` column get one from epochs run and best epoch,
-    with ``epochs`` the study's cap (default: the most epochs any run ran) and its ``patience``."""
+    Runs without an ``ending`` get one from epochs run and best epoch, judged with the run's own
+    ``epoch_cap``/``patience``/``eval_every`` columns where the CSV has them, else with ``epochs`` (the study's
+    cap; default: the most epochs any run ran), ``patience`` and ``eval_every``."""
     runs = pd.read_csv(path)
     need = {"run_id", "strategy", "layers", "seed", "epochs", "best_epoch"}
     missing = sorted(need - set(runs.columns))
@@ -265,16 +266,25 @@ def capped_mask(runs: pd.DataFrame) -> pd.Series:
 
 
 def fill_endings(runs: pd.DataFrame, epochs: int, patience: int, eval_every: int = 1) -> pd.DataFrame:
-    """Runs without a stored ending (an older runs CSV) get one from epochs run and best epoch, given the
-    study's epoch cap, patience and evaluation interval (``dff_core.endings.from_summary``)."""
+    """Runs without a stored ending (an older runs CSV) get one from epochs run and best epoch, judged with
+    each run's own epoch cap, patience and evaluation interval (columns ``epoch_cap``, ``patience``,
+    ``eval_every``) where the CSV has them, else the study's ``epochs``, ``patience`` and ``eval_every``
+    (``dff_core.endings.from_summary``): runs trained with another patience are never judged by one assumed."""
     from dff_core.endings import from_summary
 
     out = runs.copy()
     if "ending" not in out.columns:
         out["ending"] = ""
     known = out["ending"].fillna("").astype(str)
-    out["ending"] = [e if e else from_summary(int(n), int(b) if pd.notna(b) else None, epochs, patience, eval_every)
-                     for e, n, b in zip(known, out["epochs"], out["best_epoch"])]
+
+    def own(column: str, fallback: int) -> list[int]:
+        values = out[column] if column in out.columns else pd.Series([None] * len(out), index=out.index)
+        return [int(v) if pd.notna(v) else int(fallback) for v in values]
+
+    out["ending"] = [e if e else from_summary(int(n), int(b) if pd.notna(b) else None, cap, pat, every)
+                     for e, n, b, cap, pat, every in zip(known, out["epochs"], out["best_epoch"],
+                                                         own("epoch_cap", epochs), own("patience", patience),
+                                                         own("eval_every", eval_every))]
     return out
 
 
