@@ -49,13 +49,13 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     elif features is not None:
         fs = get_feature_set(db, features, dataset=ds.id if not str(features).isdigit() else None)
     layer_ids = parse_layers(layers, fs.num_layers) if fs is not None else None
-    from dff_core.train.defaults import LARGE_DATASET_SETTINGS, with_defaults
+    from dff_core.train.defaults import with_defaults
     from dff_core.train.device import resolve_device
 
-    if run_id is not None:  # a resumed run keeps the size-scaled settings (batch, lr) it started with
-        started = get_run(db, run_id).config
-        settings = {**{k: started[k] for k in LARGE_DATASET_SETTINGS if k in started},
-                    **{k: v for k, v in (settings or {}).items() if v is not None}}
+    if run_id is not None:  # a resumed run keeps the settings it started with, all but the device-like ones
+        from jobs.resume import resumed_settings
+
+        settings = resumed_settings(get_run(db, run_id).config, settings, TrainConfig.__dataclass_fields__)
     cfg = TrainConfig(strategy=strategy, layers=None, seed=seed, **with_defaults(settings, ds.stats.get("users")))
     cfg.device = resolve_device(cfg.device)  # stored resolved: the run's config says where it trained
     feats, missing = None, 0
