@@ -163,7 +163,7 @@ def _load_extensions() -> None:
     import importlib
 
     for module in ("cli.extract", "cli.train", "cli.jobs", "cli.tiny",
-                   "cli.neighbours", "cli.study", "cli.runs", "cli.demo"):
+                   "cli.neighbours", "cli.study", "cli.runs", "cli.demo", "cli.versus"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -27,6 +27,11 @@ def _register(sub) -> None:
     p.add_argument("--experiment", default=None, help="MLflow experiment name (default dff-<dataset>)")
 
 
+def ended(run: dict) -> str:
+    """How a run ended, in words (``early stopped``, ``capped improving``, ...; ``—`` while it runs)."""
+    return (run.get("ending") or "—").replace("_", " ")
+
+
 def _fmt(value) -> str:
     return "—" if value is None else f"{value:.4f}"
 
@@ -42,14 +47,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("no runs yet — train one: python -m dff_core train --dataset demo --strategy id")
         return 0
     print(f"{'run':>5} {'status':10} {'dataset':14} {'strategy':8} {'features':18} {'layers':8} {'seed':>5} "
-          f"{'engine':6} {'val NDCG@10':>11} {'test NDCG@10':>12} {'test HR@10':>10}  study")
+          f"{'engine':6} {'val NDCG@10':>11} {'test NDCG@10':>12} {'test HR@10':>10} {'epochs':>6}  "
+          f"{'ended':18} study")
     for r in rows:
         val, test = r["metrics"]["val"] or {}, r["metrics"]["test"] or {}
         layers = layers_text(r["layers"]) if r["strategy"] != "id" else "—"
         print(f"{r['run_id']:>5} {r['status']:10} {r['dataset'][:14]:14} {r['strategy']:8} {(r['features'] or '—')[:18]:18} "
               f"{layers[:8]:8} {r['seed'] if r['seed'] is not None else '—':>5} {r['engine']:6} "
-              f"{_fmt(val.get('NDCG@10')):>11} {_fmt(test.get('NDCG@10')):>12} {_fmt(test.get('HR@10')):>10}  "
-              f"{r['study'] or ''}")
+              f"{_fmt(val.get('NDCG@10')):>11} {_fmt(test.get('NDCG@10')):>12} {_fmt(test.get('HR@10')):>10} "
+              f"{r['epochs'] if r['epochs'] is not None else '—':>6}  {ended(r):18} {r['study'] or ''}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """Comparing finished runs: leaderboards over seeds, metric-by-layer curves, strategy bars, cold vs warm.
 
 Input is the run table of ``storage.views.runs_frame`` (one row per run, ``"<split> <metric>"`` columns).
-Runs that hit their epoch cap while still improving (``ending == "capped_improving"``, see
+``versus_baseline`` tests every leaderboard row against a chosen one, paired by seed (the Study page's test),
+and ``winner`` names the best row and whether it beats that baseline. Runs that hit their epoch cap while still
+improving (``ending == "capped_improving"``, see
 ``dff_core.endings``) are counted per group (``capped``), marked in the ``training`` column and can be left out
 (``filter_runs(hide_capped=True)``): their numbers are of under-trained models.
 """
@@ -62,8 +64,84 @@ def leaderboard(runs: pd.DataFrame, metric: str = "NDCG@10", split: str = "test"
     out["std"] = out["std"].fillna(0.0)
     out["capped"] = out["capped"].astype(int)
     out["training"] = [training_label(c, n) for c, n in zip(out["capped"], out["seeds"])]
-    out[f"{metric} (mean ± std)"] = [f"{m:.4f} ± {s:.4f}" for m, s in zip(out["mean"], out["std"])]
+    out[f"{metric} (mean ± std)"] = [mean_std_text(m, s, n) for m, s, n in zip(out["mean"], out["std"], out["seeds"])]
     return out.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)[cols]
+
+
+def mean_std_text(mean: float, std: float, seeds: int) -> str:
+    """``0.1234 ± 0.0056``; one seed has no spread to show, so it says so instead of a misleading ``± 0.0000``."""
+    return f"{mean:.4f} (1 seed)" if seeds < 2 else f"{mean:.4f} ± {std:.4f}"
+
+
+def row_label(row) -> str:
+    """A leaderboard row in words: ``dff · smollm2-titles · layers all · demo`` (``id · demo`` for the ID run)."""
+    parts = [str(row["strategy"])]
+    if row.get("features"):
+        parts += [str(row["features"]), f"layers {row['layers']}"]
+    return " · ".join(parts + [str(row["dataset"])])
+
+
+def default_baseline(board: pd.DataFrame) -> int | None:
+    """The row a comparison starts against: the ID-only baseline when the board has one (what every feature
+    strategy must beat), else the last (weakest) row; None for an empty board."""
+    if board.empty:
+        return None
+    ids = board.index[board["strategy"] == "id"]
+    return int(ids[0]) if len(ids) else int(board.index[-1])
+
+
+def versus_baseline(runs: pd.DataFrame, board: pd.DataFrame, baseline: int, metric: str = "NDCG@10",
+                    split: str = "test") -> pd.DataFrame:
+    """Every leaderboard row against row ``baseline``, paired by seed with the Study page's test
+    (``dff_core.study.verdicts.compare``: paired t-test over the seeds both ran, at least 3, α = 0.05; rows with
+    runs capped while improving are "under-trained", not decided).
+
+    Columns: ``Δ vs baseline`` (mean paired difference, NaN without shared seeds), ``p``, ``paired seeds``,
+    ``verdict`` (``better`` / ``worse`` / ``no clear difference`` / ``under-trained`` / ``too few seeds`` /
+    ``baseline``) and ``reason`` in words. Index and order follow ``board``."""
+    from dff_core.study.verdicts import CONTRADICTED, SUPPORTED, UNDER_TRAINED, Comparison, compare
+
+    col = f"{split} {metric}"
+    keyed = runs.dropna(subset=[col]).assign(_key=lambda f: f[GROUP].astype(str).agg("|".join, axis=1))
+    capped = keyed.assign(_capped=is_capped(keyed))
+
+    def seeds_of(row) -> tuple[pd.Series, list]:
+        part = capped[capped["_key"] == "|".join(str(row[c]) for c in GROUP)]
+        return part.groupby("seed")[col].mean().astype(float), part.loc[part["_capped"], "run_id"].tolist()
+
+    base = board.loc[baseline]
+    base_seeds, base_capped = seeds_of(base)
+    rows = []
+    for i, row in board.iterrows():
+        if i == baseline:
+            rows.append({"Δ vs baseline": 0.0, "p": float("nan"), "paired seeds": len(base_seeds),
+                         "verdict": "baseline", "reason": "the row the others are tested against"})
+            continue
+        values, capped_runs = seeds_of(row)
+        c = compare(Comparison(0, "", "", row_label(row), row_label(base), metric=metric), values, base_seeds,
+                    capped_runs=capped_runs + base_capped)
+        verdict = {SUPPORTED: "better", CONTRADICTED: "worse", UNDER_TRAINED: "under-trained"}.get(c.verdict)
+        if verdict is None:
+            verdict = "too few seeds" if c.n < 3 else "no clear difference"
+        rows.append({"Δ vs baseline": c.diff, "p": c.p, "paired seeds": c.n, "verdict": verdict,
+                     "reason": c.reason})
+    return pd.DataFrame(rows, index=board.index)
+
+
+def winner(board: pd.DataFrame, tests: pd.DataFrame) -> dict | None:
+    """The answer to "which is better?": the best-mean row and whether it beats the baseline.
+
+    ``{"row", "label", "mean", "verdict", "reason", "beats_baseline", "baseline_is_best"}`` for the top row other
+    than the baseline (None when the board has fewer than two rows). ``beats_baseline`` is true only for a
+    paired-test win; ``baseline_is_best``: the baseline itself has the best mean."""
+    others = board.index[tests["verdict"] != "baseline"]
+    if board.empty or len(others) == 0:
+        return None
+    top = others[0]  # the board is sorted best first
+    t = tests.loc[top]
+    return {"row": int(top), "label": row_label(board.loc[top]), "mean": float(board.loc[top, "mean"]),
+            "verdict": t["verdict"], "reason": t["reason"], "beats_baseline": t["verdict"] == "better",
+            "baseline_is_best": bool(tests.iloc[0]["verdict"] == "baseline")}
 
 
 def layer_curve(runs: pd.DataFrame, metric: str = "NDCG@10", split: str = "test") -> pd.DataFrame:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from dff_core import compare
 from dff_core.metric_names import METRICS
-from pages.common import PLOT_CONFIG, database, empty_state, reported
+from pages.common import PLOT_CONFIG, database, empty_state, plain, reported
 from storage import views
 
 db = database()
@@ -33,6 +34,9 @@ def mark_capped(fig, bar: bool = False) -> None:
                          marker_size=[12 if f else 6 for f in flags])
 
 
+GROUP_COLUMNS = compare.GROUP
+
+
 def _options(col: str) -> list[str]:
     return sorted(str(v) for v in runs[col].dropna().unique() if str(v))
 
@@ -51,7 +55,12 @@ hide_capped = st.checkbox(f"Hide runs capped while improving ({n_capped})", key=
                                "fastest). Same as `python -m dff_core compare --hide-capped`.")
 shown = compare.filter_runs(runs, datasets, backbones, strategies, studies, hide_capped=hide_capped)
 if shown.empty:
-    st.warning("No run matches these filters — clear some of them.")
+    if hide_capped and n_capped:
+        st.warning(f"All {n_capped} runs that match the filters hit their epoch cap while still improving, and "
+                   "*Hide runs capped while improving* leaves them out — untick it to see them, or train them to "
+                   "early stopping with a higher epoch cap.", icon=":material/hourglass_bottom:")
+    else:
+        st.warning("No run matches these filters — clear some of them.")
     st.stop()
 if n_capped and not hide_capped:
     st.warning(f"{n_capped} of these runs hit their epoch cap while still improving (marked ⚠ in the leaderboard, "
@@ -59,14 +68,45 @@ if n_capped and not hide_capped:
                "higher epoch cap, or hide them.", icon=":material/hourglass_bottom:")
 
 ids = shown["run_id"].astype(int).tolist()
-st.caption(f"{len(shown)} finished runs match: " + ", ".join(f"#{i}" for i in ids[-30:])
+st.caption(f"{len(shown)} finished run{'s' if len(shown) != 1 else ''} match{'es' if len(shown) == 1 else ''}: " + ", ".join(f"#{i}" for i in ids[-30:])
            + (" …" if len(ids) > 30 else ""))
 
 # ---------------------------------------------------------------------------------------- leaderboard
 board = compare.leaderboard(shown, metric, split)
 st.subheader(f"Leaderboard · {split} {metric}, mean ± std over seeds")
-st.dataframe(board.drop(columns=["mean", "std", "capped"]), hide_index=True, width="stretch",
+labels = {i: compare.row_label(r) for i, r in board.iterrows()}
+tests = None
+if len(board) >= 2:
+    order = list(board.index)
+    baseline = st.selectbox("Baseline to beat", order, index=order.index(compare.default_baseline(board)),
+                            format_func=labels.get, key="cmp_baseline",
+                            help="every other row is tested against this one, paired by seed: a paired t-test "
+                                 "over the seeds both ran (at least 3), α = 0.05 — the Study page's test. Same as "
+                                 "`python -m dff_core versus --baseline N`.")
+    tests = compare.versus_baseline(shown, board, baseline, metric, split)
+    best = compare.winner(board, tests)
+    if best["baseline_is_best"]:
+        st.info(plain(f"The baseline {labels[baseline]} has the best mean. Next best: {best['label']} — "
+                      f"{best['verdict']}: {best['reason']}"), icon=":material/info:")
+    elif best["beats_baseline"]:
+        st.success(plain(f"Winner: {best['reason']}"), icon=":material/emoji_events:")
+    else:
+        st.warning(plain(f"Best mean: {best['label']} ({best['mean']:.4f}), but it does not beat "
+                         f"{labels[baseline]}: {best['verdict']} — {best['reason']}"), icon=":material/balance:")
+shown_board = board.drop(columns=["mean", "std", "capped"])
+if tests is not None:
+    mark = {i: ("★ " if i == best["row"] and best["beats_baseline"] else "") + v
+            for i, v in tests["verdict"].items()}
+    shown_board.insert(0, "vs baseline", [mark[i] for i in board.index])
+    shown_board.insert(len(GROUP_COLUMNS) + 3, "Δ vs baseline", tests["Δ vs baseline"].round(4))
+    shown_board.insert(len(GROUP_COLUMNS) + 4, "p", tests["p"].round(4))
+st.dataframe(shown_board, hide_index=True, width="stretch",
              column_config={"seeds": st.column_config.NumberColumn("seeds", help="runs averaged"),
+                            "vs baseline": st.column_config.TextColumn(
+                                "vs baseline", help="paired test against the baseline row: better / worse at "
+                                                    "p < 0.05, no clear difference, too few seeds (under 3 shared), "
+                                                    "under-trained (capped runs); ★ = the winner"),
+                            "p": st.column_config.NumberColumn("p", help="two-sided paired t-test p-value"),
                             "training": st.column_config.TextColumn(
                                 "training", help="converged: every run ended by early stopping; capped while "
                                                  "improving: some runs hit the epoch cap still improving")})
@@ -93,9 +133,16 @@ with left:
                  hover_data=["layers", "seeds", "dataset", "training"], custom_data=["capped"],
                  title=f"Strategies (best layer choice of each) · {split} {metric}")
     mark_capped(fig, bar=True)
+    if int(bars["capped"].sum()):  # say in the legend what the hatching means
+        fig.add_trace(go.Bar(x=[None], y=[None], name="hatched ✕: capped while improving", showlegend=True,
+                             marker=dict(color="rgba(0,0,0,0)", line=dict(color="#666", width=1),
+                                         pattern=dict(shape="x", fgcolor="#666"))))
     pop = shown["popularity test NDCG@10"].dropna()
     if split == "test" and metric == "NDCG@10" and len(pop):
-        fig.add_hline(y=float(pop.mean()), line_dash="dot", annotation_text="popularity baseline")
+        # a legend entry, not a label on the line: a label sat over the bars it crossed
+        fig.add_trace(go.Scatter(x=list(dict.fromkeys(bars["strategy"])), y=[float(pop.mean())] * bars["strategy"].nunique(),
+                                 mode="lines", name=f"popularity baseline ({float(pop.mean()):.4f})",
+                                 line=dict(dash="dot", color="#444")))
     fig.update_layout(yaxis_title=metric, height=380, legend_title_text="backbone")
     st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
 
@@ -105,12 +152,18 @@ with right:
         st.info("No cold/warm breakdown stored for these runs.", icon=":material/info:")
     else:
         buckets["label"] = buckets["strategy"] + " · " + buckets["backbone"]
-        fig = px.bar(buckets, x="label", y="mean", error_y="std", color="bucket", barmode="group",
+        # every bar carries its value and user count, so a 0 (no cold user hit) is a label, not a missing bar
+        buckets["text"] = [f"{m:.3f} · {int(u) if u == u else '?'} users" for m, u in zip(buckets["mean"], buckets["users"])]
+        fig = px.bar(buckets, x="label", y="mean", error_y="std", color="bucket", barmode="group", text="text",
                      hover_data=["users"], color_discrete_map={"cold": "#4c78a8", "warm": "#f58518"},
                      title=f"Cold vs warm test targets · {metric}")
-        fig.update_layout(xaxis_title="strategy · backbone", yaxis_title=metric, height=380)
+        fig.update_traces(textposition="outside", cliponaxis=False, textfont_size=10)
+        fig.update_layout(xaxis_title="strategy · backbone", yaxis_title=metric, height=380,
+                          yaxis_range=[0, max(0.05, float((buckets["mean"] + buckets["std"]).max()) * 1.25)])
         st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
-        st.caption("Cold: the test item was seen rarely in training (below the cold threshold); warm: the rest.")
+        threshold = int(shown["cold threshold"].dropna().max()) if shown["cold threshold"].notna().any() else 5
+        st.caption(f"Cold: the test item was seen at most {threshold} times in training; warm: more often. "
+                   "Each bar says how many test users it averages.")
 
 # -------------------------------------------------------------------------------------------- layers
 st.subheader("Metric versus layer")
@@ -124,6 +177,10 @@ else:
                   hover_data=["seeds", "capped"], custom_data=["capped"],
                   title=f"{split} {metric} by layer (single-layer runs; ✕ = capped while improving)")
     mark_capped(fig)
+    lo, hi = int(curve["layer"].min()), int(curve["layer"].max())
+    # whole layers only; one layer gets a window around it rather than an axis from -0.5 to 1
+    fig.update_xaxes(tickformat="d", dtick=max(1, -(-(hi - lo) // 12)), range=[lo - 1, hi + 1] if hi - lo < 2 else None)
+    fig.update_yaxes(rangemode="tozero")
     fig.update_layout(yaxis_title=metric, height=380)
     st.plotly_chart(fig, width="stretch", config=PLOT_CONFIG)
 
