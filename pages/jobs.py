@@ -49,13 +49,31 @@ def _control(job) -> None:
         st.rerun()
 
 
-def _details(job) -> None:
-    icon = STATUS_ICON.get(job.status, "")
-    st.markdown(f"#### {icon} Job #{job.id} · {job.kind} · {job.status}")
+def _step_text(job, outcome: dict) -> str:
+    """A finished job's result (the run's ending, the items stored) rather than its last progress step, which a
+    worker reports before its final write."""
+    if job.status == "done" and "stored" in outcome:
+        return f"{outcome['stored']}/{outcome['total']} items stored"
+    if job.status == "done" and outcome.get("ending"):
+        return f"{outcome['ending']} after {outcome['epochs']} epochs (best epoch {outcome['best_epoch']})"
+    return job.step or job.status
+
+
+def _details(job, outcome: dict) -> None:
+    capped = bool(outcome.get("capped"))
+    icon = ":material/warning:" if capped else STATUS_ICON.get(job.status, "")
+    status = f"{job.status} · capped while improving" if capped else job.status
+    st.markdown(f"#### {icon} Job #{job.id} · {job.kind} · {status}")
     st.caption(plain(views.job_label(job) + (f" · study {job.group_name}" if job.group_name else "")))
     eta = f" · ETA {format_seconds(job.eta_seconds)}" if job.status == "running" and job.eta_seconds else ""
     st.progress(min(1.0, max(0.0, float(job.progress or 0))),
-                text=f"{100 * float(job.progress or 0):.0f}% · {job.step or job.status}{eta}")
+                text=f"{100 * float(job.progress or 0):.0f}% · {_step_text(job, outcome)}{eta}")
+    if capped:  # the most important line of such a job: in full, above the log, in the dashboard's words
+        st.warning(f"Run #{(job.result or {}).get('run_id')} hit its epoch cap ({outcome.get('epoch_cap')} epochs) "
+                   f"while still improving (best epoch {outcome.get('best_epoch')}): its numbers are those of an "
+                   "under-trained model and cannot decide a comparison. Train it again with a higher **Epochs** cap "
+                   "on the Train page; early stopping then ends it when it has converged.",
+                   icon=":material/hourglass_bottom:")
     if job.error:
         st.error(plain(job.error), icon=":material/block:")
     _control(job)
@@ -87,7 +105,7 @@ def _details(job) -> None:
             done = sum(c.status == "done" for c in children)
             st.caption(f"{done} of {len(children)} training jobs done")
     st.caption("Log (last lines)")
-    st.code(job.log or "(empty)", language=None, height=200)
+    st.code(job.log or "(empty)", language=None, height=200, wrap_lines=True)
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -102,11 +120,22 @@ def live() -> None:
                     "study from Home.", "pages/train.py", "Train page")
         return
     frame = views.jobs_frame(jobs)
+    outcomes = views.job_outcomes(db, jobs)
     frame["ETA"] = [format_seconds(e) if e is not None else "" for e in frame["eta_s"]]
+    frame["run"] = ["" if r is None or r != r else f"#{int(r)}" for r in frame["run"]]  # no raw "None"
+    frame["step"] = [_step_text(j, outcomes.get(j.id, {})) for j in jobs]
+    frame["status"] = [f"{s} ⚠ capped" if outcomes.get(i, {}).get("capped") else s
+                       for i, s in zip(frame["id"], frame["status"])]
     counts = frame["status"].value_counts()
-    st.caption(" · ".join(f"{STATUS_ICON.get(s, '')} {counts[s]} {s}" for s in counts.index))
+    st.caption(" · ".join(f"{STATUS_ICON.get(s.split(' ')[0], '')} {counts[s]} {s}" for s in counts.index))
     st.dataframe(frame[["id", "kind", "what", "status", "progress", "step", "ETA", "study", "run", "error"]],
-                 hide_index=True, width="stretch", column_config=PROGRESS_COLUMN, height=min(400, 38 + 35 * len(frame)))
+                 hide_index=True, width="stretch", height=min(400, 38 + 35 * len(frame)),
+                 column_config={**PROGRESS_COLUMN, "id": st.column_config.NumberColumn("id", width=50),
+                                "kind": st.column_config.TextColumn("kind", width=70),
+                                "what": st.column_config.TextColumn("what", width="large"),
+                                "step": st.column_config.TextColumn("step", width="medium"),
+                                "status": st.column_config.TextColumn(
+                                    "status", help="⚠ capped: the run hit its epoch cap while still improving")})
     ids = [j.id for j in jobs]
     by_id = {j.id: j for j in jobs}
     running = [j.id for j in jobs if j.status == "running"]
@@ -116,7 +145,7 @@ def live() -> None:
                           # no status in the option text: the open dropdown keeps the text it was drawn with, so a
                           # live status there went stale ("running" beside a finished job); the heading shows it
                           format_func=lambda i: f"#{i} {by_id[i].kind}: {views.job_label(by_id[i])}")
-    _details(by_id[chosen])
+    _details(by_id[chosen], outcomes.get(chosen, {}))
 
 
 live()

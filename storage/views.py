@@ -325,6 +325,36 @@ def jobs_frame(jobs: list) -> pd.DataFrame:
                                        "error", "created"])
 
 
+ENDING_WORDS = {"early_stopped": "early-stopped", "capped_improving": "capped while improving",
+                "capped_converged": "capped, converged", "cancelled": "cancelled"}  # dff_core.endings.LABELS
+
+
+def job_outcomes(db: Database, jobs: list) -> dict[int, dict]:
+    """What finished jobs produced, by job id: for a train job its run's ``ending`` (in words), ``epochs``,
+    ``best_epoch``, ``epoch_cap`` and ``capped`` (hit the cap while still improving); for an extraction the
+    feature set's ``stored`` and ``total`` items. The Jobs page shows these instead of the job's last progress
+    step, which a worker reports before its final write (an extraction's "288/300 items")."""
+    out: dict[int, dict] = {}
+    run_ids = {int((j.result or {}).get("run_id")): j.id for j in jobs
+               if j.kind == "train" and (j.result or {}).get("run_id") is not None}
+    if run_ids:
+        for r in list_runs(db):
+            if r.id in run_ids:
+                out[run_ids[r.id]] = {"ending": ENDING_WORDS.get(r.ending or "", r.ending or ""),
+                                      "capped": r.ending == "capped_improving", "epochs": r.epochs_run,
+                                      "best_epoch": r.best_epoch, "epoch_cap": r.config.get("epochs")}
+    for j in jobs:
+        if j.kind == "extract" and j.status == "done":
+            p = j.params or {}
+            try:
+                fs = next(f for f in list_feature_sets(db, p.get("dataset")) if f.name == p.get("name"))
+            except (NotFound, StopIteration):
+                continue
+            stored = int(fs.stats.get("items") or 0)
+            out[j.id] = {"stored": stored, "total": stored + int(fs.stats.get("failed") or 0)}
+    return out
+
+
 def demo_dataset_exists(db: Database, name: str) -> bool:
     try:
         get_dataset(db, name)

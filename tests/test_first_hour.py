@@ -103,3 +103,35 @@ def test_cli_demo_study_plan_and_queue(tmp_path, capsys):
     assert "26 training runs" in text and "total" in text and "queued jobs #1, #2, #3, #4" in text
     assert [j.kind for j in sorted(list_jobs(Database(db)), key=lambda j: j.id)] == ["demo", "extract", "extract",
                                                                                      "sweep"]
+
+
+def test_job_outcomes_name_capped_runs_and_stored_items(tmp_path):
+    """The Jobs page's read model: a finished train job's run ending (capped while improving) and a finished
+    extraction's stored/total items, not the last progress step."""
+    import numpy as np
+
+    from data_helpers import write_generic
+    from jobs.datasets import import_generic
+    from jobs.workflows import import_features_npz, run_training
+    from storage import Database, queue, views
+    from storage.datasets import get_dataset, load_items
+
+    db = Database(tmp_path / "j.duckdb")
+    import_generic(db, "small", *write_generic(tmp_path / "d", n_users=30, n_items=20, seq=6))
+    run = run_training(db, "small", "id", settings={"epochs": 2, "patience": 5, "hidden": 16, "batch_size": 64},
+                       seed=1)
+    items = load_items(db, get_dataset(db, "small").id)
+    np.savez(tmp_path / "f.npz", item_ids=np.asarray(items["item_id"].tolist(), dtype=str),
+             features=np.ones((len(items), 1, 4), np.float32))
+    import_features_npz(db, "f", "small", tmp_path / "f.npz", backbone="synthetic")
+    train = queue.enqueue(db, "train", {"dataset": "small", "strategy": "id"})
+    extract = queue.enqueue(db, "extract", {"dataset": "small", "name": "f", "backbone": "synthetic"})
+    for _ in range(2):
+        queue.claim_next(db, 1)
+    queue.finish(db, train, "done", result_update={"run_id": run.id})
+    queue.finish(db, extract, "done")
+    got = views.job_outcomes(db, queue.list_jobs(db))
+    assert run.ending == "capped_improving"
+    assert got[train] == {"ending": "capped while improving", "capped": True, "epochs": 2,
+                          "best_epoch": run.best_epoch, "epoch_cap": 2}
+    assert got[extract] == {"stored": 20, "total": 20}
