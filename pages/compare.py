@@ -98,15 +98,19 @@ if tests is not None:
     mark = {i: ("★ " if i == best["row"] and best["beats_baseline"] else "") + v
             for i, v in tests["verdict"].items()}
     shown_board.insert(0, "vs baseline", [mark[i] for i in board.index])
-    shown_board.insert(len(GROUP_COLUMNS) + 3, "Δ vs baseline", tests["Δ vs baseline"].round(4))
-    shown_board.insert(len(GROUP_COLUMNS) + 4, "p", tests["p"].round(4))
+    # text, not numbers: p spans orders of magnitude (2e-06 must not read 0) and the baseline row has none
+    shown_board.insert(len(GROUP_COLUMNS) + 3, "Δ vs baseline",
+                       ["—" if v != v or t == "baseline" else f"{v:+.4f}"
+                        for v, t in zip(tests["Δ vs baseline"], tests["verdict"])])
+    shown_board.insert(len(GROUP_COLUMNS) + 4, "p", ["—" if v != v else f"{v:.2g}" for v in tests["p"]])
 st.dataframe(shown_board, hide_index=True, width="stretch",
              column_config={"seeds": st.column_config.NumberColumn("seeds", help="runs averaged"),
                             "vs baseline": st.column_config.TextColumn(
                                 "vs baseline", help="paired test against the baseline row: better / worse at "
                                                     "p < 0.05, no clear difference, too few seeds (under 3 shared), "
                                                     "under-trained (capped runs); ★ = the winner"),
-                            "p": st.column_config.NumberColumn("p", help="two-sided paired t-test p-value"),
+                            "p": st.column_config.TextColumn("p", help="two-sided paired t-test p-value (— : "
+                                                                      "fewer than 3 paired seeds)"),
                             "training": st.column_config.TextColumn(
                                 "training", help="converged: every run ended by early stopping; capped while "
                                                  "improving: some runs hit the epoch cap still improving")})

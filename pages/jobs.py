@@ -128,11 +128,12 @@ def live() -> None:
                        for i, s in zip(frame["id"], frame["status"])]
     counts = frame["status"].value_counts()
     st.caption(" · ".join(f"{STATUS_ICON.get(s.split(' ')[0], '')} {counts[s]} {s}" for s in counts.index))
-    st.dataframe(frame[["id", "kind", "what", "status", "progress", "step", "ETA", "study", "run", "error"]],
+    optional = [c for c in ("ETA", "study", "run", "error") if frame[c].fillna("").astype(str).ne("").any()]
+    st.dataframe(frame[["id", "kind", "what", "status", "progress", "step"] + optional],  # empty columns left out
                  hide_index=True, width="stretch", height=min(400, 38 + 35 * len(frame)),
                  column_config={**PROGRESS_COLUMN, "id": st.column_config.NumberColumn("id", width=50),
                                 "kind": st.column_config.TextColumn("kind", width=70),
-                                "what": st.column_config.TextColumn("what", width="large"),
+                                "what": st.column_config.TextColumn("what", width="medium"),
                                 "step": st.column_config.TextColumn("step", width="medium"),
                                 "status": st.column_config.TextColumn(
                                     "status", help="⚠ capped: the run hit its epoch cap while still improving")})
