@@ -95,6 +95,17 @@ def plain(value, limit: int | None = None, code: bool = False) -> str:
     return _AUTOLINK.sub("\\1\u2060", text)
 
 
+def clip(text, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with an ellipsis when anything was cut
+    (a caption under a thumbnail must not end mid-word: "Tropical sunse")."""
+    text = " ".join(str(text or "").split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space >= limit // 2 else cut).rstrip(" #,.-") + "…"
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     from jobs.errors import user_errors as errors
     return errors()

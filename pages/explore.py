@@ -7,7 +7,7 @@ import os
 import streamlit as st
 
 from jobs import neighbours as nb
-from pages.common import database, empty_state, heat_table, plain, reported, show_error, user_errors
+from pages.common import clip, database, empty_state, heat_table, plain, reported, show_error, user_errors
 from storage import Database, views
 from storage.datasets import get_dataset
 
@@ -225,18 +225,26 @@ else:
         # no user until one is chosen: a run's model loads torch (seconds), which a first visit should not wait for
         user = u_pick.selectbox("User", users, index=None, key="xp_user", placeholder="Choose a user",
                                 help="longest histories first")
+        u_pick.caption("Users with the longest histories come first.")
     if users and user is None:
-        st.caption("Choose a user to see their history and what two runs recommend to them next.")
+        st.caption("Choose a user to see their history and what "
+                   + ("two runs recommend" if len(runs) > 1 else "the run recommends") + " to them next.")
     elif users:
         history = catalog.user_history(user)
         st.markdown(f"**Recent history** (last {min(10, len(history))} of {len(history)} videos, newest last)")
         hist_cols = st.columns(10)
         for col, h in zip(hist_cols, history[-10:]):
-            thumb(col, h, caption=(catalog.items.at[h, "title"] or catalog.items.at[h, "item_id"])[:28])
+            thumb(col, h, caption=clip(catalog.items.at[h, "title"] or catalog.items.at[h, "item_id"], 28))
         run_labels = {r.id: labels[f"run:{r.id}"] for r in runs}
         run_ids = list(run_labels)[::-1]          # newest first: the runs just trained are the ones to see
+        st.caption("Score: the run's own ranking score for the video (the dot product of the user's sequence "
+                   "state and the video's item vector). Higher ranks higher; it compares videos within one run, "
+                   "not across runs.")
         rc = st.columns(2)
-        for slot, col in enumerate(rc):
+        if len(run_ids) == 1:  # one run: one list, not the same list twice
+            rc[1].info("Train a second run (Train page) to see two runs' recommendations side by side.",
+                       icon=":material/info:")
+        for slot, col in enumerate(rc[:len(run_ids)]):
             run_id = col.selectbox(f"Run {slot + 1}", run_ids, index=min(slot, len(run_ids) - 1),
                                    format_func=run_labels.get, key=f"xp_run_{slot}")
             with col, reported(f"run #{run_id}"):
@@ -246,7 +254,7 @@ else:
                 verdict = (f":green-badge[:material/target: test item hit at #{rec.test_rank + 1}]" if rec.hit else
                            f":gray-badge[test item ranked #{rec.test_rank + 1}]")
                 st.markdown(f"{verdict} — held-out next video:")
-                st.text((test["title"] or test["item_id"])[:50])
+                st.text(clip(test["title"] or test["item_id"], 50))
                 for rank, (n, score) in enumerate(zip(rec.items, rec.scores), 1):
                     mark = " :green-badge[:material/target: test item]" if n == rec.test_item else ""
                     item_row(rank, n, f"· score {score:.2f}{mark}")

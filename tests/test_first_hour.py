@@ -135,3 +135,11 @@ def test_job_outcomes_name_capped_runs_and_stored_items(tmp_path):
     assert got[train] == {"ending": "capped while improving", "capped": True, "epochs": 2,
                           "best_epoch": run.best_epoch, "epoch_cap": 2}
     assert got[extract] == {"stored": 20, "total": 20}
+
+
+@pytest.mark.parametrize("text, limit, want", [("Tropical sunset in 60 seconds # trending", 28, "Tropical sunset in 60…"),
+                                               ("short", 28, "short"), ("abcdefghijklmnop", 10, "abcdefghi…"),
+                                               ("day 4 of hidden road trip", 25, "day 4 of hidden road trip")])
+def test_clip_cuts_at_a_word_with_an_ellipsis(text, limit, want):
+    from pages.common import clip
+    assert clip(text, limit) == want and len(clip(text, limit)) <= limit
