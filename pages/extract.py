@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dff_core.estimates import extraction_estimate
+from dff_core.load_estimate import load_seconds
 from jobs import submit
 from pages.common import database, empty_state, format_bytes, format_seconds, plain, show_error, user_errors
 from storage import views
@@ -27,14 +28,22 @@ if problem or not families:
              "`python -m dff_core import-features NAME --dataset D --npz FILE`.", icon=":material/block:")
     st.stop()
 
+def free_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... : the first one no feature set of the dataset has."""
+    n, candidate = 2, name
+    while candidate in taken:
+        candidate, n = f"{name}-{n}", n + 1
+    return candidate
+
+
 by_name = {f["family"]: f for f in sorted(families, key=lambda f: not f.get("available", True))}
 left, right = st.columns([3, 2], gap="large")
 with left:
     dataset = st.selectbox("Dataset", datasets, key="ex_dataset")
-    family = st.selectbox("Backbone family", list(by_name), key="ex_family",
-                          format_func=lambda n: f"{n} — {by_name[n]['description']}"[:110] if by_name[n]["description"]
-                          else n)
+    family = st.selectbox("Backbone family", list(by_name), key="ex_family")
     fam = by_name[family]
+    if fam["description"]:  # in full under the picker: a picker's option text is cut at its width
+        st.caption(plain(fam["description"]))
     available = bool(fam.get("available", True))
     if not available:
         st.warning(fam.get("why") or fam.get("reason") or f"{family} is not usable on this machine.",
@@ -71,32 +80,40 @@ with left:
                                  disabled=quantize == "int8",
                                  help=f"auto: bfloat16 on CUDA; on CPU {fam.get('cpu_auto_dtype', 'float32')} "
                                       "when the CPU has native bfloat16, else float32")
-    default_name = f"{family}-{'-'.join(inputs) or 'none'}" + ("-caption" if caption else "")
-    name = st.text_input("Feature set name", value=default_name, key=f"ex_name_{family}")
+    default_name = free_name(f"{family}-{'-'.join(inputs) or 'none'}" + ("-caption" if caption else ""),
+                             set(views.feature_set_table(db, dataset)["name"]))
+    name = st.text_input("Feature set name", value=default_name, key=f"ex_name_{family}_{default_name}",
+                         help="names are unique per dataset; the suggestion skips names already stored")
 
 ds = get_dataset(db, dataset)
 items = int(ds.stats.get("items", 0))
 with right:
     st.subheader("Estimate")
     known_layers, known_dim = fam.get("num_layers") or fam.get("layers"), fam.get("dim") or fam.get("hidden_size")
-    c1, c2 = st.columns(2)
     known = bool(known_layers and known_dim and not checkpoint.strip())  # a custom checkpoint may differ
-    layers = c1.number_input("Layers stored", 1, 512, int(known_layers or 25), key=f"ex_layers_{family}",
-                             disabled=caption or known,
-                             help="known for the built-in weights; for another checkpoint, its hidden layers + 1")
-    dim = c2.number_input("Hidden size", 1, 16384, 384 if caption else int(known_dim or 1024),
-                          key=f"ex_dim_{family}_{caption}", disabled=known and not caption,
-                          help="with the caption route: the sentence encoder's size (384 for MiniLM)")
-    layers = 1 if caption else int(layers)
-    est = extraction_estimate(items, layers, int(dim), family, inputs, int(frames), dtype=dtype,
+    if caption:
+        layers, dim = 1, 384
+        st.caption("Caption route: one layer, the sentence encoder's 384 dimensions (MiniLM).")
+    elif known:  # facts of the built-in weights: shown as text, not as inputs that cannot be changed
+        layers, dim = int(known_layers), int(known_dim)
+        st.caption(f"{family}'s built-in weights store {layers} layers × {dim} dimensions per item.")
+    else:
+        c1, c2 = st.columns(2)
+        layers = int(c1.number_input("Layers stored", 1, 512, int(known_layers or 25), key=f"ex_layers_{family}",
+                                     help="for another checkpoint: its hidden layers + 1"))
+        dim = int(c2.number_input("Hidden size", 1, 16384, int(known_dim or 1024), key=f"ex_dim_{family}",
+                                  help="the checkpoint's hidden size"))
+    est = extraction_estimate(items, layers, dim, family, inputs, int(frames), dtype=dtype,
                               measured_items_per_s=views.family_throughput(db, family))
+    load_low, load_high = load_seconds(family)
     m1, m2 = st.columns(2)
     m1.metric("Disk", format_bytes(est["bytes"]))
-    m2.metric("Time", format_seconds(est["seconds"]))
+    m2.metric("Time", f"{format_seconds(est['seconds'] + load_low)} – {format_seconds(est['seconds'] + load_high)}")
     rate = (f"{est['items_per_s']:.2f} items/s, measured on earlier {family} extractions here" if est["measured"]
             else f"about {est['items_per_s']:.2f} items/s, a default for {family} on CPU (no earlier run to measure)")
-    st.caption(f"Disk = {items:,} items × {layers} layers × {int(dim)} dims × {2 if dtype == 'float16' else 4} "
-               f"bytes. Time at {rate}.")
+    st.caption(f"Disk = {items:,} items × {layers} layers × {dim} dims × {2 if dtype == 'float16' else 4} "
+               f"bytes. Time = loading the model ({format_seconds(load_low)}–{format_seconds(load_high)}) + "
+               f"{format_seconds(est['seconds'])} for the items at {rate}.")
 
 if st.button("Launch extraction", type="primary", key="ex_launch", disabled=not available):
     try:

@@ -143,3 +143,34 @@ def test_job_outcomes_name_capped_runs_and_stored_items(tmp_path):
 def test_clip_cuts_at_a_word_with_an_ellipsis(text, limit, want):
     from pages.common import clip
     assert clip(text, limit) == want and len(clip(text, limit)) <= limit
+
+
+def test_extract_page_facts_as_text_loading_in_the_time_and_a_free_name(tmp_path, monkeypatch):
+    import numpy as np
+
+    from data_helpers import write_generic
+    from dff_core.load_estimate import MODEL_LOAD_S
+    from jobs.datasets import import_generic
+    from jobs.workflows import import_features_npz
+    from pages.common import format_seconds
+    from storage import Database
+    from storage.datasets import get_dataset, load_items
+
+    db = Database(tmp_path / "x.duckdb")
+    import_generic(db, "small", *write_generic(tmp_path / "d", n_users=12, n_items=20, seq=5))
+    items = load_items(db, get_dataset(db, "small").id)
+    np.savez(tmp_path / "f.npz", item_ids=np.asarray(items["item_id"].tolist(), dtype=str),
+             features=np.ones((len(items), 1, 4), np.float32))
+    import_features_npz(db, "smollm2-title", "small", tmp_path / "f.npz", backbone="smollm2")
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = AppTest.from_file(APP, default_timeout=90).run()
+    at.switch_page("pages/extract.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="ex_family").value == "smollm2"
+    assert not any(n.label in ("Layers stored", "Hidden size") for n in at.number_input)
+    assert "smollm2's built-in weights store 31 layers × 576 dimensions per item." in [c.value for c in at.caption]
+    assert [t.value for t in at.text_input if t.label == "Feature set name"] == ["smollm2-title-2"]
+    items_s = 20 / 25.0  # DEFAULT_ITEMS_PER_S["smollm2"]
+    low, high = MODEL_LOAD_S["smollm2"]
+    time_metric = next(m for m in at.metric if m.label == "Time")
+    assert time_metric.value == f"{format_seconds(items_s + low)} – {format_seconds(items_s + high)}"
