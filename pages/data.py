@@ -14,23 +14,28 @@ st.title("Data")
 
 # --------------------------------------------------------------------------------------------- import
 st.subheader("Import a dataset")
+DENSITY_COLUMN = {"density": st.column_config.NumberColumn("density", format="percent",
+                                                          help="interactions / (users × items)")}
 
 
 def _preprocessing_inputs(key: str):
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     min_inter = c1.number_input("Drop users with fewer interactions than", min_value=3, value=5, step=1,
                                 key=f"{key}_min")
     max_items = c2.number_input("Keep each user's last N items (0 = all)", min_value=0, value=0, step=1,
                                 key=f"{key}_max")
-    return int(min_inter), int(max_items) or None
+    top_items = c3.number_input("Keep only the N most-interacted items (0 = all)", min_value=0, value=0, step=100,
+                                key=f"{key}_top", help="applied first: a denser, cheaper catalogue (fewer items to "
+                                                       "extract); same as the CLI's --top-items")
+    return int(min_inter), int(max_items) or None, int(top_items) or None
 
 
-def _import(name: str, read, min_inter: int, max_items: int | None) -> None:
+def _import(name: str, read, min_inter: int, max_items: int | None, top_items: int | None = None) -> None:
     """Run one import; DataError and other user errors become one red line (nothing is stored)."""
     from dff_core.data.importers import Preprocessing
 
     try:
-        pre = Preprocessing(min_interactions=min_inter, max_items_per_user=max_items)
+        pre = Preprocessing(min_interactions=min_inter, max_items_per_user=max_items, top_items=top_items)
         if not name.strip():
             raise ValueError("give the dataset a name")
         with st.spinner("Reading, validating and storing…"):
@@ -109,7 +114,7 @@ table = views.dataset_table(db)
 if table.empty:
     st.info("No datasets yet — import one above, or build the demo from the Home page.")
     st.stop()
-st.dataframe(table, hide_index=True, width="stretch")
+st.dataframe(table, hide_index=True, width="stretch", column_config=DENSITY_COLUMN)
 
 chosen = st.selectbox("Look at", table["name"].tolist(), key="data_dataset")
 ds = get_dataset(db, chosen)
@@ -118,10 +123,11 @@ cols = st.columns(6)
 cols[0].metric("Users", f"{summary['users']:,}")
 cols[1].metric("Items", f"{summary['items']:,}")
 cols[2].metric("Interactions", f"{summary['interactions']:,}")
-cols[3].metric("Density", f"{summary['density']:.4%}" if summary["density"] is not None else "—")
+cols[3].metric("Density", f"{summary['density']:.2%}" if summary["density"] is not None else "—",
+               help="interactions / (users × items)")
 cols[4].metric("Median sequence", f"{summary['median_length']:g}" if summary["median_length"] else "—")
 cols[5].metric("Items seen once", f"{summary['items_seen_once']:,}")
-st.caption(f"source: {plain(ds.source)} · root: {plain(ds.root or '—')} · preprocessing: {plain(ds.params)} · "
+st.caption(f"source: {plain(ds.source)} · root: {plain(ds.root or '—')} · preprocessing: {plain(views.preprocessing_text(ds.params))} · "
            f"videos: {summary['videos']}, covers: {summary['covers']}")
 if ds.warnings:
     with st.expander(f"{len(ds.warnings)} validation warning(s) from the import"):

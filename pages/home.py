@@ -31,7 +31,8 @@ if table.empty:
     st.info("No datasets yet — build the demo dataset above (or run the whole demo study), or import one on "
             "the Data page.", icon=":material/info:")
 else:
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "density": st.column_config.NumberColumn("density", format="percent", help="interactions / (users × items)")})
 
 st.subheader("Feature sets")
 features = views.feature_set_table(db)

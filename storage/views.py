@@ -55,6 +55,27 @@ def dataset_table(db: Database) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def preprocessing_text(params: dict | None) -> str:
+    """A dataset's preprocessing in words (``users with ≥ 5 interactions · each user's last 50 items · the 2,000
+    most-interacted items · leave-one-out split``), not the stored dict; unknown keys are listed as they are."""
+    p = dict(params or {})
+    parts = []
+    if p.get("top_items"):
+        parts.append(f"the {int(p.pop('top_items')):,} most-interacted items")
+    p.pop("top_items", None)
+    if p.get("min_interactions") is not None:
+        parts.append(f"users with ≥ {int(p.pop('min_interactions'))} interactions")
+    if p.get("max_items_per_user"):
+        parts.append(f"each user's last {int(p.pop('max_items_per_user'))} items")
+    else:
+        p.pop("max_items_per_user", None)
+        parts.append("whole histories")
+    if p.get("split"):
+        parts.append(str(p.pop("split")).replace("_", "-") + " split")
+    parts += [f"{k} {v}" for k, v in p.items() if v is not None]
+    return " · ".join(parts)
+
+
 def feature_bytes(items: int, layers: int, dim: int, dtype: str = "float16") -> int:
     """Stored size of a feature set's vectors (bytes per value: numpy's itemsize of the stored dtype)."""
     return int(items) * int(layers) * int(dim) * np.dtype(dtype).itemsize

@@ -174,3 +174,41 @@ def test_extract_page_facts_as_text_loading_in_the_time_and_a_free_name(tmp_path
     low, high = MODEL_LOAD_S["smollm2"]
     time_metric = next(m for m in at.metric if m.label == "Time")
     assert time_metric.value == f"{format_seconds(items_s + low)} – {format_seconds(items_s + high)}"
+
+
+def test_preprocessing_in_words():
+    from storage.views import preprocessing_text
+    assert preprocessing_text({"min_interactions": 5, "max_items_per_user": None, "top_items": None,
+                               "split": "leave_one_out"}) == "users with ≥ 5 interactions · whole histories · " \
+                                                             "leave-one-out split"
+    assert preprocessing_text({"min_interactions": 3, "max_items_per_user": 50, "top_items": 2000}) == \
+        "the 2,000 most-interacted items · users with ≥ 3 interactions · each user's last 50 items"
+
+
+def test_data_page_density_preprocessing_and_top_items(tmp_path, monkeypatch):
+    from data_helpers import write_generic
+    from jobs.datasets import import_generic
+    from storage import Database
+
+    db = Database(tmp_path / "d.duckdb")
+    ds = import_generic(db, "small", *write_generic(tmp_path / "d", n_users=12, n_items=20, seq=6))
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = AppTest.from_file(APP, default_timeout=90).run()
+    at.switch_page("pages/data.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    density = next(m for m in at.metric if m.label == "Density").value
+    assert density == f"{ds.stats['density']:.2%}"
+    assert any("preprocessing: users with ≥ 5 interactions · whole histories · leave\\-one\\-out split" in c.value
+               for c in at.caption)
+    assert at.number_input(key="ml_top").label == "Keep only the N most-interacted items (0 = all)"
+    inter, items = write_generic(tmp_path / "e", n_users=30, n_items=12, seq=6)[:2]
+    at.text_input(key="gen_name").input("top")
+    at.text_input(key="gen_inter").input(str(inter))
+    at.text_input(key="gen_items").input(str(items))
+    at.number_input(key="gen_top").set_value(10)
+    next(b for b in at.button if b.label == "Import" and "import_paths" in str(b.form_id)).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    from storage.datasets import get_dataset
+    top = get_dataset(db, "top")
+    assert top.params["top_items"] == 10 and top.stats["items"] <= 10
