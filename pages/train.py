@@ -19,6 +19,8 @@ STRATEGY_HELP = {
     "add": "ID + feature", "concat": "[ID; feature] → linear", "gate": "gated ID/feature fusion",
     "dff": "Dual Feature Fusion: learned layer weights + gate"}
 
+SINGLE_LAYER = ("replace", "init", "add", "concat", "gate")  # one feature vector: several layers are averaged
+
 db = database()
 st.title("Train")
 st.caption("SASRec with the item encoder of your choice. Jobs run in the background; watch them on the Jobs page.")
@@ -51,11 +53,19 @@ if fs is None:
             "features on the Extract page to unlock the other strategies.", icon=":material/info:")
 
 mode = st.segmented_control("What to launch", ["One run", "Sweep"], default="One run", key="tr_mode") or "One run"
-usable = list(STRATEGIES) if fs is not None else ["id"]
+# caption fuses a caption embedding: offered with a caption feature set only
+usable = ([s for s in STRATEGIES if s != "caption" or fs.kind == "caption"] if fs is not None else ["id"])
+strategy = None
+if mode == "One run":  # the strategy first: it decides whether layers matter and how several are used
+    strategy = st.selectbox("Strategy", usable, index=usable.index("dff") if "dff" in usable else 0,
+                            key=f"tr_strategy_{bool(fs)}", format_func=lambda s: f"{s} — {STRATEGY_HELP.get(s, '')}")
+    if strategy in SINGLE_LAYER:
+        st.caption(f"`{strategy}` fuses one feature vector: with several layers chosen below it uses their "
+                   "**mean** (not learned weights; `dff` learns them).")
 
 # ------------------------------------------------------------------------------------------ layers
 layer_text = "all"
-if fs is not None:
+if fs is not None and strategy != "id":
     st.subheader("Layers")
     scores, score_problem = None, None
     try:
@@ -82,8 +92,11 @@ if fs is not None:
         chosen = parse_layers(layer_text, n) or list(range(n))
     except user_errors() as exc:
         show_error(exc)
+    if strategy in SINGLE_LAYER and len(chosen) > 1:
+        st.caption(f"{len(chosen)} layers chosen: `{strategy}` will train on their mean.")
     if scores is not None:
-        st.altair_chart(charts.layer_usefulness(scores, chosen), width="stretch")
+        with st.container(border=True):  # the chart's toolbar stays inside the box, off the layer field above
+            st.altair_chart(charts.layer_usefulness(scores, chosen), width="stretch")
         st.caption(f"Scored on {scores.attrs.get('items', '?')} items from training histories only; highlighted: "
                    f"the layers you chose ({views.layers_text(chosen, n)}). Cheap, not a substitute for training "
                    "— but layers near 1.0 carry little about what people watch together.")
@@ -127,9 +140,7 @@ if cap_note:
 
 # ------------------------------------------------------------------------------------------ launch
 if mode == "One run":
-    c1, c2, c3 = st.columns([2, 1, 2])
-    strategy = c1.selectbox("Strategy", usable, index=usable.index("dff") if "dff" in usable else 0,
-                            key=f"tr_strategy_{bool(fs)}", format_func=lambda s: f"{s} — {STRATEGY_HELP.get(s, '')}")
+    c2, c3 = st.columns([1, 2])
     seed = c2.number_input("Seed", 0, 10_000, 42, key="tr_seed")
     study = c3.text_input("Study (optional)", key="tr_study", help="groups runs on the Compare page")
     if st.button("Launch training", type="primary", key="tr_launch"):

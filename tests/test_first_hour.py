@@ -212,3 +212,34 @@ def test_data_page_density_preprocessing_and_top_items(tmp_path, monkeypatch):
     from storage.datasets import get_dataset
     top = get_dataset(db, "top")
     assert top.params["top_items"] == 10 and top.stats["items"] <= 10
+
+
+def test_train_page_strategy_first_mean_note_and_no_caption_without_a_caption_set(tmp_path, monkeypatch):
+    import numpy as np
+
+    from data_helpers import write_generic
+    from jobs.datasets import import_generic
+    from jobs.workflows import import_features_npz
+    from storage import Database
+    from storage.datasets import get_dataset, load_items
+
+    db = Database(tmp_path / "t.duckdb")
+    import_generic(db, "small", *write_generic(tmp_path / "d", n_users=20, n_items=20, seq=6))
+    items = load_items(db, get_dataset(db, "small").id)
+    np.savez(tmp_path / "f.npz", item_ids=np.asarray(items["item_id"].tolist(), dtype=str),
+             features=np.random.default_rng(0).normal(size=(len(items), 4, 8)).astype(np.float32))
+    import_features_npz(db, "feats", "small", tmp_path / "f.npz", backbone="synthetic")
+    monkeypatch.setenv("DFF_DB", str(db.path))
+    at = AppTest.from_file(APP, default_timeout=90).run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    strategy = at.selectbox(key="tr_strategy_True")
+    assert "caption" not in strategy.options and strategy.value == "dff"
+    labels = [w.label for w in at.main if hasattr(w, "label")]
+    assert labels.index("Strategy") < labels.index("Layer choice")          # chosen before the layers
+    strategy.set_value("gate").run()
+    captions = [c.value for c in at.caption]
+    assert any("`gate` fuses one feature vector" in c for c in captions)
+    assert "4 layers chosen: `gate` will train on their mean." in captions
+    at.selectbox(key="tr_strategy_True").set_value("id").run()
+    assert not any(h.value == "Layers" for h in at.subheader)                 # layers do not matter for id
