@@ -63,7 +63,7 @@ def test_train_watch_and_compare(app_server, app_db, page, artifacts):
 
     run_id = get_job(app_db, job_id).result["run_id"]
     open_page(page, app_server, "compare")
-    expect(main.get_by_text(re.compile(rf"finished runs match: .*#{run_id}\b"))).to_have_count(1)
+    expect(main.get_by_text(re.compile(rf"finished runs? match(es)?: .*#{run_id}\b"))).to_have_count(1)
     expect(page.locator(".js-plotly-plot")).to_have_count(3)  # strategies, cold vs warm, DFF layer weights
     _no_exception(page)
     shot(page, artifacts, "flow-4-compare")
