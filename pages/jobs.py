@@ -49,16 +49,6 @@ def _control(job) -> None:
         st.rerun()
 
 
-def _step_text(job, outcome: dict) -> str:
-    """A finished job's result (the run's ending, the items stored) rather than its last progress step, which a
-    worker reports before its final write."""
-    if job.status == "done" and "stored" in outcome:
-        return f"{outcome['stored']}/{outcome['total']} items stored"
-    if job.status == "done" and outcome.get("ending"):
-        return f"{outcome['ending']} after {outcome['epochs']} epochs (best epoch {outcome['best_epoch']})"
-    return job.step or job.status
-
-
 def _details(job, outcome: dict) -> None:
     capped = bool(outcome.get("capped"))
     icon = ":material/warning:" if capped else STATUS_ICON.get(job.status, "")
@@ -67,7 +57,7 @@ def _details(job, outcome: dict) -> None:
     st.caption(plain(views.job_label(job) + (f" · study {job.group_name}" if job.group_name else "")))
     eta = f" · ETA {format_seconds(job.eta_seconds)}" if job.status == "running" and job.eta_seconds else ""
     st.progress(min(1.0, max(0.0, float(job.progress or 0))),
-                text=f"{100 * float(job.progress or 0):.0f}% · {_step_text(job, outcome)}{eta}")
+                text=f"{100 * float(job.progress or 0):.0f}% · {views.job_step_text(job, outcome)}{eta}")
     if capped:  # the most important line of such a job: in full, above the log, in the dashboard's words
         st.warning(f"Run #{(job.result or {}).get('run_id')} hit its epoch cap ({outcome.get('epoch_cap')} epochs) "
                    f"while still improving (best epoch {outcome.get('best_epoch')}): its numbers are those of an "
@@ -123,7 +113,7 @@ def live() -> None:
     outcomes = views.job_outcomes(db, jobs)
     frame["ETA"] = [format_seconds(e) if e is not None else "" for e in frame["eta_s"]]
     frame["run"] = ["" if r is None or r != r else f"#{int(r)}" for r in frame["run"]]  # no raw "None"
-    frame["step"] = [_step_text(j, outcomes.get(j.id, {})) for j in jobs]
+    frame["step"] = [views.job_step_text(j, outcomes.get(j.id, {})) for j in jobs]
     frame["status"] = [f"{s} ⚠ capped" if outcomes.get(i, {}).get("capped") else s
                        for i, s in zip(frame["id"], frame["status"])]
     counts = frame["status"].value_counts()

@@ -376,6 +376,19 @@ def job_outcomes(db: Database, jobs: list) -> dict[int, dict]:
     return out
 
 
+def job_step_text(job, outcome: dict) -> str:
+    """A job's step line: a finished job's result (``job_outcomes``: items stored, the run's ending) rather than
+    its last progress step, which a worker reports before its final write; an extraction that has not reported
+    yet is loading its backbone (its first report comes with the first batch)."""
+    if job.status == "done" and "stored" in outcome:
+        return f"{outcome['stored']}/{outcome['total']} items stored"
+    if job.status == "done" and outcome.get("ending"):
+        return f"{outcome['ending']} after {outcome['epochs']} epochs (best epoch {outcome['best_epoch']})"
+    if job.status == "running" and job.kind == "extract" and not job.step:
+        return "loading the backbone (items are counted from the first batch on)"
+    return job.step or job.status
+
+
 def demo_dataset_exists(db: Database, name: str) -> bool:
     try:
         get_dataset(db, name)

@@ -243,3 +243,18 @@ def test_train_page_strategy_first_mean_note_and_no_caption_without_a_caption_se
     assert "4 layers chosen: `gate` will train on their mean." in captions
     at.selectbox(key="tr_strategy_True").set_value("id").run()
     assert not any(h.value == "Layers" for h in at.subheader)                 # layers do not matter for id
+
+
+def test_jobs_step_text_for_results_and_loading():
+    """The Jobs page's step line: a finished job's result, an extraction that has not reported yet is loading."""
+    from types import SimpleNamespace
+
+    from storage.views import job_step_text as _step_text
+
+    job = lambda **kw: SimpleNamespace(**{"kind": "extract", "status": "running", "step": None, **kw})  # noqa: E731
+    assert _step_text(job(), {}) == "loading the backbone (items are counted from the first batch on)"
+    assert _step_text(job(step="12/300 items"), {}) == "12/300 items"
+    assert _step_text(job(status="done", step="288/300 items"), {"stored": 300, "total": 300}) == "300/300 items stored"
+    assert _step_text(job(kind="train", status="done", step="epoch 2"),
+                      {"ending": "capped while improving", "epochs": 2, "best_epoch": 2}) == \
+        "capped while improving after 2 epochs (best epoch 2)"
