@@ -99,14 +99,16 @@ def versus_baseline(runs: pd.DataFrame, board: pd.DataFrame, baseline: int, metr
     Columns: ``Δ vs baseline`` (mean paired difference, NaN without shared seeds), ``p``, ``paired seeds``,
     ``verdict`` (``better`` / ``worse`` / ``no clear difference`` / ``under-trained`` / ``too few seeds`` /
     ``baseline``) and ``reason`` in words. Index and order follow ``board``."""
-    from dff_core.study.verdicts import CONTRADICTED, SUPPORTED, UNDER_TRAINED, Comparison, compare
+    from dff_core.study.verdicts import (CONTRADICTED, MIN_SEEDS, SUPPORTED, UNDER_TRAINED, Comparison,
+                                         compare)
 
     col = f"{split} {metric}"
-    keyed = runs.dropna(subset=[col]).assign(_key=lambda f: f[GROUP].astype(str).agg("|".join, axis=1))
-    capped = keyed.assign(_capped=is_capped(keyed))
+    done = runs.dropna(subset=[col])
+    marked = done.assign(_key=done[GROUP].astype(str).agg("|".join, axis=1), _capped=is_capped(done))
 
     def seeds_of(row) -> tuple[pd.Series, list]:
-        part = capped[capped["_key"] == "|".join(str(row[c]) for c in GROUP)]
+        """The row's value per seed (the Study page pairs by seed) and its runs capped while improving."""
+        part = marked[marked["_key"] == "|".join(str(row[c]) for c in GROUP)]
         return part.groupby("seed")[col].mean().astype(float), part.loc[part["_capped"], "run_id"].tolist()
 
     base = board.loc[baseline]
@@ -122,7 +124,7 @@ def versus_baseline(runs: pd.DataFrame, board: pd.DataFrame, baseline: int, metr
                     capped_runs=capped_runs + base_capped)
         verdict = {SUPPORTED: "better", CONTRADICTED: "worse", UNDER_TRAINED: "under-trained"}.get(c.verdict)
         if verdict is None:
-            verdict = "too few seeds" if c.n < 3 else "no clear difference"
+            verdict = "too few seeds" if c.n < MIN_SEEDS else "no clear difference"
         rows.append({"Δ vs baseline": c.diff, "p": c.p, "paired seeds": c.n, "verdict": verdict,
                      "reason": c.reason})
     return pd.DataFrame(rows, index=board.index)
