@@ -39,16 +39,31 @@ from dff_core.train.trainer import CHECKPOINT_NAME, TrainConfig, load_checkpoint
 
 
 def parse_config(text: str) -> dict:
-    """``sampled-uniform-256/1024/3e-3`` -> TrainConfig settings."""
-    loss, batch, lr = text.strip().split("/")
-    out = {"batch_size": int(batch), "lr": float(lr)}
+    """``LOSS/BATCH/LR[/OPTION...]`` -> TrainConfig settings, e.g. ``gbce-256/1024/3e-3/length/bf16/t=0.75``.
+
+    LOSS: ``full`` | ``sampled-uniform-N`` | ``sampled-in-batch-N`` | ``gbce-N``. Options: ``length`` / ``random``
+    (batching, default random), ``bf16`` / ``fp32`` (amp, default fp32), ``t=X`` (gBCE calibration)."""
+    loss, batch, lr, *options = text.strip().split("/")
+    out = {"batch_size": int(batch), "lr": float(lr), "batching": "random", "amp": "none"}
+    for opt in options:
+        if opt in ("length", "random"):
+            out["batching"] = opt
+        elif opt in ("bf16", "fp32"):
+            out["amp"] = "bf16" if opt == "bf16" else "none"
+        elif opt.startswith("t="):
+            out["gbce_t"] = float(opt[2:])
+        else:
+            raise SystemExit(f"unknown option {opt!r} in config {text!r}: length | random | bf16 | fp32 | t=X")
     if loss == "full":
         return {**out, "loss": "full"}
+    if loss.startswith("gbce-"):
+        return {**out, "loss": "gbce", "negatives": int(loss[len("gbce-"):])}
     for sampler in ("uniform", "in-batch"):
         prefix = f"sampled-{sampler}-"
         if loss.startswith(prefix):
             return {**out, "loss": "sampled", "negative_sampler": sampler, "negatives": int(loss[len(prefix):])}
-    raise SystemExit(f"cannot read config {text!r}: LOSS/BATCH/LR with LOSS full | sampled-uniform-N | sampled-in-batch-N")
+    raise SystemExit(f"cannot read config {text!r}: LOSS/BATCH/LR[/OPTION...] with LOSS full | "
+                     "sampled-uniform-N | sampled-in-batch-N | gbce-N")
 
 
 def load(db_path: str, dataset: str, strategy: str, features: str | None, layers: str):
@@ -111,7 +126,7 @@ def print_table(rows: list[dict], pop: float, baseline: str) -> None:
         cpu_sp = base["to_best_cpu_s"] / r["to_best_cpu_s"] if r["to_best_cpu_s"] else float("nan")
         rel = r["test_ndcg10"] / base["test_ndcg10"] - 1 if base["test_ndcg10"] else float("nan")
         status = "capped (bound)" if r["capped"] else ("early-stopped" if r["stopped_early"] else "epoch limit")
-        print(f"{r['config']:34} {r['epochs']:>3} {r['best_epoch']:>4} {r['s_per_epoch']:>6.1f} "
+        print(f"{r['config'] + ' s' + str(r['seed']):34} {r['epochs']:>3} {r['best_epoch']:>4} {r['s_per_epoch']:>6.1f} "
               f"{r['to_best_s'] / 60:>6.1f}m {r['to_best_cpu_s'] / 60:>9.1f}m {r['val_ndcg10']:>9.4f} "
               f"{r['test_ndcg10']:>9.4f} {sp:>7.2f}x {cpu_sp:>7.2f}x {100 * rel:>+6.1f}%  {status}")
     print(f"speed-up (wall / process CPU time to the best validation epoch) and test Δ are relative to "
@@ -159,6 +174,7 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds: every config once per seed (overrides --seed)")
     ap.add_argument("--default-cap-min", type=float, default=30.0)
     ap.add_argument("--cap-min", default="", help="per-config caps: 'CONFIG=MIN;CONFIG=MIN'")
     ap.add_argument("--out", default="tmp/bench_time_to_quality.jsonl")
@@ -174,6 +190,7 @@ def main() -> None:
     log = (lambda line: None) if args.single else (lambda line: print(line, flush=True))
     common = {"strategy": args.strategy, "epochs": args.epochs, "patience": args.patience,
               "num_threads": args.threads, "seed": args.seed}
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     if args.single:
         print(json.dumps(run_one(split, feats, configs[0], {**common, **parse_config(configs[0])}, 1e9, log)))
         return
@@ -181,10 +198,10 @@ def main() -> None:
     print(f"{args.dataset}: {len(split.train)} users, {split.num_items} items; strategy {args.strategy}; "
           f"{args.threads} threads; patience {args.patience}; popularity test NDCG@10 {pop:.4f}", flush=True)
     rows = []
-    for name in configs:
+    for name, seed in [(c, sd) for c in configs for sd in seeds]:
         cap = 60 * float(caps.get(name, args.default_cap_min))
-        row = run_one(split, feats, name, {**common, **parse_config(name)}, cap, log)
-        row.update(dataset=args.dataset, cap_s=cap)
+        row = run_one(split, feats, name, {**common, **parse_config(name), "seed": seed}, cap, log)
+        row.update(dataset=args.dataset, cap_s=cap, threads=args.threads)
         rows.append(row)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "a") as f:

@@ -16,6 +16,7 @@ from cli.core import COMMANDS, EXTENSIONS, _db
 from dff_core.metric_names import METRICS
 from jobs.errors import UsageError
 from dff_core.study.plan import DEFAULT_SETTINGS
+from dff_core.train.defaults import AMP_CHOICES, BATCHINGS, LOSSES, SAMPLERS
 
 
 def _register(sub) -> None:
@@ -40,11 +41,14 @@ def _register(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per training run (default: torch's)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--amp", default=None, choices=["none", "bf16"], help="bf16 autocast, CUDA only")
-    p.add_argument("--loss", default=None, choices=["full", "sampled"],
+    p.add_argument("--amp", default=None, choices=AMP_CHOICES,
+                   help="auto (default): bf16 on a CPU with native bfloat16, none elsewhere; bf16 also autocasts on CUDA")
+    p.add_argument("--loss", default=None, choices=LOSSES,
                    help="training objective (default: dff_core.train.defaults)")
     p.add_argument("--negatives", type=int, default=None)
-    p.add_argument("--negative-sampler", default=None, choices=["uniform", "in-batch"])
+    p.add_argument("--negative-sampler", default=None, choices=SAMPLERS)
+    p.add_argument("--gbce-t", type=float, default=None, help="gbce calibration t in [0, 1]")
+    p.add_argument("--batching", default=None, choices=BATCHINGS, help="length (default) | random")
     p.add_argument("--name", default=None, help="study name (default study-<dataset>-<features>)")
     p.add_argument("--dry-run", action="store_true", help="print the runs it would queue and stop")
     p.add_argument("--wait", action="store_true",
@@ -104,7 +108,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                                                          ("num_threads", args.threads), ("lr", args.lr),
                                                          ("device", args.device), ("amp", args.amp),
                                                          ("loss", args.loss), ("negatives", args.negatives),
-                                                         ("negative_sampler", args.negative_sampler))
+                                                         ("negative_sampler", args.negative_sampler),
+                                                         ("gbce_t", args.gbce_t), ("batching", args.batching))
                                        if v is not None})
     if args.dry_run:
         from storage.features import get_feature_set
@@ -112,6 +117,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         for r in runs:
             print(f"{r['role']:12} {r['strategy']:8} {r['features'] or '—':24} layers {r['layers'] or '—'}")
         print(f"{len(runs)} runs x {len(req.seeds)} seeds = {len(runs) * len(req.seeds)} training runs")
+        print(study_cost_line(db, req, runs))
         return 0
     from dff_core.endings import cap_warning
     from storage.views import epochs_needed
@@ -130,6 +136,15 @@ def cmd_study(args: argparse.Namespace) -> int:
         return _report(db, req.study, args)
     print(job_id)
     return 0
+
+
+def study_cost_line(db, req, runs: list[dict]) -> str:
+    """The study's estimated compute (``jobs.estimates``), as the Study page shows it."""
+    from dff_core.estimates import estimate_text
+    from jobs.estimates import training_cost
+
+    strategies = [r["strategy"] for r in runs for _ in req.seeds]
+    return estimate_text(training_cost(db, req.dataset, strategies, {"epochs": req.epochs, **req.extra_settings}))
 
 
 def _report(db, study: str, args: argparse.Namespace) -> int:

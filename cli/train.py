@@ -40,13 +40,20 @@ def add_fast_options(p: argparse.ArgumentParser) -> None:
     from dff_core.train.defaults import TRAIN_DEFAULTS as D
     from dff_core.train.defaults import scale_defaults_text
     from dff_core.train.negatives import SAMPLERS
-    from dff_core.train.trainer import AMP_CHOICES, LOSSES
+    from dff_core.train.defaults import AMP_CHOICES, BATCHINGS, LOSSES
 
     p.add_argument("--device", default=D["device"], help="auto | cpu | cuda | cuda:N (auto: CUDA when available)")
-    p.add_argument("--amp", default=D["amp"], choices=AMP_CHOICES, help="bf16 autocast (CUDA only; refused on CPU)")
+    p.add_argument("--amp", default=D["amp"], choices=AMP_CHOICES,
+                   help="bf16: autocast on CUDA; on a CPU with native bfloat16 (AVX512-BF16/AMX) the full softmax's "
+                        "products and the feature buffer in bfloat16 (refused on other CPUs). auto (default): bf16 on "
+                        "such a CPU, none elsewhere")
     p.add_argument("--loss", default=D["loss"], choices=LOSSES,
-                   help="full softmax over all items, or sampled softmax over the target + --negatives items")
-    p.add_argument("--negatives", type=int, default=D["negatives"], help="negatives per user and step (sampled)")
+                   help="full softmax over all items; sampled softmax over the target + --negatives items; gbce: "
+                        "gSASRec's calibrated binary cross-entropy over the same negatives (--gbce-t)")
+    p.add_argument("--negatives", type=int, default=D["negatives"], help="negatives per user and step (sampled, gbce)")
+    p.add_argument("--gbce-t", type=float, default=None, help="gbce calibration t in [0, 1] (default 0.75)")
+    p.add_argument("--batching", default=D["batching"], choices=BATCHINGS,
+                   help="length: users of similar length batched together (little padding); random: a plain shuffle")
     p.add_argument("--negative-sampler", default=D["negative_sampler"], choices=SAMPLERS,
                    help="uniform over the catalogue, or the batch's targets; the user's history is never a negative")
     p.add_argument("--batch-size", type=int, default=None, help=f"with --lr: {scale_defaults_text()}")
@@ -54,8 +61,12 @@ def add_fast_options(p: argparse.ArgumentParser) -> None:
 
 
 def fast_settings(args: argparse.Namespace) -> dict:
-    return {"device": args.device, "amp": args.amp, "loss": args.loss, "negatives": args.negatives,
-            "negative_sampler": args.negative_sampler, "batch_size": args.batch_size, "lr": args.lr}
+    out = {"device": args.device, "amp": args.amp, "loss": args.loss, "negatives": args.negatives,
+           "negative_sampler": args.negative_sampler, "batching": args.batching, "batch_size": args.batch_size,
+           "lr": args.lr}
+    if getattr(args, "gbce_t", None) is not None:
+        out["gbce_t"] = args.gbce_t
+    return out
 
 
 def train_settings(args: argparse.Namespace) -> dict:

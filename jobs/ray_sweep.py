@@ -53,7 +53,7 @@ def run_sweep_ray(db: Database, runs: list[dict], *, study: str, job_id: int | N
     """Train ``runs`` (``jobs.handlers.expand_sweep`` parameter sets, one dataset) as Ray tasks.
 
     Returns counts ``{total, skipped, done, failed, cancelled}`` and the failures ``{run_id: reason}``."""
-    from dff_core.eval.evaluate import popularity_baseline
+    from jobs.popularity import cached_popularity
     from dff_core.extraction.ray_engine import _ray, connect
     from dff_core.models.item_encoders import FEATURE_STRATEGIES
     from dff_core.train.ray_task import train_task
@@ -107,7 +107,7 @@ def run_sweep_ray(db: Database, runs: list[dict], *, study: str, job_id: int | N
     try:
         log("reading the split and features once for the object store")
         split = load_split(db, ds.id)
-        popularity = popularity_baseline(split, "test").metrics
+        popularity = cached_popularity(db, ds.id, split)
         split_ref = ray.put(split)
         shipped: dict[str, tuple] = {}  # feature set name -> (ref, {layer: position}, items without vectors)
         for name, fs in fsets.items():

@@ -38,7 +38,11 @@ def check_train_settings(settings: dict | None) -> dict:
     """The settings a run would train with (request over ``dff_core.train.defaults``), checked: only
     ``TrainConfig`` fields, and their values (loss, negatives, sampler, batch size, DFF layer settings, ...:
     ``TrainConfig.validate``) and the device, resolved here (``cuda`` on a machine
-    without CUDA is refused). ``amp bf16`` is refused on CPU rather than silently ignored."""
+    without CUDA is refused). ``amp bf16`` is refused on a device without bfloat16 (a CPU without AVX512-BF16 or
+    AMX) rather than silently ignored."""
+    from torch import device as torch_device
+
+    from dff_core.devices import amp_problem
     from dff_core.train.defaults import with_defaults
     from dff_core.train.device import resolve_device
     from dff_core.train.trainer import TrainConfig
@@ -49,9 +53,9 @@ def check_train_settings(settings: dict | None) -> dict:
     full = with_defaults(settings)
     TrainConfig.from_dict(full).validate()
     device = resolve_device(full["device"])
-    if full.get("amp") == "bf16" and not device.startswith("cuda"):
-        raise ValueError(f"amp bf16 needs a CUDA device, and this run would train on {device}; "
-                         "use --amp none (or --device cuda on a GPU machine)")
+    problem = amp_problem(full.get("amp", "none"), torch_device(device))
+    if problem:
+        raise ValueError(problem)
     return full
 
 

@@ -35,7 +35,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     ``run_id`` continues an existing run from its last checkpoint (after a crash or a cancel). ``owner`` (a
     job runner's claim) fences every write to the run: once the job is no longer this runner's, the next
     write raises ``NotOwner`` and the run is left to its new owner, untouched."""
-    from dff_core.eval.evaluate import popularity_baseline
+    from jobs.popularity import cached_popularity
     from dff_core.models.item_encoders import FEATURE_STRATEGIES
     from dff_core.endings import CAPPED_IMPROVING
     from dff_core.train.trainer import TrainConfig, train
@@ -51,6 +51,8 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     layer_ids = parse_layers(layers, fs.num_layers) if fs is not None else None
     from dff_core.train.defaults import with_defaults
     from dff_core.train.device import resolve_device
+    from dff_core.devices import resolve_amp
+    from torch import device as torch_device
 
     if run_id is not None:  # a resumed run keeps the settings it started with, all but the device-like ones
         from jobs.resume import resumed_settings
@@ -58,6 +60,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
         settings = resumed_settings(get_run(db, run_id).config, settings, TrainConfig.__dataclass_fields__)
     cfg = TrainConfig(strategy=strategy, layers=None, seed=seed, **with_defaults(settings, ds.stats.get("users")))
     cfg.device = resolve_device(cfg.device)  # stored resolved: the run's config says where it trained
+    cfg.amp = resolve_amp(cfg.amp, torch_device(cfg.device))  # and in which precision (auto -> bf16 / none)
     feats, missing = None, 0
     if fs is not None and strategy in FEATURE_STRATEGIES:
         feats, layer_ids, missing = load_training_features(db, ds.id, fs, layer_ids)
@@ -128,7 +131,7 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
         finish_run(db, run.id, "cancelled", epochs_run=result.epochs_run, seconds=result.seconds,
                    best_epoch=result.best_epoch or None, ending=result.ending, owner=owner)
         return get_run(db, run.id)
-    store_result(db, run.id, result.to_dict(), layer_ids, popularity_baseline(split, "test").metrics,
+    store_result(db, run.id, result.to_dict(), layer_ids, cached_popularity(db, ds.id, split),
                  time.perf_counter() - start, owner=owner)
     if result.model is not None:  # Explore reads a run's item vectors without loading torch or the model
         save_run_vectors(db, run.id, item_vectors(result.model))

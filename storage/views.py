@@ -239,6 +239,14 @@ def epochs_needed(db: Database, dataset: str | None = None) -> list[int]:
             if r.status == "done" and r.ending == "early_stopped" and r.epochs_run]
 
 
+def finished_run_epochs(db: Database, dataset_id: int) -> list[dict]:
+    """Per finished run of a dataset: ``strategy``, ``config``, ``epochs`` and ``seconds_per_epoch`` (its wall time
+    over its epochs: training and validation), what the next runs like it will take per epoch."""
+    return [{"strategy": r.strategy, "config": r.config, "epochs": int(r.epochs_run),
+             "seconds_per_epoch": float(r.seconds) / int(r.epochs_run)}
+            for r in list_runs(db, dataset_id=dataset_id) if r.status == "done" and r.epochs_run and r.seconds]
+
+
 def run_seconds(db: Database, dataset: str) -> list[float]:
     """Wall seconds of the finished, early-stopped runs of ``dataset``: what the next run like them will take
     (the demo study's estimate reads them). Empty when the dataset or such runs are missing."""

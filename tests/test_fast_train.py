@@ -184,10 +184,11 @@ def dataset(db, tmp_path):
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="checks the CPU-only machine")
-def test_cli_refuses_cuda_and_cpu_bf16_with_one_line(db, dataset, capsys):
+def test_cli_refuses_cuda_and_cpu_bf16_with_one_line(db, dataset, capsys, monkeypatch):
     from cli import main
 
-    for extra, msg in ((["--device", "cuda"], "CUDA is not available"), (["--amp", "bf16"], "needs a CUDA device"),
+    monkeypatch.setenv("DFF_CPU_BF16", "0")  # a CPU without native bfloat16: refused (with it, bf16 runs)
+    for extra, msg in ((["--device", "cuda"], "CUDA is not available"), (["--amp", "bf16"], "needs a CUDA device or a CPU"),
                        (["--device", "gpu"], "unknown device")):
         for cmd in (["train"], ["submit", "train"]):
             assert main(["--db", str(db.path), *cmd, "--dataset", "d", "--strategy", "id", *extra]) == 2
@@ -205,6 +206,7 @@ def test_run_stores_loss_and_resolved_device_and_compare_shows_them(db, dataset,
 
     from cli import main
     from dff_core.compare import leaderboard
+    from dff_core.devices import cpu_has_bf16
     from storage import views
     from storage.runs import get_run
 
@@ -214,8 +216,10 @@ def test_run_stores_loss_and_resolved_device_and_compare_shows_them(db, dataset,
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     config = get_run(db, out["run_id"]).config
     assert {k: config[k] for k in ("loss", "negatives", "negative_sampler", "batch_size", "lr", "amp")} == {
-        "loss": "sampled", "negatives": 5, "negative_sampler": "in-batch", "batch_size": 8, "lr": 0.005, "amp": "none"}
+        "loss": "sampled", "negatives": 5, "negative_sampler": "in-batch", "batch_size": 8, "lr": 0.005,
+        "amp": "bf16" if cpu_has_bf16() and config["device"] == "cpu" else "none"}  # amp auto, stored resolved
     assert config["device"] == resolve_device("auto")  # stored resolved, not "auto"
+    assert config["batching"] == "length"
     board = leaderboard(views.runs_frame(db))
     assert board.loc[0, "loss"] == "sampled 5 in-batch" and board.loc[0, "device"] == config["device"]
 

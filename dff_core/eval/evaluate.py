@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data.split import SplitData
-from .metrics import metrics_from_ranks, rank_of_targets
+from .metrics import metrics_from_ranks, rank_excluding, rank_shared_scores
 
 SPLITS = ("val", "test")
 
@@ -64,6 +64,8 @@ class EvalInputs:
     seen_items: np.ndarray      # CSR of the whole input sequence (sorted order)
     seen_indptr: np.ndarray
     target_counts: np.ndarray   # training interactions of each target (ORIGINAL user order)
+    excl_items: torch.Tensor    # CSR of the items each row excludes: seen, unique, never its target (sorted order)
+    excl_indptr: np.ndarray
 
     @classmethod
     def build(cls, data: SplitData, split: str, max_len: int) -> "EvalInputs":
@@ -76,17 +78,31 @@ class EvalInputs:
         # gather each sorted user's segment without a Python loop over users
         pos = np.arange(s_indptr[-1]) - np.repeat(s_indptr[:-1], s_lens) + np.repeat(starts[order], s_lens)
         counts = data.train_item_counts()
+        seen, s_targets = flat[pos], targets[order]
+        excl_items, excl_indptr = _exclusions(seen, s_indptr, s_targets, data.num_items)
         return cls(split=split, order=order, seqs=torch.from_numpy(padded[order]),
-                   lengths=np.minimum(s_lens, max_len), targets=targets[order],
-                   seen_items=flat[pos], seen_indptr=s_indptr, target_counts=counts[targets])
+                   lengths=np.minimum(s_lens, max_len), targets=s_targets,
+                   seen_items=seen, seen_indptr=s_indptr, target_counts=counts[targets],
+                   excl_items=torch.from_numpy(excl_items), excl_indptr=excl_indptr)
 
-    def exclusion_mask(self, start: int, stop: int, num_items: int, device) -> torch.Tensor:
-        lens = np.diff(self.seen_indptr[start:stop + 1])
-        mask = torch.zeros(stop - start, num_items, dtype=torch.bool, device=device)
-        rows = torch.as_tensor(np.repeat(np.arange(stop - start), lens), device=device)
-        cols = torch.as_tensor(self.seen_items[self.seen_indptr[start]:self.seen_indptr[stop]], device=device)
-        mask[rows, cols] = True
-        return mask
+    def ranks(self, start: int, stop: int, scores: torch.Tensor) -> np.ndarray:
+        """Ranks of rows ``start:stop`` (sorted order) from their ``scores [stop - start, num_items]``."""
+        lo, hi = self.excl_indptr[start], self.excl_indptr[stop]
+        return rank_excluding(scores, torch.as_tensor(self.targets[start:stop], device=scores.device),
+                              self.excl_items[lo:hi], torch.from_numpy(self.excl_indptr[start:stop + 1] - lo))
+
+
+def _exclusions(seen: np.ndarray, indptr: np.ndarray, targets: np.ndarray,
+                num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR ``(items, indptr)`` of each row's seen items, de-duplicated and without the row's target (which the
+    protocol never excludes), from the CSR ``(seen, indptr)``: one sort of (row, item) keys."""
+    lens = np.diff(indptr)
+    rows = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
+    keys = np.unique(rows * (num_items + 1) + seen)
+    rows, items = keys // (num_items + 1), keys % (num_items + 1)
+    keep = items != targets[rows]
+    rows, items = rows[keep], items[keep]
+    return items.astype(np.int64), np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(lens)))]).astype(np.int64)
 
 
 @dataclass
@@ -126,7 +142,7 @@ def _result(split, ranks, target_counts, cold_threshold, ks) -> EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model, data: SplitData, split: str = "test", batch_size: int = 1024, cold_threshold: int = 5,
+def evaluate(model, data: SplitData, split: str = "test", batch_size: int = 256, cold_threshold: int = 5,
              ks: Sequence[int] = (10, 20), inputs: EvalInputs | None = None) -> EvalResult:
     """Rank each user's ``split`` target with ``model`` (a ``SASRec``), in eval mode, item table
     computed once. ``inputs`` (from ``EvalInputs.build``) may be passed to skip re-building them."""
@@ -145,10 +161,7 @@ def evaluate(model, data: SplitData, split: str = "test", batch_size: int = 1024
             stop = min(start + batch_size, n)
             width = max(int(inputs.lengths[start:stop].max()), 1)
             seqs = inputs.seqs[start:stop, -width:].to(device, non_blocking=True)
-            scores = model.predict(seqs, table)
-            sorted_ranks[start:stop] = rank_of_targets(
-                scores, torch.as_tensor(inputs.targets[start:stop], device=device),
-                inputs.exclusion_mask(start, stop, scores.shape[1], device))
+            sorted_ranks[start:stop] = inputs.ranks(start, stop, model.predict(seqs, table))
     finally:
         model.train(was_training)
     ranks = np.empty(n, dtype=np.int64)
@@ -157,17 +170,24 @@ def evaluate(model, data: SplitData, split: str = "test", batch_size: int = 1024
 
 
 def popularity_baseline(data: SplitData, split: str = "test", cold_threshold: int = 5,
-                        ks: Sequence[int] = (10, 20), batch_size: int = 4096) -> EvalResult:
-    """Score every item by its training interaction count; same protocol (sanity floor)."""
+                        ks: Sequence[int] = (10, 20)) -> EvalResult:
+    """Score every item by its training interaction count; same protocol (sanity floor).
+
+    Computed once per split object and arguments, then the same result is returned (a ``SplitData`` is not
+    changed after it is built): every run of a study in one process reports it, and it does not depend on the run."""
+    cache = data.__dict__.setdefault("_popularity_cache", {})
+    key = (split, int(cold_threshold), tuple(ks))
+    if key not in cache:
+        cache[key] = _popularity_baseline(data, split, cold_threshold, ks)
+    return cache[key]
+
+
+def _popularity_baseline(data: SplitData, split: str, cold_threshold: int, ks: Sequence[int]) -> EvalResult:
     inputs = EvalInputs.build(data, split, max_len=1)
     counts = torch.as_tensor(data.train_item_counts(), dtype=torch.float32)
     n = len(inputs.targets)
-    sorted_ranks = np.empty(n, dtype=np.int64)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        scores = counts.expand(stop - start, -1)
-        sorted_ranks[start:stop] = rank_of_targets(scores, inputs.targets[start:stop],
-                                                   inputs.exclusion_mask(start, stop, data.num_items, "cpu"))
+    sorted_ranks = rank_shared_scores(counts, torch.as_tensor(inputs.targets), inputs.excl_items,
+                                      torch.from_numpy(inputs.excl_indptr))
     ranks = np.empty(n, dtype=np.int64)
     ranks[inputs.order] = sorted_ranks
     return _result(split, ranks, inputs.target_counts, cold_threshold, ks)

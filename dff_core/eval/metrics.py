@@ -54,10 +54,7 @@ def rank_of_targets(scores, targets, exclude=None) -> np.ndarray:
     scores = torch.as_tensor(scores)
     if scores.dim() != 2:
         raise ValueError(f"scores must be [B, N], got {tuple(scores.shape)}")
-    if not torch.isfinite(scores).all():
-        bad = int((~torch.isfinite(scores)).any(dim=1).sum())
-        raise ValueError(f"non-finite scores (NaN or inf) in {bad} of {scores.shape[0]} rows; "
-                         "the model is broken (e.g. a fully masked attention row)")
+    check_finite(scores)
     B, N = scores.shape
     targets = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets,
                               device=scores.device).long().reshape(-1)
@@ -74,6 +71,67 @@ def rank_of_targets(scores, targets, exclude=None) -> np.ndarray:
     higher = (scores > target_scores).sum(dim=1)
     ties = (scores == target_scores).sum(dim=1) - 1  # the target itself is not a tie
     return (higher + ties).cpu().numpy().astype(np.int64)
+
+
+def check_finite(scores: torch.Tensor) -> None:
+    """Raise the protocol's ``ValueError`` if any score is NaN or infinite. One float32 row sum (a vectorised
+    reduction, ~40x cheaper here than ``isfinite(...).all()``): a row's sum is finite only if every score in it is
+    (an inf or NaN makes it inf or NaN); only a suspicious sum, which a finite overflow can also give, pays for the
+    exact element-wise check."""
+    if torch.isfinite(scores.sum(dim=1)).all():
+        return
+    finite = torch.isfinite(scores)
+    if not finite.all():
+        bad = int((~finite).any(dim=1).sum())
+        raise ValueError(f"non-finite scores (NaN or inf) in {bad} of {scores.shape[0]} rows; "
+                         "the model is broken (e.g. a fully masked attention row)")
+
+
+COUNT_ROWS = 128  # rows per comparison block: 128 x 19,221 booleans stay in this CPU's L2 between compare and sum
+
+
+def rank_excluding(scores: torch.Tensor, targets: torch.Tensor, excl_items: torch.Tensor,
+                   excl_indptr: torch.Tensor) -> np.ndarray:
+    """The same ranks as :func:`rank_of_targets`, without a dense mask: one pass over the scores.
+
+    ``excl_items`` / ``excl_indptr``: CSR of each row's excluded items, **unique per row and never the row's
+    target** (``EvalInputs`` builds them so). ``rank = #(score >= s_t) - 1 - #(excluded with score >= s_t)``:
+    ties count against the target (the ``>=``), the target itself is the ``- 1``, and an excluded item (scored
+    ``-inf`` by the masked version) is taken back out with a gather over the short histories, not a
+    ``[B, N]`` mask. Equal to ``rank_of_targets`` bit for bit (tested)."""
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, N], got {tuple(scores.shape)}")
+    check_finite(scores)
+    B = scores.shape[0]
+    t = scores[torch.arange(B, device=scores.device), targets].unsqueeze(1)  # [B, 1]
+    at_least = torch.empty(B, dtype=torch.int64, device=scores.device)
+    block = torch.empty(min(COUNT_ROWS, B), scores.shape[1], dtype=torch.bool, device=scores.device)
+    for s in range(0, B, COUNT_ROWS):  # compare into one reused buffer; int32 sums are vectorised, int64 are not
+        ge = torch.ge(scores[s:s + COUNT_ROWS], t[s:s + COUNT_ROWS], out=block[:min(COUNT_ROWS, B - s)])
+        at_least[s:s + COUNT_ROWS] = ge.sum(dim=1, dtype=torch.int32)
+    return (at_least - 1 - _excluded_at_least(lambda r, i: scores[r, i], t[:, 0], excl_items,
+                                              excl_indptr)).cpu().numpy().astype(np.int64)
+
+
+def rank_shared_scores(item_scores: torch.Tensor, targets: torch.Tensor, excl_items: torch.Tensor,
+                       excl_indptr: torch.Tensor) -> np.ndarray:
+    """:func:`rank_excluding` for one score vector ``[N]`` shared by every row (the popularity baseline): the
+    count of items scoring at least the target's is a binary search in the sorted scores, no ``[B, N]`` pass."""
+    check_finite(item_scores.unsqueeze(0))
+    t = item_scores[targets]
+    ordered = torch.sort(item_scores).values
+    at_least = len(ordered) - torch.searchsorted(ordered, t, side="left")
+    excluded = _excluded_at_least(lambda r, i: item_scores[i], t, excl_items, excl_indptr)
+    return (at_least - 1 - excluded).cpu().numpy().astype(np.int64)
+
+
+def _excluded_at_least(score_of, t: torch.Tensor, excl_items: torch.Tensor, excl_indptr: torch.Tensor) -> torch.Tensor:
+    """Per row, how many of its excluded items score at least its target (``score_of(rows, items)`` gathers)."""
+    B = len(t)
+    lens = (excl_indptr[1:] - excl_indptr[:-1]).to(t.device)
+    owner = torch.repeat_interleave(torch.arange(B, device=t.device), lens)
+    hit = (score_of(owner, excl_items.to(t.device)) >= t[owner]).long()
+    return torch.zeros(B, dtype=torch.long, device=t.device).index_add_(0, owner, hit)
 
 
 def metrics_from_ranks(ranks, ks: Sequence[int] = (10, 20)) -> dict[str, float]:

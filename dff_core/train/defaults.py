@@ -24,14 +24,16 @@ from __future__ import annotations
 CHECKPOINT_NAME = "checkpoint.pt"  # a run's checkpoint file: here, so finding one (Explore's sources) needs no torch
 
 # the choices each setting takes: here, without torch, so the pages and the CLI can list them without loading it
-LOSSES = ("full", "sampled")
+LOSSES = ("full", "sampled", "gbce")
 SAMPLERS = ("uniform", "in-batch")
-AMP_CHOICES = ("none", "bf16")
+AMP_CHOICES = ("auto", "none", "bf16")  # auto: bf16 on a CPU with native bfloat16, else none (devices.resolve_amp)
+BATCHINGS = ("random", "length")        # dff_core.train.batching
 LAYER_INITS = ("uniform", "probe")
 LAYER_LR_MULT = 10.0  # TrainConfig.layer_lr_mult (README, "DFF layer weights: do they learn?")
+GBCE_T = 0.75         # TrainConfig.gbce_t: gSASRec's recommended calibration (dff_core.train.losses)
 
-TRAIN_DEFAULTS: dict = {"device": "auto", "amp": "none", "loss": "full", "negatives": 256,
-                        "negative_sampler": "uniform", "batch_size": 256, "lr": 1e-3}
+TRAIN_DEFAULTS: dict = {"device": "auto", "amp": "auto", "loss": "full", "negatives": 256,
+                        "negative_sampler": "uniform", "batching": "length", "batch_size": 256, "lr": 1e-3}
 LARGE_DATASET_USERS = 10_000  # from here on, LARGE_DATASET_SETTINGS (measured on 12,676 and 50,000 users)
 LARGE_DATASET_SETTINGS: dict = {"batch_size": 1024, "lr": 3e-3}
 

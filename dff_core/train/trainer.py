@@ -2,11 +2,13 @@
 
 Objective (SASRec's): for every training prefix ``s = train[u]`` the input is ``s[:-1]`` and the
 target ``s[1:]`` at every non-padded position (the last ``max_len`` positions), with softmax
-cross-entropy over ALL items (``loss="full"``) or over the target and ``negatives`` sampled items
+cross-entropy over ALL items (``loss="full"``), over the target and ``negatives`` sampled items
 (``loss="sampled"``: the positive is always logit 0; negatives are drawn per user, ``uniform`` or
 ``in-batch``, never from the user's training sequence, see :mod:`dff_core.train.negatives`; no logQ
-correction); validation and test items are never trained on. Evaluation always ranks ALL items. AdamW.
-The item table is computed once per step. After every ``eval_every`` epochs the validation metric ``cfg.metric`` is
+correction), or gSASRec's gBCE over the same negatives (``loss="gbce"``, calibration ``gbce_t``); the losses
+are in :mod:`dff_core.train.losses`. Validation and test items are never trained on. Evaluation always ranks
+ALL items. AdamW. The item table is computed once per step. Batches are random users or users of similar length
+(``batching``, :mod:`dff_core.train.batching`); either way every training target is trained once per epoch. After every ``eval_every`` epochs the validation metric ``cfg.metric`` is
 computed (protocol: :mod:`dff_core.eval.metrics`); the best state is kept, training stops after
 ``patience`` evaluations without improvement, and the final validation and test metrics are computed
 with the best state.
@@ -24,8 +26,11 @@ Checkpoints are written from CPU copies and loaded with ``map_location="cpu"``, 
 device, so a run started on CUDA resumes on CPU and back (``device`` and ``amp`` may differ on resume).
 
 Device: ``cfg.device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`dff_core.train.device.resolve_device`).
-``amp="bf16"`` runs the forward pass and the loss under ``torch.autocast(bfloat16)`` on CUDA; on CPU it is
-off (callers refuse it there: ``jobs.submit``).
+``amp="bf16"`` runs the forward pass and the loss under ``torch.autocast(bfloat16)`` on CUDA. On a CPU with
+native bfloat16 (:func:`dff_core.devices.cpu_has_bf16`) it multiplies the full softmax's two big products in
+bfloat16 (float32 accumulation, exponentials and sums) and keeps the fusion strategies' feature buffer in
+bfloat16; the transformer, the optimizer and evaluation stay float32 (scores in bfloat16 would tie). Elsewhere
+it is refused by callers (``jobs.submit``) and ignored here.
 
 Epoch numbers in events, history and results are 1-based.
 """
@@ -50,7 +55,10 @@ from ..models.sasrec import SASRec, SASRecConfig
 from .. import endings
 from ..metric_names import METRICS
 from .device import resolve_device
-from .defaults import AMP_CHOICES, CHECKPOINT_NAME, LAYER_INITS, LAYER_LR_MULT, LOSSES, SAMPLERS
+from ..devices import cpu_has_bf16, resolve_amp
+from .batching import BATCHINGS, epoch_plan
+from .defaults import AMP_CHOICES, CHECKPOINT_NAME, GBCE_T, LAYER_INITS, LAYER_LR_MULT, LOSSES, SAMPLERS  # noqa: F401
+from .losses import full_softmax_loss, gbce_loss, sampled_softmax_loss  # noqa: F401 - sampled_: re-exported
 from .negatives import NegativeSampler
 
 CHECKPOINT_VERSION = 1
@@ -78,7 +86,7 @@ class TrainConfig:
     dropout: float = 0.2
     normalize_features: bool = True
     cold_threshold: int = 5
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 256           # users per scoring block: 256 x 19,221 scores stay in cache (1.7 vs 3.1 s at 1024)
     log_every: int = 10                  # a "step" event every this many steps (and the last one)
     num_threads: int | None = None       # torch.set_num_threads for the duration of train()
     # DFF layer logits w (a = softmax(w)): their own AdamW group at lr * layer_lr_mult, no weight decay. Adam moves
@@ -86,10 +94,12 @@ class TrainConfig:
     layer_lr_mult: float = LAYER_LR_MULT
     layer_init: str = "uniform"          # "uniform" (w = 0) or "probe" (w = z-scores of layer_scores)
     layer_scores: list[float] | None = None  # per chosen layer, higher = more useful (filled in for "probe")
-    loss: str = "full"                   # full softmax over all items | sampled softmax (see module docstring)
-    negatives: int = 256                 # negatives per user and step for loss="sampled"
+    loss: str = "full"                   # full | sampled | gbce (see module docstring)
+    negatives: int = 256                 # negatives per user and step for loss="sampled" / "gbce"
     negative_sampler: str = "uniform"    # uniform | in-batch
-    amp: str = "none"                    # none | bf16 (autocast on CUDA only)
+    gbce_t: float = GBCE_T               # gBCE calibration t in [0, 1] (loss="gbce")
+    amp: str = "none"                    # none | bf16 | auto (see module docstring)
+    batching: str = "random"             # random | length (users of similar length together)
 
     def model_config(self) -> SASRecConfig:
         return SASRecConfig(hidden=self.hidden, blocks=self.blocks, heads=self.heads,
@@ -122,8 +132,12 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
         if self.negative_sampler not in SAMPLERS:
             raise ValueError(f"unknown negative sampler {self.negative_sampler!r}; choose from {', '.join(SAMPLERS)}")
-        if self.loss == "sampled" and self.negatives < 1:
-            raise ValueError("negatives must be >= 1 for the sampled loss")
+        if self.loss in ("sampled", "gbce") and self.negatives < 1:
+            raise ValueError(f"negatives must be >= 1 for the {self.loss} loss")
+        if not (math.isfinite(self.gbce_t) and 0 <= self.gbce_t <= 1):
+            raise ValueError(f"gbce_t must be in [0, 1], got {self.gbce_t}")
+        if self.batching not in BATCHINGS:
+            raise ValueError(f"unknown batching {self.batching!r}; choose from {', '.join(BATCHINGS)}")
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"unknown amp {self.amp!r}; choose from {', '.join(AMP_CHOICES)}")
 
@@ -150,13 +164,21 @@ class TrainResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
 
-def build_model(num_items: int, cfg: TrainConfig, features=None) -> SASRec:
-    """The SASRec + item encoder described by ``cfg`` (random init from the current torch RNG)."""
+def cpu_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether ``cfg.amp`` (``auto`` resolved for ``device``) asks for bfloat16 on a CPU that has it (module
+    docstring)."""
+    return resolve_amp(cfg.amp, device) == "bf16" and device.type == "cpu" and cpu_has_bf16()
+
+
+def build_model(num_items: int, cfg: TrainConfig, features=None, device: torch.device | str = "cpu") -> SASRec:
+    """The SASRec + item encoder described by ``cfg`` (random init from the current torch RNG), for ``device``
+    (where the feature buffer's dtype depends on it: bfloat16 under ``amp="bf16"`` on a CPU that has it)."""
     scores = cfg.layer_scores if cfg.layer_init == "probe" else None
     if cfg.strategy == "dff" and cfg.layer_init == "probe" and scores is None:
         raise ValueError("layer_init 'probe' needs layer_scores (the usefulness score of each chosen layer)")
+    feature_dtype = torch.bfloat16 if cpu_bf16(cfg, torch.device(device)) else torch.float32
     encoder = build_item_encoder(cfg.strategy, num_items, cfg.hidden, features, cfg.layers,
-                                 normalize=cfg.normalize_features, layer_scores=scores)
+                                 normalize=cfg.normalize_features, layer_scores=scores, feature_dtype=feature_dtype)
     return SASRec(cfg.model_config(), encoder)
 
 
@@ -196,21 +218,6 @@ class TrainingBatches:
 
     def to(self, device) -> "TrainingBatches":
         return TrainingBatches(self.inputs.to(device), self.targets.to(device), self.lengths.to(device))
-
-
-def sampled_softmax_loss(h: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
-                         table: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the positions with a target, each against ``[positive, its user's negatives]``.
-
-    ``h [B, T, d]`` hidden states, ``targets [B, T]`` model indices (0 = no target), ``negatives [B, N]`` model
-    indices shared by all positions of a row (0 = none: masked out), ``table [num_items + 1, d]``. The positive
-    is logit 0 of every row."""
-    sel = targets > 0
-    pos = (h * table[targets]).sum(-1, keepdim=True)                      # [B, T, 1]
-    neg = torch.einsum("btd,bnd->btn", h, table[negatives])              # [B, T, N]
-    neg = neg.masked_fill((negatives == 0).unsqueeze(1), float("-inf"))
-    logits = torch.cat([pos, neg], dim=-1)[sel].float()                   # [P, 1 + N]
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -255,7 +262,8 @@ class TrainState:
     resumed run continues exactly (mid-epoch too: ``perm``, ``step`` and ``loss_sum`` of the epoch under way)."""
     epoch: int = 0                       # epochs finished
     step: int = 0                        # steps finished in the epoch under way
-    perm: torch.Tensor | None = None     # that epoch's shuffle (None between epochs)
+    perm: torch.Tensor | None = None     # that epoch's row order (None between epochs): batching.epoch_plan
+    ends: torch.Tensor | None = None     # where its batches end in perm (None in checkpoints from before it)
     loss_sum: float = 0.0
     epoch_seconds: float = 0.0           # training time spent in that epoch before an interruption
     history: list = field(default_factory=list)
@@ -357,14 +365,15 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
     t_call = time.perf_counter()
     device = torch.device(resolve_device(cfg.device))
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-                if cfg.amp == "bf16" and device.type == "cuda" else contextlib.nullcontext())
+                if resolve_amp(cfg.amp, device) == "bf16" and device.type == "cuda" else contextlib.nullcontext())
     torch.manual_seed(cfg.seed)
-    model = build_model(data.num_items, cfg, features).to(device)
+    model = build_model(data.num_items, cfg, features, device).to(device)
+    matmul_dtype = torch.bfloat16 if cpu_bf16(cfg, device) else torch.float32
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gens = _Generators(shuffle=torch.Generator().manual_seed(cfg.seed),
                        negatives=torch.Generator().manual_seed(cfg.seed + 1))
     sampler = None
-    if cfg.loss == "sampled":  # rows = users with >= 2 training items, in order (as in TrainingBatches.build)
+    if cfg.loss in ("sampled", "gbce"):  # rows = users with >= 2 training items, in order (as in TrainingBatches.build)
         sampler = NegativeSampler([np.asarray(s) for s in data.train if len(s) >= 2], data.num_items,
                                   cfg.negatives, cfg.negative_sampler, gens.negatives)
 
@@ -396,8 +405,11 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
     while not st.done and st.epoch < cfg.epochs and steps:
         epoch = st.epoch + 1
         if st.perm is None:
-            st.perm, st.step, st.loss_sum, st.epoch_seconds = torch.randperm(n_train, generator=gens.shuffle), 0, 0.0, 0.0
-        perm = st.perm.to(device)
+            st.perm, st.ends = epoch_plan(batches.lengths.cpu(), cfg.batch_size, cfg.batching, gens.shuffle)
+            st.step, st.loss_sum, st.epoch_seconds = 0, 0.0, 0.0
+        elif st.ends is None:  # a checkpoint from before batch plans: its epoch was cut in equal random slices
+            st.ends = torch.arange(cfg.batch_size, n_train + cfg.batch_size, cfg.batch_size)[:steps].clamp_(max=n_train)
+        perm, ends = st.perm.to(device), st.ends.tolist()
         t_epoch = time.perf_counter()
         loss_sum = torch.tensor(st.loss_sum, dtype=torch.float64, device=device)
         for step in range(st.step, steps):
@@ -407,7 +419,7 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
                 save_checkpoint()
                 cancelled = True
                 break
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            idx = perm[(ends[step - 1] if step else 0):ends[step]]
             width = int(batches.lengths[idx].max())
             inp, tgt = batches.inputs[idx, -width:], batches.targets[idx, -width:]
             with autocast:
@@ -415,10 +427,14 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
                 h = model(inp, table)
                 if sampler is None:
                     sel = tgt > 0
-                    loss = F.cross_entropy(SASRec.scores(h[sel], table).float(), tgt[sel] - 1)
+                    if device.type == "cuda":  # materialised logits are cheap on a GPU (bench/bench_gpu.py)
+                        loss = F.cross_entropy(SASRec.scores(h[sel], table).float(), tgt[sel] - 1)
+                    else:
+                        loss = full_softmax_loss(h[sel], tgt[sel], table, matmul_dtype)
                 else:
-                    neg = sampler.sample(idx.cpu(), tgt if cfg.negative_sampler == "in-batch" else None)
-                    loss = sampled_softmax_loss(h, tgt, neg.to(device), table)
+                    neg = sampler.sample(idx.cpu(), tgt if cfg.negative_sampler == "in-batch" else None).to(device)
+                    loss = (sampled_softmax_loss(h, tgt, neg, table) if cfg.loss == "sampled"
+                            else gbce_loss(h, tgt, neg, table, data.num_items, cfg.gbce_t))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -443,7 +459,7 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
                   "seconds": st.epoch_seconds + time.perf_counter() - t_epoch,  # training + validation
                   "train_seconds": train_seconds}
         st.history.append(record)
-        st.epoch, st.step, st.perm, st.loss_sum, st.epoch_seconds = epoch, 0, None, 0.0, 0.0
+        st.epoch, st.step, st.perm, st.ends, st.loss_sum, st.epoch_seconds = epoch, 0, None, None, 0.0, 0.0
         if cfg.patience > 0 and st.bad_evals >= cfg.patience:
             st.stopped_early = st.done = True
         elif epoch >= cfg.epochs:

@@ -1,0 +1,33 @@
+"""What a batch of training runs will cost, from what this database has measured (``dff_core.estimates``): the
+one place the Train and Study pages and ``study --dry-run`` / ``submit sweep`` get their estimate from."""
+from __future__ import annotations
+
+from dff_core.estimates import training_estimate
+from storage.db import Database
+from storage import views
+
+
+def training_cost(db: Database, dataset: str, strategies: list[str], settings: dict | None = None) -> dict:
+    """``dff_core.estimates.training_estimate`` for ``strategies`` (one entry per run) on ``dataset``, with the
+    epochs and seconds per epoch of its earlier finished runs, and the amp and cap these runs would use."""
+    from dff_core.devices import resolve_amp, resolve_device
+    from dff_core.train.defaults import with_defaults
+    from storage.datasets import get_dataset
+
+    ds = get_dataset(db, dataset)
+    stats = ds.stats
+    full = with_defaults(settings, stats.get("users"))
+    amp = resolve_amp(full.get("amp", "none"), resolve_device(full.get("device")))
+    users, interactions = int(stats.get("users", 0)), int(stats.get("interactions", 0))
+    per_epoch: dict[str, list[float]] = {"id": [], "features": []}
+    for r in views.finished_run_epochs(db, ds.id):
+        if (r["config"].get("amp", "none") == amp and r["config"].get("batch_size") == full.get("batch_size")
+                and r["config"].get("loss", "full") == full.get("loss", "full")):
+            per_epoch["id" if r["strategy"] == "id" else "features"].append(r["seconds_per_epoch"])
+    return training_estimate(strategies, users=users, items=int(stats.get("items", 0)),
+                             targets=max(0, interactions - 2 * users), amp=amp,
+                             epochs_needed=views.epochs_needed(db, dataset), epoch_seconds=per_epoch,
+                             cap=full.get("epochs"))
+
+
+

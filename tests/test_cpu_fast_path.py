@@ -1,0 +1,241 @@
+"""Training at the CPU's floor: length-bucketed batches, mask-free ranking, the chunked full softmax, bfloat16
+on CPU, gBCE, and the cost of a study up front. Each test compares against the plain version it replaces."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data_helpers import strip_times
+from dff_core.data.split import leave_one_out
+from dff_core.eval.evaluate import EvalInputs, evaluate, popularity_baseline
+from dff_core.eval.metrics import rank_excluding, rank_of_targets
+from dff_core.train import TrainConfig, TrainingBatches, train
+from dff_core.train.batching import epoch_plan
+from dff_core.train.losses import full_softmax_loss, gbce_beta
+from test_train import SIGNAL_LAYER, cluster_data, small_cfg
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+@pytest.mark.parametrize("batching", ["random", "length"])
+def test_every_row_once_per_epoch_and_reproducible(batching):
+    lengths = torch.from_numpy(np.random.default_rng(0).integers(1, 60, size=1003))
+    a = epoch_plan(lengths, 64, batching, torch.Generator().manual_seed(5))
+    b = epoch_plan(lengths, 64, batching, torch.Generator().manual_seed(5))
+    order, ends = a
+    assert torch.equal(order, b[0]) and torch.equal(ends, b[1])             # same seed, same epoch
+    assert sorted(order.tolist()) == list(range(1003))                      # every row exactly once
+    assert ends[-1] == 1003 and len(ends) == 16 and (ends.diff() > 0).all()
+    sizes = torch.diff(ends, prepend=torch.tensor([0]))
+    assert sorted(sizes.tolist()) == [43] + [64] * 15
+    c = epoch_plan(lengths, 64, batching, torch.Generator().manual_seed(6))
+    assert not torch.equal(order, c[0])
+
+
+def test_length_batches_pad_little_and_are_shuffled():
+    rng = np.random.default_rng(1)
+    lengths = torch.from_numpy(np.minimum(rng.geometric(0.15, size=5000), 50))  # short, skewed (like MicroLens)
+    gen = torch.Generator().manual_seed(0)
+
+    def padded(batching):
+        order, ends = epoch_plan(lengths, 256, batching, gen)
+        starts = [0] + ends[:-1].tolist()
+        return sum(int(lengths[order[s:e]].max()) * (e - s) for s, e in zip(starts, ends.tolist())), order, ends
+
+    rand, _, _ = padded("random")
+    buck, order, ends = padded("length")
+    real = int(lengths.sum())
+    assert buck <= 1.3 * real < rand / 3, (buck, real, rand)  # the tail batch spans lengths 20-50
+    maxes = [int(lengths[order[s:e]].max()) for s, e in zip([0] + ends[:-1].tolist(), ends.tolist())]
+    assert maxes != sorted(maxes)                                            # batch order is shuffled
+    # the short batch holds the shortest rows, wherever it lands in the epoch
+    short = int(np.argmin(np.diff([0] + ends.tolist())))
+    s, e = ([0] + ends.tolist())[short], ends[short]
+    assert int(lengths[order[s:e]].max()) == int(lengths.min())
+
+
+def test_length_batches_train_every_target_once(small_data):
+    """The targets a length-bucketed epoch trains on are exactly the training pairs, each once."""
+    data, _ = small_data
+    b = TrainingBatches.build(data, max_len=8)
+    order, ends = epoch_plan(b.lengths, 7, "length", torch.Generator().manual_seed(0))
+    seen = []
+    for s, e in zip([0] + ends[:-1].tolist(), ends.tolist()):
+        idx = order[s:e]
+        width = int(b.lengths[idx].max())
+        tgt = b.targets[idx, -width:]
+        assert int((b.targets[idx] > 0).sum()) == int((tgt > 0).sum())     # trimming drops no target
+        seen += [(int(r), int(t)) for r, row in zip(idx, tgt) for t in row if t > 0]
+    expect = [(r, int(t)) for r in range(len(b)) for t in b.targets[r] if t > 0]
+    assert sorted(seen) == sorted(expect)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return cluster_data(seed=1, n_clusters=6, per_cluster=10, users=60, seq_len=7)
+
+
+def test_length_batching_resumes_mid_epoch_exactly(small_data, tmp_path):
+    data, feats = small_data
+    cfg = lambda: small_cfg(strategy="dff", batching="length")  # noqa: E731
+    whole = train(data, cfg(), feats, checkpoint_dir=tmp_path / "whole")
+    calls = {"n": 0}
+
+    def stop_mid_epoch_2():
+        calls["n"] += 1
+        return calls["n"] > 6
+
+    part = train(data, cfg(), feats, checkpoint_dir=tmp_path / "run", should_stop=stop_mid_epoch_2)
+    assert part.cancelled and part.epochs_run == 1
+    resumed = train(data, cfg(), feats, checkpoint_dir=tmp_path / "run")
+    assert strip_times(resumed.history) == strip_times(whole.history)
+    assert resumed.test == whole.test and resumed.val == whole.val
+
+
+# ------------------------------------------------------------------------------------------ ranking
+
+def _reference_ranks(scores, targets, seen_lists):
+    """The dense-mask protocol as it was: rank_of_targets with the seen items excluded."""
+    return rank_of_targets(scores, targets, seen_lists)
+
+
+def test_mask_free_ranks_equal_the_masked_ranks_with_ties_and_long_histories():
+    rng = np.random.default_rng(0)
+    B, N = 300, 500
+    scores = torch.from_numpy(rng.integers(0, 6, size=(B, N)).astype(np.float32))  # many ties
+    targets = rng.integers(0, N, size=B)
+    seen = []
+    for r in range(B):
+        n = int(rng.choice([0, 1, 5, 80, 400]))                                 # empty to longer than most
+        items = rng.integers(0, N, size=n)                                      # duplicates allowed
+        if r % 7 == 0 and n:
+            items[0] = targets[r]                                               # the target in the history
+        seen.append(items)
+    lens = np.array([len(s) for s in seen])
+    indptr = np.concatenate([[0], np.cumsum(lens)])
+    from dff_core.eval.evaluate import _exclusions
+    items, excl_ptr = _exclusions(np.concatenate(seen).astype(np.int64), indptr, targets, N)
+    fast = rank_excluding(scores, torch.from_numpy(targets), torch.from_numpy(items), torch.from_numpy(excl_ptr))
+    ref = _reference_ranks(scores, targets, seen)
+    assert np.array_equal(fast, ref)
+    assert fast.min() >= 0 and (fast > 0).mean() > 0.9                         # ties counted against the target
+
+
+def test_mask_free_ranks_refuse_non_finite_scores():
+    scores = torch.zeros(3, 10)
+    scores[1, 4] = float("nan")
+    with pytest.raises(ValueError, match="non-finite scores"):
+        rank_excluding(scores, torch.tensor([0, 1, 2]), torch.zeros(0, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+    big = torch.full((2, 10), 3e38)  # finite, but the row sums overflow: not an error
+    assert rank_excluding(big, torch.tensor([0, 1]), torch.zeros(0, dtype=torch.long),
+                          torch.zeros(3, dtype=torch.long)).tolist() == [9, 9]
+
+
+def test_evaluate_equals_the_masked_protocol_on_a_trained_model(small_data):
+    data, _ = small_data
+    res = train(data, small_cfg(strategy="id", epochs=2))
+    model = res.model
+    for split in ("val", "test"):
+        got = evaluate(model, data, split, batch_size=13)
+        inputs = EvalInputs.build(data, split, model.cfg.max_len)
+        model.eval()
+        with torch.no_grad():
+            scores = model.predict(inputs.seqs, model.item_table())
+        seen = [inputs.seen_items[inputs.seen_indptr[i]:inputs.seen_indptr[i + 1]] for i in range(len(inputs.targets))]
+        ref = np.empty(len(seen), dtype=np.int64)
+        ref[inputs.order] = _reference_ranks(scores, inputs.targets, seen)
+        assert np.array_equal(got.ranks, ref)
+
+
+def test_popularity_ranks_equal_the_masked_protocol():
+    """Popularity scores tie a lot (counts): the binary-search count must agree with the dense-mask ranks."""
+    rng = np.random.default_rng(3)
+    seqs = [rng.choice(40, size=int(rng.integers(3, 30)), replace=False) for _ in range(200)]
+    data = leave_one_out(seqs, 40)
+    for split in ("val", "test"):
+        got = popularity_baseline(data, split)
+        inputs = EvalInputs.build(data, split, 1)
+        scores = torch.as_tensor(data.train_item_counts(), dtype=torch.float32).expand(len(inputs.targets), -1)
+        seen = [inputs.seen_items[inputs.seen_indptr[i]:inputs.seen_indptr[i + 1]] for i in range(len(inputs.targets))]
+        ref = np.empty(len(seen), dtype=np.int64)
+        ref[inputs.order] = _reference_ranks(scores, inputs.targets, seen)
+        assert np.array_equal(got.ranks, ref)
+
+
+def test_popularity_baseline_is_computed_once_per_split(small_data):
+    data, _ = small_data
+    a = popularity_baseline(data, "test")
+    b = popularity_baseline(data, "test")
+    assert b is a                                                           # the same result object: cached
+    assert popularity_baseline(data, "val") is not a
+    assert np.array_equal(a.ranks, popularity_baseline(data, "test", cold_threshold=1).ranks)
+
+
+# ------------------------------------------------------------------------------------------ losses
+
+def test_chunked_full_softmax_equals_cross_entropy_in_value_and_gradients():
+    torch.manual_seed(0)
+    P, N, d = 700, 1300, 16
+    h0, t0 = torch.randn(P, d), torch.randn(N + 1, d)
+    tg = torch.randint(1, N + 1, (P,))
+    h, table = h0.clone().requires_grad_(), t0.clone().requires_grad_()
+    ref = F.cross_entropy(h @ table[1:].T, tg - 1)
+    ref.backward()
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        h2, table2 = h0.clone().requires_grad_(), t0.clone().requires_grad_()
+        loss = full_softmax_loss(h2, tg, table2, dtype, chunk=128)          # several chunks, a short last one
+        loss.backward()
+        assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=tol)
+        for got, want in ((h2.grad, h.grad), (table2.grad, table.grad)):
+            assert float((got - want).abs().max()) <= tol * float(want.abs().max())
+        assert float(table2.grad[0].abs().max()) == 0.0                      # the padding row gets nothing
+
+
+def test_gbce_beta_matches_the_paper():
+    # alpha = k / (N - 1); t = 0 gives beta = 1 (plain BCE), t = 1 gives alpha (fully calibrated)
+    assert gbce_beta(256, 19221, 0.0) == pytest.approx(1.0)
+    assert gbce_beta(256, 19221, 1.0) == pytest.approx(256 / 19220)
+    assert gbce_beta(256, 19221, 0.75) == pytest.approx(256 / 19220 * (0.75 * (1 - 19220 / 256) + 19220 / 256))
+
+
+def test_gbce_finds_the_planted_layer_as_full_softmax_does():
+    data, feats = cluster_data(seed=0)
+    cfg = dict(epochs=25, batch_size=64, lr=3e-3, hidden=32, blocks=1, max_len=10, patience=25, num_threads=1)
+    full = train(data, TrainConfig(strategy="dff", **cfg), features=feats)
+    gbce = train(data, TrainConfig(strategy="dff", loss="gbce", negatives=64, batching="length", **cfg),
+                 features=feats)
+    for res in (full, gbce):
+        w = res.layer_weights
+        assert max(w, key=w.get) == SIGNAL_LAYER, w
+        assert w[SIGNAL_LAYER] > 1.5 * max(v for k, v in w.items() if k != SIGNAL_LAYER)
+    assert gbce.test["NDCG@10"] > 0.8 * full.test["NDCG@10"], (gbce.test, full.test)
+    assert gbce.test["NDCG@10"] > 2 * popularity_baseline(data, "test").metrics["NDCG@10"]
+
+
+# ------------------------------------------------------------------------------------------ bfloat16 on CPU
+
+def test_cpu_bf16_keeps_features_in_bf16_and_trains_to_the_same_quality(monkeypatch):
+    from dff_core.train.trainer import build_model
+
+    monkeypatch.setenv("DFF_CPU_BF16", "1")
+    data, feats = cluster_data(seed=0)
+    model = build_model(data.num_items, TrainConfig(strategy="dff", amp="bf16", hidden=32), feats)
+    assert model.item_encoder.feats.dtype == torch.bfloat16
+    assert model.item_table().dtype == torch.float32
+    assert build_model(data.num_items, TrainConfig(strategy="dff", hidden=32), feats).item_encoder.feats.dtype == torch.float32
+    cfg = dict(epochs=25, batch_size=64, lr=3e-3, hidden=32, blocks=1, max_len=10, patience=25, num_threads=1)
+    f32 = train(data, TrainConfig(strategy="dff", **cfg), features=feats)
+    b16 = train(data, TrainConfig(strategy="dff", amp="bf16", **cfg), features=feats)
+    w = b16.layer_weights
+    assert max(w, key=w.get) == SIGNAL_LAYER
+    assert b16.test["NDCG@10"] == pytest.approx(f32.test["NDCG@10"], rel=0.1)
+
+
+def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch):
+    from dff_core.devices import amp_problem
+
+    monkeypatch.setenv("DFF_CPU_BF16", "0")
+    assert "native bfloat16" in amp_problem("bf16", torch.device("cpu"))
+    assert amp_problem("none", torch.device("cpu")) is None
+    monkeypatch.setenv("DFF_CPU_BF16", "1")
+    assert amp_problem("bf16", torch.device("cpu")) is None
