@@ -10,7 +10,8 @@ from typing import Callable
 import numpy as np
 
 from storage import Database
-from storage.owners import NotOwner, Owner
+from storage.owners import NotOwner, Owner, still_owns
+from jobs.resume import BEFORE_IT_EXISTED
 from dff_core.layers import parse_layers
 from dff_core.metric_names import METRICS
 from dff_core.neighbours.runs import item_vectors
@@ -121,7 +122,8 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     start = time.perf_counter()
     try:
         result = train(split, cfg, features=feats, checkpoint_dir=checkpoint_dir, callback=on_event,
-                       should_stop=should_stop)
+                       should_stop=should_stop, may_write=lambda: still_owns(db, owner),
+                       before_it_existed=BEFORE_IT_EXISTED)
     except NotOwner:
         raise  # the run is someone else's now: not a word more about it
     except Exception as exc:

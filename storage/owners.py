@@ -20,8 +20,12 @@ import os
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+
+if TYPE_CHECKING:  # the type only: storage.db imports nothing from here, nor this from it at run time
+    from storage.db import Database
 
 
 class NotOwner(RuntimeError):
@@ -100,3 +104,16 @@ def check(conn: sa.Connection, owner: Owner | None) -> None:
     if row is None or row.status != "running" or row.claim_token != owner.token:
         state = "gone" if row is None else row.status if row.status != "running" else "claimed by another runner"
         raise NotOwner(f"job {owner.job_id} is no longer this runner's ({state}); stopping without writing")
+
+
+def still_owns(db: "Database", owner: Owner | None) -> bool:
+    """Whether ``owner`` still holds its running job (``None``: no job, always). For writes outside the
+    database — a run's checkpoint file — that must follow the same fence as the rows (``check``)."""
+    if owner is None:
+        return True
+    with db.session() as conn:
+        try:
+            check(conn, owner)
+        except NotOwner:
+            return False
+    return True

@@ -243,14 +243,25 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _check_resumable(saved: dict, cfg: TrainConfig, num_items: int) -> None:
+def _check_resumable(saved: dict, cfg: TrainConfig, num_items: int, before_it_existed: dict | None = None) -> None:
+    """Refuse, in one line that says why, a checkpoint this run cannot continue from; else return.
+
+    A setting the checkpoint's config lacks (added since it was written) counts with ``before_it_existed``'s
+    value, the one such runs trained with (the caller knows them: ``jobs.resume.BEFORE_IT_EXISTED``), else
+    ``TrainConfig``'s default. A DFF checkpoint from before ``layer_lr_mult`` holds one optimizer group where the
+    run now has two (its layer logits apart): refused here, not by ``optimizer.load_state_dict`` deep inside."""
     if saved.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint version {saved.get('version')} is not {CHECKPOINT_VERSION}")
     if saved.get("num_items") != num_items:
         raise ValueError("checkpoint was written for a different dataset (num_items differs)")
     now, old = cfg.to_dict(), saved["config"]
+    groups = len((saved.get("optimizer") or {}).get("param_groups") or [])
+    if cfg.strategy == "dff" and groups == 1:
+        raise ValueError("this DFF checkpoint is from before layer_lr_mult (its layer logits shared one optimizer "
+                         "group with the model) and cannot be resumed; train the run again from the start")
     default = TrainConfig().to_dict()  # a setting added since the checkpoint was written had its default then
     default["loss"] = "full"           # checkpoints from before the loss option trained with full softmax
+    default.update({k: v for k, v in (before_it_existed or {}).items() if k in default})
     diff = {k for k in now if k not in _RESUME_FREE and old.get(k, default[k]) != now[k]}
     if diff:
         raise ValueError(f"checkpoint config differs in {sorted(diff)}; use another checkpoint_dir")
@@ -304,10 +315,11 @@ def _save_checkpoint(path: Path, cfg: TrainConfig, num_items: int, model: torch.
 
 
 def _restore_checkpoint(path: Path, cfg: TrainConfig, num_items: int, model: torch.nn.Module,
-                        opt: torch.optim.Optimizer, gens: _Generators, device: torch.device) -> TrainState:
+                        opt: torch.optim.Optimizer, gens: _Generators, device: torch.device,
+                        before_it_existed: dict | None = None) -> TrainState:
     """Load weights, optimizer and RNG states into the run; returns where it stood."""
     saved = load_checkpoint(path)
-    _check_resumable(saved, cfg, num_items)
+    _check_resumable(saved, cfg, num_items, before_it_existed)
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
     _optimizer_to(opt, device)
@@ -344,10 +356,15 @@ def _result(st: TrainState, cfg: TrainConfig, model: SASRec, seconds: float, *, 
 def train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None = None,
           checkpoint_dir: Path | str | None = None,
           callback: Callable[[dict], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+          should_stop: Callable[[], bool] | None = None, *, may_write: Callable[[], bool] | None = None,
+          before_it_existed: dict | None = None) -> TrainResult:
     """Train SASRec with ``cfg.strategy`` on ``data`` (see module docstring); resume if a checkpoint
     exists in ``checkpoint_dir``. ``callback(event)`` receives "step" and "epoch" events;
-    ``should_stop()`` is polled between steps and cancels gracefully (checkpoint, ``cancelled=True``)."""
+    ``should_stop()`` is polled between steps and cancels gracefully (checkpoint, ``cancelled=True``).
+
+    ``may_write()`` is asked before every checkpoint save; ``False`` skips it (a runner whose job was taken
+    over must not overwrite the checkpoint its new owner resumes from). ``before_it_existed`` holds the values
+    of settings added since a checkpoint was written, as such runs trained (``_check_resumable``)."""
     cfg.validate()
     resolve_device(cfg.device)  # a clear ValueError before any work
     prev_threads = torch.get_num_threads()
@@ -355,13 +372,15 @@ def train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None = None,
         torch.set_num_threads(cfg.num_threads)
     try:
         return _train(data, cfg, features, Path(checkpoint_dir) if checkpoint_dir else None,
-                      callback or (lambda event: None), should_stop or (lambda: False))
+                      callback or (lambda event: None), should_stop or (lambda: False), may_write=may_write,
+                      before_it_existed=before_it_existed)
     finally:
         torch.set_num_threads(prev_threads)
 
 
 def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_dir: Path | None,
-           callback: Callable[[dict], None], should_stop: Callable[[], bool]) -> TrainResult:
+           callback: Callable[[dict], None], should_stop: Callable[[], bool], *,
+           may_write: Callable[[], bool] | None = None, before_it_existed: dict | None = None) -> TrainResult:
     t_call = time.perf_counter()
     device = torch.device(resolve_device(cfg.device))
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -385,7 +404,7 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
     st = TrainState()
     ckpt_path = ckpt_dir / CHECKPOINT_NAME if ckpt_dir else None
     if ckpt_path is not None and ckpt_path.exists():
-        st = _restore_checkpoint(ckpt_path, cfg, data.num_items, model, opt, gens, device)
+        st = _restore_checkpoint(ckpt_path, cfg, data.num_items, model, opt, gens, device, before_it_existed)
         # The checkpoint is written just before each epoch's event, so a kill between the two leaves the last
         # checkpointed epoch unseen by the listener (every earlier event ran before that epoch trained): replay
         # it. Listeners upsert, so an epoch they did see is not stored twice.
@@ -393,7 +412,7 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
             callback({"type": "epoch", **st.history[-1], "replayed": True})
 
     def save_checkpoint() -> None:
-        if ckpt_path is not None:
+        if ckpt_path is not None and (may_write is None or may_write()):
             state = {**st.to_dict(), "seconds_total": st.seconds_total + (time.perf_counter() - t_call)}
             _save_checkpoint(ckpt_path, cfg, data.num_items, model, opt, gens, device, state)
 
