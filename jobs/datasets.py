@@ -10,21 +10,17 @@ from dff_core.data.importers import Preprocessing, RawDataset, prepare, read_gen
 from storage.datasets import DatasetRecord, NotFound, get_dataset, store_dataset
 from storage.removal import delete_dataset
 from storage.db import Database
+from storage.names import check_name
 
 DEMO_NAME = "demo"
 
 
 def _store(db: Database, name: str, raw: RawDataset, pre: Preprocessing | None) -> DatasetRecord:
-    _check_name(name)
+    name = check_name("dataset", name)  # before the files are read: a bad name costs no parsing
     prepared = prepare(raw, pre)
     return store_dataset(db, name, raw.source, str(raw.root) if raw.root else None, prepared.params,
                          prepared.stats, prepared.warnings, prepared.items, prepared.users,
                          prepared.interactions)
-
-
-def _check_name(name: str) -> None:
-    if not name or not name.strip() or len(name) > 100:
-        raise ValueError("a dataset name must be 1 to 100 characters")
 
 
 def import_microlens(db: Database, name: str, folder: str | Path, pre: Preprocessing | None = None) -> DatasetRecord:
@@ -52,7 +48,7 @@ def import_uploads(db: Database, name: str, interactions: tuple[str, bytes], ite
     """Import uploaded ``(file name, bytes)`` files: the name is validated and checked free *before* anything
     is written, and a failed import removes what it wrote, so a refused upload never touches another
     dataset's files."""
-    _check_name(name)
+    name = check_name("dataset", name)
     try:
         get_dataset(db, name)
     except NotFound:

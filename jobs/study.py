@@ -12,6 +12,7 @@ from storage import Database
 from storage.datasets import get_dataset
 from storage.db import NotFound
 from storage.features import get_feature_set
+from storage.names import check_name
 from storage.queue import ACTIVE, enqueue, list_jobs
 from storage.runs import list_runs
 from storage.views import layer_weights_frame, runs_frame
@@ -36,6 +37,7 @@ def queue_study(db: Database, request: StudyRequest) -> int:
         cap = get_feature_set(db, request.captions, dataset=ds.id)
         check_train_params(db, {"dataset": ds.name, "strategy": "caption", "features": cap.name, "layers": "all"})
     params = sweep_params(request, fs.num_layers)
+    params["study"] = check_name("study", params["study"])
     check_seed_count(len(params.get("seeds") or []))
     check_run_count(len(expand_sweep(params)), f"study {params['study']!r}")
     for run in params["runs"]:

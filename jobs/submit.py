@@ -15,6 +15,7 @@ from storage.queue import ACTIVE, enqueue, list_jobs
 from storage import Database
 from storage.datasets import get_dataset
 from storage.features import get_feature_set, list_feature_sets
+from storage.names import check_name
 from storage.runs import list_runs
 from storage.views import USABLE_FEATURE_STATUS, demo_dataset_exists, layers_text
 
@@ -80,9 +81,10 @@ def check_train_params(db: Database, params: dict) -> None:
 def enqueue_train(db: Database, dataset: str, strategy: str, features: str | None, layers: str | None,
                   settings: dict, seed: int, study: str | None = None) -> int:
     features = features if strategy != "id" else None
+    study = check_name("study", study) if (study or "").strip() else None
     params = {"dataset": dataset, "strategy": strategy, "features": features,
               "layers": layers if features else None, "seed": int(seed), "settings": dict(settings),
-              "study": (study or "").strip() or None}
+              "study": study}
     check_train_params(db, params)
     return enqueue(db, "train", params, group=params["study"])
 
@@ -153,6 +155,7 @@ def enqueue_sweep(db: Database, dataset: str, features: str | None, strategies: 
 
     if not study or not study.strip():
         raise ValueError("name the study: its runs are grouped under that name on the Compare page")
+    study = check_name("study", study)
     if not strategies:
         raise ValueError("pick at least one strategy")
     bad = [s for s in strategies if s not in STRATEGIES]
@@ -269,6 +272,7 @@ def extract_job_params(db: Database, dataset: str, backbone: str, name: str, inp
 
     if not name or not name.strip():
         raise ValueError("name the feature set")
+    name = check_name("feature set", name)
     if inputs is not None and not inputs:
         raise ValueError("pick at least one input (frames, title or cover)")
     get_dataset(db, dataset)

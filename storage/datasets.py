@@ -10,6 +10,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from storage.db import Database, NotFound
+from storage.names import check_name
 
 
 @dataclass
@@ -36,8 +37,10 @@ def store_dataset(db: Database, name: str, source: str, root: str | None, params
     """Insert a whole dataset in ONE transaction, so a failure leaves nothing behind.
 
     ``items``: idx, item_id, title, video_path, cover_path, meta (JSON text);
-    ``users``: idx, user_id; ``interactions``: user_idx, pos, item_idx, ts, role.
+    ``users``: idx, user_id; ``interactions``: user_idx, pos, item_idx, ts, role. ``name`` follows the one name
+    rule (``storage.names``), trimmed.
     """
+    name = check_name("dataset", name)
     with db.session() as conn:
         if conn.execute(sa.text("SELECT 1 FROM datasets WHERE name = :n"), {"n": name}).first():
             raise ValueError(f"a dataset named {name!r} already exists; choose another name or delete it "
@@ -74,6 +77,11 @@ def list_datasets(db: Database) -> list[DatasetRecord]:
     return [_record(r) for r in rows]
 
 
+def is_id(ref: object) -> bool:
+    """Whether a reference is an id passed by code (an integer, numpy's too), not text a person typed."""
+    return isinstance(ref, (int, np.integer)) and not isinstance(ref, bool)
+
+
 def named_or_numbered(conn, table: str, ref: str) -> list:
     """Rows of ``table`` whose name is ``ref`` or, when ``ref`` is a number, whose id is: one query for a lookup
     that pages make many times per view (the caller lets the name win)."""
@@ -86,7 +94,15 @@ def known_names(conn, table: str) -> list[str]:
 
 
 def get_dataset(db: Database, name_or_id: str | int) -> DatasetRecord:
-    """Look a dataset up by name, or by numeric id when no dataset has that name."""
+    """An ``int`` is an id and only an id; a ``str`` is a name, or the number a person typed when no dataset has
+    that name. Why: code passes ids between functions, and a dataset named like another's id (``1``, stored
+    before names were checked) must never take over that dataset's feature sets and runs."""
+    if is_id(name_or_id):
+        with db.session() as conn:
+            row = conn.execute(sa.text("SELECT * FROM datasets WHERE id = :i"), {"i": int(name_or_id)}).first()
+        if row is None:
+            raise NotFound(f"no dataset with id {int(name_or_id)}")
+        return _record(row)
     ref = str(name_or_id)
     with db.session() as conn:
         rows = named_or_numbered(conn, "datasets", ref)

@@ -18,8 +18,9 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from storage import owners
-from storage.datasets import get_dataset, known_names, named_or_numbered
+from storage.datasets import get_dataset, is_id, known_names, named_or_numbered
 from storage.db import Database, NotFound
+from storage.names import check_name
 from storage.owners import Owner
 from storage.records import FeatureSetRecord, feature_set_from_row
 
@@ -70,6 +71,7 @@ def create_feature_set(db: Database, dataset: str | int, name: str, backbone: st
                                  "WHERE id = :i"), {**writer, "i": existing.id})
             existing.status = "running"
             return existing
+        check_name("feature set", name)  # a new set only: sets stored before the rule resume as they are
         fs_id = conn.execute(sa.text(
             "INSERT INTO feature_sets (dataset_id, name, backbone, kind, inputs, pooling, params, num_layers, "
             "dim, dtype, layer_names, status, location, job_id, writer) VALUES (:d, :n, :b, :k, :i, :p, :pa, :l, "
@@ -92,7 +94,15 @@ def create_feature_set(db: Database, dataset: str | int, name: str, backbone: st
 
 
 def get_feature_set(db: Database, ref: str | int, dataset: str | int | None = None) -> FeatureSetRecord:
-    """By id, or by name (within ``dataset`` when given; names are unique per dataset)."""
+    """An ``int`` is an id and only an id (as for datasets, ``storage.datasets.get_dataset``: a set named like
+    another's id never stands in for it); a ``str`` is a name (within ``dataset`` when given; names are unique
+    per dataset), or a typed id when no set has that name."""
+    if is_id(ref):
+        with db.session() as conn:
+            row = conn.execute(sa.text("SELECT * FROM feature_sets WHERE id = :i"), {"i": int(ref)}).first()
+        if row is None:
+            raise NotFound(f"no feature set with id {int(ref)}")
+        return feature_set_from_row(row)
     ref, dataset_id = str(ref), get_dataset(db, dataset).id if dataset is not None else None
     with db.session() as conn:
         found = named_or_numbered(conn, "feature_sets", ref)

@@ -138,11 +138,12 @@ def test_failed_upload_leaves_no_files(db):
     assert not upload_folder(db, "bad").exists()
 
 
-def test_upload_to_dotdot_stays_under_uploads(db, tmp_path):
+def test_upload_to_dotdot_is_refused_and_its_folder_would_stay_under_uploads(db, tmp_path):
     inter, items = write_generic(tmp_path / "d")
-    import_uploads(db, "..", ("inter.csv", inter.read_bytes()), ("items.csv", items.read_bytes()))
-    assert not (db.path.parent / "items.csv").exists()
-    assert (upload_folder(db, "..") / "items.csv").exists()
+    with pytest.raises(ValueError, match="dataset name '..' refused: it is only dots"):
+        import_uploads(db, "..", ("inter.csv", inter.read_bytes()), ("items.csv", items.read_bytes()))
+    assert not (db.path.parent / "items.csv").exists() and not (db.path.parent / "uploads").exists()
+    assert upload_folder(db, "..").parent == db.path.parent / "uploads"
 
 
 # --------------------------------------------------------------------------------------------- locations

@@ -145,25 +145,34 @@ def test_ending_column_backfills_old_runs_from_their_history(tmp_path):
 
 
 def test_lookups_by_name_then_id(db, tmp_path):
-    """Datasets and feature sets are found by name first, by numeric id otherwise, and a miss names what exists."""
+    """A typed reference (str) is a name first, a numeric id otherwise; an int passed by code is an id only, even
+    where a row stored before the name rule is named like it; a miss names what exists."""
+    import sqlalchemy as sa
+
     from storage.datasets import get_dataset
 
     inter, items = write_generic(tmp_path / "d", n_users=12, n_items=20, seq=6)
     first = import_generic(db, "a", inter, items)
-    second = import_generic(db, str(first.id), inter, items)   # a dataset named like the first one's id
+    second = import_generic(db, "b", inter, items)
+    with db.session() as conn:   # a dataset named like the first one's id, as stored before the name rule
+        conn.execute(sa.text("UPDATE datasets SET name = :n WHERE id = :i"), {"n": str(first.id), "i": second.id})
     assert get_dataset(db, "a").id == first.id
-    assert get_dataset(db, str(first.id)).id == second.id      # the name wins
+    assert get_dataset(db, str(first.id)).id == second.id      # the typed name wins
+    assert get_dataset(db, first.id).id == first.id            # an id from code is an id
     assert get_dataset(db, second.id).id == second.id          # no dataset is named like this id
     with pytest.raises(NotFound, match=rf"no dataset 'zz'; known datasets: a, {first.id}"):
         get_dataset(db, "zz")
     fa = create_feature_set(db, "a", "f", "test", num_layers=1, dim=4)
     fb = create_feature_set(db, second.id, "f", "test", num_layers=1, dim=4)
-    named = create_feature_set(db, "a", str(fb.id), "test", num_layers=1, dim=4)
+    named = create_feature_set(db, "a", "g", "test", num_layers=1, dim=4)
+    with db.session() as conn:
+        conn.execute(sa.text("UPDATE feature_sets SET name = :n WHERE id = :i"), {"n": str(fb.id), "i": named.id})
     assert get_feature_set(db, "f", dataset="a").id == fa.id
     assert get_feature_set(db, "f", dataset=second.id).id == fb.id
     with pytest.raises(ValueError, match="several datasets have a feature set named 'f'"):
         get_feature_set(db, "f")
-    assert get_feature_set(db, fb.id).id == named.id            # the name wins here too
+    assert get_feature_set(db, str(fb.id)).id == named.id       # the typed name wins here too
+    assert get_feature_set(db, fb.id).id == fb.id               # an id from code is an id
     assert get_feature_set(db, fa.id).id == fa.id
     assert get_feature_set(db, str(fa.id), dataset=second.id).id == fa.id   # an id is global
     with pytest.raises(NotFound, match=rf"known feature sets: f, f, {fb.id}"):
