@@ -100,7 +100,10 @@ def check(conn: sa.Connection, owner: Owner | None) -> None:
     ``None`` (a foreground CLI run, no job) always passes."""
     if owner is None:
         return
-    row = conn.execute(sa.text("SELECT status, claim_token FROM jobs WHERE id = :i"), {"i": owner.job_id}).first()
+    # every row fetched (at most one): DuckDB refuses other work on a connection with an unfinished result, and
+    # the caller's next step may be a bulk insert on the same raw connection (storage.features.write_vectors)
+    rows = conn.execute(sa.text("SELECT status, claim_token FROM jobs WHERE id = :i"), {"i": owner.job_id}).all()
+    row = rows[0] if rows else None
     if row is None or row.status != "running" or row.claim_token != owner.token:
         state = "gone" if row is None else row.status if row.status != "running" else "claimed by another runner"
         raise NotOwner(f"job {owner.job_id} is no longer this runner's ({state}); stopping without writing")
