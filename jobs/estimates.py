@@ -25,7 +25,7 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
                 and r["config"].get("loss", "full") == full.get("loss", "full")):
             per_epoch["id" if r["strategy"] == "id" else "features"].append(r["seconds_per_epoch"])
     return training_estimate(strategies, users=users, items=int(stats.get("items", 0)),
-                             targets=max(0, interactions - 2 * users), amp=amp,
+                             targets=max(0, interactions - 3 * users), amp=amp,  # all but 2 held out + 1 first
                              epochs_needed=views.epochs_needed(db, dataset), epoch_seconds=per_epoch,
                              cap=full.get("epochs"))
 

@@ -9,9 +9,11 @@ seed gives the same epochs, and a checkpoint that keeps ``(order, ends)`` resume
 * ``length``: rows of similar length batched together, batch order shuffled. Why: a batch is padded to its
   longest row. Micro-video histories are short and skewed (MicroLens-50k: median 6, max 218), so a random batch
   of 1,024 users runs the transformer and its loss over ~11x more positions than hold a target; sorted batches
-  need ~1.1x. Rows of equal length are shuffled among themselves every epoch (a random tie key), and the one
-  short batch is cut from the shortest rows and shuffled in with the others, so no batch content or position in
-  the epoch is fixed.
+  need ~1.1x. Each batch holds about as many **targets** as a random batch does (``batch_size`` x the mean row
+  length), not as many rows: the loss is a mean over a batch's targets, so batches of equal row count would give
+  a short user's target many times the weight of a long user's in the epoch's updates (measured on MicroLens-50k:
+  that objective converged ~15 % lower). Rows of equal length are shuffled among themselves every epoch (a random
+  tie key), so no batch's content is fixed.
 """
 from __future__ import annotations
 
@@ -32,11 +34,13 @@ def epoch_plan(lengths: torch.Tensor, batch_size: int, batching: str,
         return order, torch.arange(batch_size, n + batch_size, batch_size)[: -(-n // batch_size)].clamp_(max=n)
     tie = torch.rand(n, generator=generator, dtype=torch.float64)          # in [0, 1): shuffles equal lengths
     order = torch.argsort(lengths.to(torch.float64) + tie, stable=True)
-    count = -(-n // batch_size)
-    sizes = torch.full((count,), batch_size, dtype=torch.int64)
-    if count:
-        sizes[0] = n - batch_size * (count - 1)                            # the short batch: shortest rows
-    starts = torch.cumsum(sizes, 0) - sizes
-    shuffled = torch.randperm(len(sizes), generator=generator)
-    order = torch.cat([order[starts[i]:starts[i] + sizes[i]] for i in shuffled.tolist()]) if n else order
-    return order, torch.cumsum(sizes[shuffled], 0)
+    if n == 0:
+        return order, torch.zeros(0, dtype=torch.int64)
+    targets = torch.cumsum(lengths[order].to(torch.float64), 0)           # targets up to and including each row
+    batches = max(1, -(-n // batch_size))                                  # as many batches as random batching
+    cuts = torch.searchsorted(targets, torch.arange(1, batches, dtype=torch.float64) * targets[-1] / batches) + 1
+    bounds = torch.unique(torch.cat([cuts.clamp_(max=n), torch.tensor([n])]))  # equal shares of the targets
+    starts = torch.cat([torch.zeros(1, dtype=torch.int64), bounds[:-1]])
+    shuffled = torch.randperm(len(bounds), generator=generator)
+    order = torch.cat([order[starts[i]:bounds[i]] for i in shuffled.tolist()])
+    return order, torch.cumsum((bounds - starts)[shuffled], 0)

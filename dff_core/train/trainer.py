@@ -121,6 +121,9 @@ class TrainConfig:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}")
+        from ..limits import TRAIN_RANGES, check_ranges  # every number's range, in one place (dff_core.limits)
+
+        check_ranges({name: getattr(self, name) for name in TRAIN_RANGES}, TRAIN_RANGES)
         for name in ("epochs", "batch_size", "eval_every", "max_len", "hidden", "blocks", "heads", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -429,6 +432,7 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
         elif st.ends is None:  # a checkpoint from before batch plans: its epoch was cut in equal random slices
             st.ends = torch.arange(cfg.batch_size, n_train + cfg.batch_size, cfg.batch_size)[:steps].clamp_(max=n_train)
         perm, ends = st.perm.to(device), st.ends.tolist()
+        steps = len(ends)                       # length batches: about, not exactly, one per batch_size rows
         t_epoch = time.perf_counter()
         loss_sum = torch.tensor(st.loss_sum, dtype=torch.float64, device=device)
         for step in range(st.step, steps):
