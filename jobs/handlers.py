@@ -80,7 +80,7 @@ def handle_sweep_ray(db: Database, job: queue.Job, ctx: JobContext) -> None:
 
     out = run_sweep_ray(db, expand_sweep(job.params), study=job.params["study"], job_id=job.id,
                         address=job.params.get("address"), progress=lambda f, s: ctx.progress(f, s),
-                        log=ctx.log, should_stop=ctx.should_stop)
+                        log=ctx.log, should_stop=ctx.should_stop, owner=ctx.owner)
     summary = {k: out[k] for k in ("total", "skipped", "done", "failed", "cancelled")}
     ended = out["skipped"] + out["done"] + out["failed"]
     ctx.progress(ended / max(1, out["total"]), None, force=True, result_update={"ray": summary})

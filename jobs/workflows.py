@@ -19,7 +19,7 @@ from jobs.neighbours.models import save_run_vectors
 from jobs.reads import load_split, load_training_features
 from storage.datasets import get_dataset
 from storage.features import FeatureSetRecord, get_feature_set, read_features
-from storage.runs import (RunRecord, create_run, finish_run, get_run, log_metrics, set_run_status,
+from storage.runs import (RunRecord, create_run, finish_run, get_run, log_metrics, restart_run,
                           checkpoint_dir as run_checkpoint_dir)
 
 Progress = Callable[[float, str], None]
@@ -37,50 +37,26 @@ def run_training(db: Database, dataset: str | int, strategy: str, *, features: s
     job runner's claim) fences every write to the run: once the job is no longer this runner's, the next
     write raises ``NotOwner`` and the run is left to its new owner, untouched."""
     from jobs.popularity import cached_popularity
+    from jobs.run_settings import plan_run
     from dff_core.models.item_encoders import FEATURE_STRATEGIES
     from dff_core.endings import CAPPED_IMPROVING
-    from dff_core.train.trainer import TrainConfig, train
+    from dff_core.train.trainer import train
 
     ds = get_dataset(db, dataset)
-    fs = None
-    if strategy in FEATURE_STRATEGIES:
-        if features is None:
-            raise ValueError(f"strategy {strategy!r} needs a feature set (--features NAME); only 'id' trains without")
-        fs = get_feature_set(db, features, dataset=ds.id if not str(features).isdigit() else None)
-    elif features is not None:
-        fs = get_feature_set(db, features, dataset=ds.id if not str(features).isdigit() else None)
-    layer_ids = parse_layers(layers, fs.num_layers) if fs is not None else None
-    from dff_core.train.defaults import with_defaults
-    from dff_core.train.device import resolve_device
-    from dff_core.devices import resolve_amp
-    from torch import device as torch_device
-
-    if run_id is not None:  # a resumed run keeps the settings it started with, all but the device-like ones
-        from jobs.resume import resumed_settings
-
-        settings = resumed_settings(get_run(db, run_id).config, settings, TrainConfig.__dataclass_fields__)
-    cfg = TrainConfig(strategy=strategy, layers=None, seed=seed, **with_defaults(settings, ds.stats.get("users")))
-    cfg.device = resolve_device(cfg.device)  # stored resolved: the run's config says where it trained
-    cfg.amp = resolve_amp(cfg.amp, torch_device(cfg.device))  # and in which precision (auto -> bf16 / none)
+    stored = get_run(db, run_id).config if run_id is not None else None
+    plan = plan_run(db, ds, strategy, features=features, layers=layers, settings=settings, seed=seed, stored=stored)
+    cfg, fs, layer_ids = plan.cfg, plan.fs, plan.layer_ids
     feats, missing = None, 0
     if fs is not None and strategy in FEATURE_STRATEGIES:
         feats, layer_ids, missing = load_training_features(db, ds.id, fs, layer_ids)
-        cfg.layers = None  # the loaded tensor holds exactly the chosen layers, in order
-        if strategy == "dff" and cfg.layer_init == "probe" and cfg.layer_scores is None:
-            from jobs.probes import cached_layer_usefulness
-
-            lift = cached_layer_usefulness(db, fs).set_index("layer")["lift"]
-            cfg.layer_scores = [float(lift[layer]) for layer in layer_ids]
     split = load_split(db, ds.id)
 
-    config = {**cfg.to_dict(), "layers": layer_ids, "feature_set": fs.name if fs else None,
-              "backbone": fs.backbone if fs else None, "items_without_features": missing, "engine": "local"}
+    config = plan.config(missing, engine="local")
     if run_id is None:
         run = create_run(db, ds.id, strategy, config, feature_set_id=fs.id if fs else None, layers=layer_ids,
                          seed=seed, study=study, job_id=job_id, owner=owner)
-    else:
-        run = get_run(db, run_id)
-        set_run_status(db, run.id, "running", owner=owner)
+    else:  # the record says what this attempt trains with (settings it lacked, today's device)
+        run = restart_run(db, run_id, config, owner=owner)
     if on_run:
         on_run(run.id)
     checkpoint_dir = run_checkpoint_dir(db, run.id)

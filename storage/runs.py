@@ -131,6 +131,29 @@ def set_run_status(db: Database, run_id: int, status: str, *, owner: Owner | Non
         conn.execute(sa.text("UPDATE runs SET status = :s WHERE id = :i"), {"s": status, "i": run_id})
 
 
+def restart_run(db: Database, run_id: int, config: dict, *, fresh: bool = False, feature_set_id: int | None = None,
+                layers: list[int] | None = None, owner: Owner | None = None) -> RunRecord:
+    """A run record taken up again: ``running`` under ``config`` (what this attempt trains with), its last
+    outcome (result, error, ending, finish time) gone, in one fenced transaction. ``fresh`` (a run that starts
+    over, e.g. a resumed Ray sweep run) also forgets its epochs and takes ``feature_set_id`` and ``layers``.
+
+    Why: a reused record that kept its old config or error described an attempt that no longer exists."""
+    with db.session() as conn:
+        owners.check(conn, owner)
+        params = {"c": json.dumps(config), "i": int(run_id)}
+        extra = ""
+        if fresh:
+            extra = (", feature_set_id = :f, layers = :l, best_epoch = NULL, epochs_run = NULL, seconds = NULL, "
+                     "seconds_per_epoch = NULL")
+            params.update(f=feature_set_id, l=json.dumps(layers) if layers is not None else None)
+        conn.execute(sa.text(
+            "UPDATE runs SET status = 'running', config = :c, result = NULL, error = NULL, ending = NULL, "
+            f"finished_at = NULL{extra} WHERE id = :i"), params)
+        if fresh:
+            conn.execute(sa.text("DELETE FROM metrics WHERE run_id = :i"), {"i": int(run_id)})
+    return get_run(db, run_id)
+
+
 def clear_metrics(db: Database, run_id: int) -> None:
     """Forget a run's per-epoch metrics (a run that starts over from scratch, e.g. a resumed Ray sweep run)."""
     with db.session() as conn:

@@ -93,6 +93,7 @@ def test_an_old_run_resumes_with_the_values_it_trained_with(db, dataset):
     assert resumed.status == "done" and resumed.epochs_run == 2
     after = torch.load(path, map_location="cpu", weights_only=True)["config"]
     assert (after["batching"], after["layer_lr_mult"]) == ("random", 1.0)
+    assert (resumed.config["batching"], resumed.config["layer_lr_mult"]) == ("random", 1.0)  # the record says so
 
 
 def test_a_runner_that_lost_its_job_leaves_the_checkpoint_alone(db, dataset):
