@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     db = _db(args)
     # the same validator as submit / the Train page: a bad device or loss setting stops here, exit 2
     check_train_params(db, {"dataset": args.dataset, "strategy": args.strategy, "features": args.features,
-                            "layers": args.layers, "settings": train_settings(args)})
+                            "layers": args.layers, "settings": train_settings(args), "seed": args.seed})
 
     def progress(frac: float, step: str) -> None:
         if not args.json:

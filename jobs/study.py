@@ -41,7 +41,7 @@ def queue_study(db: Database, request: StudyRequest) -> int:
     check_seed_count(len(params.get("seeds") or []))
     check_run_count(len(expand_sweep(params)), f"study {params['study']!r}")
     for run in params["runs"]:
-        check_train_params(db, {"dataset": ds.name, **run})
+        check_train_params(db, {"dataset": ds.name, "settings": request.settings(), **run})
     study = params["study"]
     if list_runs(db, study=study) or any(j.status in ACTIVE for j in list_jobs(db, group=study)):
         raise ValueError(f"study {study!r} already has runs or queued jobs; pick another --name, or render it "

@@ -61,10 +61,16 @@ def check_train_settings(settings: dict | None) -> dict:
 
 
 def check_train_params(db: Database, params: dict) -> None:
+    """Everything one training run needs, checked: settings and their ranges (``dff_core.limits``), the seed,
+    strategy, dataset, feature set and layers, and the memory the run is estimated to need against this
+    machine's (refused in one line with the estimate, before it is queued or started)."""
+    from dff_core.limits import TRAIN_RANGES, check_ranges
     from dff_core.models.strategies import FEATURE_STRATEGIES, STRATEGIES
     from dff_core.layers import parse_layers
 
     check_train_settings(params.get("settings"))
+    if params.get("seed") is not None:
+        check_ranges({"seed": params["seed"]}, TRAIN_RANGES)
     if params["strategy"] not in STRATEGIES:
         raise ValueError(f"unknown strategy {params['strategy']!r}; choose from {', '.join(STRATEGIES)}")
     ds = get_dataset(db, params["dataset"])
@@ -75,7 +81,25 @@ def check_train_params(db: Database, params: dict) -> None:
         fs = get_feature_set(db, params["features"], dataset=ds.id)
         if fs.status not in USABLE_FEATURE_STATUS:
             raise ValueError(f"feature set {fs.name!r} is {fs.status}; wait for its extraction to finish")
-        parse_layers(params.get("layers"), fs.num_layers)
+        chosen = parse_layers(params.get("layers"), fs.num_layers)
+        shape = (len(chosen) if chosen else fs.num_layers, fs.dim)
+    check_memory(params.get("settings"), ds.stats, shape if params.get("features") else None)
+
+
+def check_memory(settings: dict | None, stats: dict, feature_shape: tuple[int, int] | None) -> int:
+    """The bytes a run with ``settings`` on a dataset with ``stats`` is estimated to need
+    (``dff_core.limits.train_memory_bytes``); ValueError in one line when that exceeds this machine's share."""
+    from dff_core.limits import machine_memory_bytes, memory_problem, train_memory_bytes
+    from dff_core.train.defaults import with_defaults
+    from dff_core.train.device import resolve_device
+    from dff_core.train.trainer import TrainConfig
+
+    full = TrainConfig.from_dict(with_defaults(settings, stats.get("users"))).to_dict()  # every field filled
+    needed = train_memory_bytes(full, int(stats.get("items") or 0), feature_shape)
+    problem = memory_problem(needed, machine_memory_bytes(str(resolve_device(full["device"]))))
+    if problem:
+        raise ValueError(problem)
+    return needed
 
 
 def enqueue_train(db: Database, dataset: str, strategy: str, features: str | None, layers: str | None,
@@ -151,6 +175,7 @@ def engine_params(engine: str | None = "local", address: str | None = None) -> d
 def enqueue_sweep(db: Database, dataset: str, features: str | None, strategies: list[str], layer_choices: list[str],
                   seeds: list[int], study: str, settings: dict, *, engine: str = "local",
                   address: str | None = None) -> int:
+    from dff_core.limits import TRAIN_RANGES, check_ranges
     from dff_core.models.strategies import STRATEGIES
 
     if not study or not study.strip():
@@ -167,9 +192,12 @@ def enqueue_sweep(db: Database, dataset: str, features: str | None, strategies: 
     check_run_count(sweep_runs(strategies, layer_choices, seeds))
     feature_strats = [s for s in strategies if s != "id"]
     check_train_settings(settings)
+    for seed in seeds:
+        check_ranges({"seed": seed}, TRAIN_RANGES)
     for layers in layer_choices:
         check_train_params(db, {"dataset": dataset, "features": features if feature_strats else None,
-                                "strategy": feature_strats[0] if feature_strats else "id", "layers": layers})
+                                "strategy": feature_strats[0] if feature_strats else "id", "layers": layers,
+                                "settings": settings})
     params = {"dataset": dataset, "features": features if feature_strats else None, "strategies": list(strategies),
               "layers": list(layer_choices), "seeds": [int(s) for s in seeds], "study": study.strip(),
               "settings": dict(settings), **engine_params(engine, address)}
@@ -287,8 +315,9 @@ def extract_job_params(db: Database, dataset: str, backbone: str, name: str, inp
     if caption and not info.get("can_caption"):
         raise ValueError(f"backbone {backbone!r} cannot write captions; use an LVLM family")
     batch_size = info["default_batch_size"] if batch_size is None else batch_size
-    if int(num_frames) < 1 or int(batch_size) < 1:
-        raise ValueError("--frames and --batch-size must be at least 1")
+    from dff_core.limits import EXTRACT_RANGES, check_ranges
+
+    check_ranges({"num_frames": num_frames, "frame_size": frame_size, "batch_size": batch_size}, EXTRACT_RANGES)
     params = {"dataset": dataset, "backbone": backbone, "name": name.strip(), "inputs": inputs,
               "num_frames": int(num_frames), "frame_size": int(frame_size), "pooling": pooling,
               "batch_size": int(batch_size), "dtype": dtype, "caption": bool(caption), "text_encoder": text_encoder}
