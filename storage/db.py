@@ -42,17 +42,21 @@ class NotFound(LookupError):
     """A named thing (dataset, feature set, run, job) does not exist."""
 
 
+CONFLICTS = ("Conflict on update", "Conflict on tuple deletion")  # DuckDB's words for a write-write conflict
+
+
 def retry_on_conflict(fn: Callable[..., T]) -> Callable[..., T]:
-    """Run ``fn`` (one whole transaction) again when DuckDB refuses it with "Conflict on update": two open
-    transactions wrote the same row (a job's heartbeat thread and its driver reporting progress at once). The
-    refused one was rolled back entirely, so running it again is safe; short jittered waits, then give up."""
+    """Run ``fn`` (one whole transaction) again when DuckDB refuses it with "Conflict on update" (or "on tuple
+    deletion"): two open transactions wrote the same row (a job's heartbeat thread and its driver reporting
+    progress at once; two dashboard sessions marking the same stale job). The refused one was rolled back
+    entirely, so running it again is safe; short jittered waits, then give up."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         for attempt in range(20):
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:  # sqlalchemy wraps duckdb.TransactionException
-                if "Conflict on update" not in str(exc) or attempt == 19:
+                if not any(c in str(exc) for c in CONFLICTS) or attempt == 19:
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
     return wrapper

@@ -303,6 +303,7 @@ def _owner_gone(owner: str | None, worker_pid: int | None, age: float | None, st
     return not verdict
 
 
+@retry_on_conflict  # two sessions of one dashboard may mark the same stale job at once
 def mark_stale(db: Database, stale_after_s: float | None = None) -> list[int]:
     """Running jobs whose owner is gone (``_owner_gone``) become interrupted, and so do their runs and
     feature sets (``_cascade``). Cheap when nothing is stale (one read); every reader of jobs calls it."""
