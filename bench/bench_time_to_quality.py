@@ -113,7 +113,8 @@ def run_one(split, feats, name: str, settings: dict, cap_s: float, log) -> dict:
             "to_best_s": to_best, "to_best_cpu_s": cpu_at.get(res.best_epoch, float("nan")),
             "total_cpu_s": max(cpu_at.values(), default=float("nan")), "total_s": sum(r["seconds"] for r in hist), "val_ndcg10": best_val,
             "test_ndcg10": test["NDCG@10"], "test_hr10": test["HR@10"], "capped": res.cancelled,
-            "stopped_early": res.stopped_early, "val_curve": [round(r["val"]["NDCG@10"], 5) for r in hist]}
+            "stopped_early": res.stopped_early, "val_curve": [round(r["val"]["NDCG@10"], 5) for r in hist],
+            "history": [{"train_seconds": r["train_seconds"], "seconds": r["seconds"]} for r in hist]}
 
 
 def print_table(rows: list[dict], pop: float, baseline: str) -> None:
@@ -160,6 +161,64 @@ def parallel(args, settings: dict) -> None:
     print(f"  side by side / one at a time throughput: {one / side:.2f}x")
 
 
+def product_rates(items: int, hidden: int, threads: int) -> dict[str, float]:
+    """GFLOP/s this machine sustains on the full softmax's three products (one 256-row block of the logits, its two
+    gradients), float32 and bfloat16: the yardstick of an epoch's floor."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for name, dt in (("none", torch.float32), ("bf16", torch.bfloat16)):
+        h, w, z = torch.randn(256, hidden).to(dt), torch.randn(items, hidden).to(dt), torch.randn(256, items).to(dt)
+        ops = [lambda: h @ w.T, lambda: z @ w, lambda: z.T @ h]
+        for op in ops:
+            op()
+        t = time.perf_counter()
+        for _ in range(5):
+            for op in ops:
+                op()
+        out[name] = 5 * 3 * 2 * 256 * items * hidden / (time.perf_counter() - t) / 1e9
+    return out
+
+
+def epoch_costs(args, split, feats, configs: list[str]) -> None:
+    """``--epoch-costs N``: N epochs of each config (no early stopping), and with ``--before DIR`` the same loss /
+    batch / lr in an older checkout's code; prints training and validation seconds per epoch against the floor."""
+    import numpy as np
+
+    targets = sum(max(0, min(len(t) - 1, 50)) for t in split.train)
+    rates = product_rates(split.num_items, 64, args.threads)
+    flops = 3 * 2 * targets * split.num_items * 64
+    print(f"floor of a full-softmax epoch: 3 products x {targets:,} targets x {split.num_items:,} items x 64 = "
+          f"{flops / 1e12:.2f} TFLOP; this machine, {args.threads} threads: {rates['none']:.0f} GFLOP/s float32 -> "
+          f"{flops / rates['none'] / 1e9:.1f} s, {rates['bf16']:.0f} GFLOP/s bfloat16 -> {flops / rates['bf16'] / 1e9:.1f} s "
+          f"(plus {targets * split.num_items / 1e9:.1f} G exponentials)", flush=True)
+    rows = []
+    if args.before:
+        loss_batch_lr = "/".join(configs[0].split("/")[:3])
+        cmd = [sys.executable, str(Path(args.before) / "bench" / "bench_time_to_quality.py"), "--db",
+               str(Path(args.before_db or args.db).resolve()), "--dataset", args.dataset, "--strategy", args.strategy, "--configs",
+               loss_batch_lr, "--epochs", str(args.epoch_costs), "--patience", "0", "--threads", str(args.threads),
+               "--single"] + (["--features", args.features, "--layers", args.layers] if args.features else [])
+        env = dict(os.environ, PYTHONPATH=str(Path(args.before).resolve()))
+        out = json.loads(subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True, cwd=args.before,
+                                        env=env).stdout.strip().splitlines()[-1])
+        rows.append((f"before: {loss_batch_lr} (random batches)", out["train_s_per_epoch"],
+                     out["s_per_epoch"] - out["train_s_per_epoch"]))
+    for name in configs:
+        settings = {"strategy": args.strategy, "epochs": args.epoch_costs, "patience": 0,
+                    "num_threads": args.threads, "seed": args.seed, **parse_config(name)}
+        r = run_one(split, feats, name, settings, 1e9, lambda line: None)
+        hist = [x for x in r.pop("history")]
+        rows.append((name, float(np.median([x["train_seconds"] for x in hist])),
+                     float(np.median([x["seconds"] - x["train_seconds"] for x in hist]))))
+    print(f"\n{args.strategy}, {args.threads} threads, median of {args.epoch_costs} epochs:")
+    print(f"{'config':44} {'train s':>8} {'val s':>6} {'x floor':>8}")
+    for name, tr, val in rows:
+        amp = "bf16" if "/bf16" in name else "none"
+        print(f"{name:44} {tr:>8.1f} {val:>6.1f} {tr / (flops / rates[amp] / 1e9):>7.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", required=True)
@@ -181,6 +240,13 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=0, help="only the side-by-side throughput check, N runs")
     ap.add_argument("--parallel-epochs", type=int, default=2)
     ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)  # one run, JSON on stdout
+    ap.add_argument("--epoch-costs", type=int, default=0, metavar="N",
+                    help="only the cost of N epochs per config (training and validation seconds vs the floor)")
+    ap.add_argument("--before", default=None, metavar="DIR",
+                    help="with --epoch-costs: also run the first config's loss/batch/lr in an older checkout at DIR "
+                         "(e.g. git worktree add DIR COMMIT)")
+    ap.add_argument("--before-db", default=None, metavar="FILE",
+                    help="the database the older code reads (one it wrote itself: a newer schema is refused)")
     args = ap.parse_args()
     caps = dict(c.split("=") for c in args.cap_min.split(";") if c.strip())
     configs = [c.strip() for c in args.configs.split(";") if c.strip()]
@@ -191,6 +257,8 @@ def main() -> None:
     common = {"strategy": args.strategy, "epochs": args.epochs, "patience": args.patience,
               "num_threads": args.threads, "seed": args.seed}
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    if args.epoch_costs:
+        return epoch_costs(args, split, feats, configs)
     if args.single:
         print(json.dumps(run_one(split, feats, configs[0], {**common, **parse_config(configs[0])}, 1e9, log)))
         return

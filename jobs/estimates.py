@@ -31,3 +31,13 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
 
 
 
+
+
+def sweep_cost(db: Database, dataset: str, strategies: list[str], layer_choices: list[str], seeds: list[int],
+               settings: dict | None = None) -> dict:
+    """:func:`training_cost` of the runs a sweep expands into (``jobs.handlers.expand_sweep``)."""
+    from jobs.handlers import expand_sweep
+
+    runs = expand_sweep({"dataset": dataset, "features": None, "strategies": strategies, "layers": layer_choices,
+                         "seeds": seeds, "study": ""})
+    return training_cost(db, dataset, [r["strategy"] for r in runs], settings)

@@ -222,7 +222,7 @@ class FusionEncoder(ItemEncoder):
         self.proj = _init_linear(nn.Linear(self.feat_dim, hidden), math.sqrt(2) * self.init_std,
                                  self._feature_rms())
         # bfloat16 halves the buffer (a 7B LVLM's 33 layers x 4096 over 20,000 items: 10.8 -> 5.4 GB) and the bytes
-        # each step reads; what is computed from it is float32 (item_features)
+        # each step reads; it is mixed and projected in its dtype, and the item vectors leave in float32 (forward)
         self.feats = self.feats.to(feature_dtype)
 
     # single feature vector per item (mean of the chosen layers); DFF overrides these three
@@ -240,13 +240,17 @@ class FusionEncoder(ItemEncoder):
         return float(self.feats.float().pow(2).mean().sqrt())
 
     def item_features(self) -> torch.Tensor:
-        return self.feats.float()
+        """``[num_items, feat_dim]`` in the buffer's dtype."""
+        return self.feats
 
     def fuse(self, e: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self) -> torch.Tensor:
-        v = F.relu(self.proj(self.item_features()))
+        x = self.item_features()
+        # in the buffer's dtype: a bfloat16 buffer is projected in bfloat16 (19,220 x 576 x 64 three times a step),
+        # the item vectors leave in float32
+        v = F.relu(F.linear(x, self.proj.weight.to(x.dtype), self.proj.bias.to(x.dtype))).float()
         return self.fuse(self.emb, v)
 
 
@@ -306,7 +310,7 @@ def layer_logits_from_scores(scores: Sequence[float] | None, num_layers: int) ->
 
 
 class LayerMix(torch.autograd.Function):
-    """``a [L] -> (a @ feats.view(L, N*D)).view(N, D)`` in float32, with only ``a`` getting a gradient.
+    """``a [L] -> (a @ feats.view(L, N*D)).view(N, D)`` in the buffer's dtype, only ``a`` getting a gradient.
 
     Why its own backward: the frozen buffer is read twice per training step (forward mix, and ``d a = feats @ g``),
     1.4 GB in float32 for 31 SmolLM2 layers over 19,220 items, and this is memory-bound work. torch's autograd
@@ -319,7 +323,7 @@ class LayerMix(torch.autograd.Function):
     def forward(ctx, a: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         L, N, D = feats.shape
         ctx.save_for_backward(feats)
-        return torch.mm(a.unsqueeze(0).to(feats.dtype), feats.view(L, N * D)).view(N, D).float()
+        return torch.mm(a.unsqueeze(0).to(feats.dtype), feats.view(L, N * D)).view(N, D)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
