@@ -240,3 +240,69 @@ def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch):
     assert amp_problem("none", torch.device("cpu")) is None
     monkeypatch.setenv("DFF_CPU_BF16", "1")
     assert amp_problem("bf16", torch.device("cpu")) is None
+
+
+def test_layer_mix_gradient_equals_autograd():
+    from dff_core.models.item_encoders import LayerMix
+
+    torch.manual_seed(0)
+    feats, a0, g = torch.randn(5, 300, 70), torch.softmax(torch.randn(5), 0), torch.randn(300, 70)
+    ref = a0.clone().requires_grad_()
+    ((ref @ feats.view(5, -1)).view(300, 70) * g).sum().backward()
+    for dtype, tol in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2)):
+        a = a0.clone().requires_grad_()
+        out = LayerMix.apply(a, feats.to(dtype))
+        assert out.dtype == dtype and out.shape == (300, 70)
+        (out.float() * g).sum().backward()
+        assert float((a.grad - ref.grad).abs().max()) <= tol * float(ref.grad.abs().max())
+
+
+def test_amp_auto_resolves_per_device(monkeypatch):
+    from dff_core.devices import resolve_amp
+
+    monkeypatch.setenv("DFF_CPU_BF16", "1")
+    assert resolve_amp("auto", torch.device("cpu")) == "bf16"
+    assert resolve_amp("auto", torch.device("cuda", 0)) == "none"      # a GPU keeps its measured float32 path
+    assert resolve_amp("none", torch.device("cpu")) == "none"
+    monkeypatch.setenv("DFF_CPU_BF16", "0")
+    assert resolve_amp("auto", torch.device("cpu")) == "none"
+
+
+# ------------------------------------------------------------------------------------------ cost up front
+
+def test_training_estimate_from_the_cost_model_and_from_measured_runs():
+    from dff_core.estimates import DEFAULT_EPOCHS_TO_STOP, FEATURE_FACTOR, estimate_text, training_estimate
+
+    size = dict(users=50_000, items=19_220, targets=208_562)
+    model = training_estimate(["id", "dff", "dff"], amp="bf16", **size)
+    per = model["seconds_per_epoch"]
+    assert model["epochs"] == DEFAULT_EPOCHS_TO_STOP and not any(model["measured"].values())
+    assert 12 < per["id"] < 14                                     # 11.4 s training + 1.7 s validation, as measured
+    assert per["features"] == pytest.approx(per["id"] * FEATURE_FACTOR)
+    assert model["seconds"] == pytest.approx((per["id"] + 2 * per["features"]) * DEFAULT_EPOCHS_TO_STOP)
+    measured = training_estimate(["id"] * 4, epochs_needed=[30, 10, 20], epoch_seconds={"id": [5.0, 7.0, 6.0]},
+                                 cap=15, **size)
+    assert measured["epochs"] == 15                                 # median 20, bounded by the cap
+    assert measured["seconds"] == pytest.approx(4 * 15 * 6.0) and measured["measured"]["id"]
+    text = estimate_text(measured)
+    assert "4 runs" in text and "~15 epochs" in text and "6 min" in text and "measured on this dataset" in text
+
+
+def test_study_dry_run_prints_the_estimated_compute(db, tmp_path, capsys):
+    from cli import main
+    from data_helpers import write_generic
+    from jobs.datasets import import_generic
+    from storage.features import create_feature_set, finish_feature_set, write_vectors
+
+    ds = import_generic(db, "d", *write_generic(tmp_path / "d", n_users=30, n_items=20, seq=7))
+    items = ds.stats["items"]
+    fs = create_feature_set(db, "d", "hs", "synthetic", 3, 4)
+    write_vectors(db, fs, np.arange(items), np.random.default_rng(0).normal(size=(items, 3, 4)).astype(np.float32))
+    finish_feature_set(db, fs, "complete")
+    capsys.readouterr()
+    assert main(["--db", str(db.path), "study", "--dataset", "d", "--features", "hs", "--seeds", "2",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("estimated compute:"))
+    runs = int(out.split(" training runs")[0].split()[-1])
+    assert runs > 2 and f"{runs} runs" in line and "cost model" in line
