@@ -227,16 +227,20 @@ def run_summaries(db: Database, dataset: str | None = None, study: str | None = 
     return out
 
 
-def epochs_needed(db: Database, dataset: str | None = None) -> list[int]:
-    """Epochs that finished, early-stopped runs (of ``dataset``, or of any) took: what a cap should exceed."""
+def _early_stopped_runs(db: Database, dataset: str | None = None) -> list:
+    """Finished, early-stopped runs of ``dataset`` (of any dataset for None; none for an unknown one)."""
     ds_id = None
     if dataset is not None:
         try:
             ds_id = get_dataset(db, dataset).id
         except NotFound:
             return []
-    return [int(r.epochs_run) for r in list_runs(db, dataset_id=ds_id)
-            if r.status == "done" and r.ending == "early_stopped" and r.epochs_run]
+    return [r for r in list_runs(db, dataset_id=ds_id) if r.status == "done" and r.ending == "early_stopped"]
+
+
+def epochs_needed(db: Database, dataset: str | None = None) -> list[int]:
+    """Epochs that finished, early-stopped runs (of ``dataset``, or of any) took: what a cap should exceed."""
+    return [int(r.epochs_run) for r in _early_stopped_runs(db, dataset) if r.epochs_run]
 
 
 def finished_run_epochs(db: Database, dataset_id: int) -> list[dict]:
@@ -250,12 +254,7 @@ def finished_run_epochs(db: Database, dataset_id: int) -> list[dict]:
 def run_seconds(db: Database, dataset: str) -> list[float]:
     """Wall seconds of the finished, early-stopped runs of ``dataset``: what the next run like them will take
     (the demo study's estimate reads them). Empty when the dataset or such runs are missing."""
-    try:
-        ds_id = get_dataset(db, dataset).id
-    except NotFound:
-        return []
-    return [float(r.seconds) for r in list_runs(db, dataset_id=ds_id)
-            if r.status == "done" and r.ending == "early_stopped" and r.seconds]
+    return [float(r.seconds) for r in _early_stopped_runs(db, dataset) if r.seconds]
 
 
 def job_seconds(db: Database, kind: str) -> list[float]:
