@@ -7,7 +7,8 @@ import streamlit as st
 from dff_core.study import plan as study_plan
 from dff_core.study import report, verdicts
 from jobs import study as study_jobs
-from jobs import submit
+from jobs import estimates, submit
+from dff_core.estimates import estimate_text
 from dff_core.metric_names import METRICS
 from pages.common import PLOT_CONFIG, database, empty_state, plain, reported
 from dff_core.endings import cap_warning
@@ -65,6 +66,9 @@ with st.expander("New study", expanded=not study_jobs.list_studies(db)):
         if request and runs:
             st.caption(f"**{len(runs) * len(request.seeds)} training runs**: "
                        + ", ".join(r["role"] for r in runs) + f" × {len(request.seeds)} seeds")
+            st.caption(estimate_text(estimates.training_cost(
+                db, dataset, [r["strategy"] for r in runs for _ in request.seeds],
+                {"epochs": request.epochs, **request.extra_settings})))
             if st.button("Queue study", key="st_queue", type="primary", icon=":material/science:"):
                 with reported("could not queue the study"):
                     job_id = study_jobs.queue_study(db, request)

@@ -7,9 +7,10 @@ from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE, cap_warning
 from dff_core.models.strategies import STRATEGIES
 from dff_core.train.defaults import LAYER_INITS, LAYER_LR_MULT, scale_defaults, scale_defaults_text
 from dff_core.layers import parse_layers
-from jobs import submit
+from dff_core.estimates import estimate_text
+from jobs import estimates, submit
 from pages import charts
-from pages.common import database, empty_state, plain, show_error, user_errors
+from pages.common import database, empty_state, plain, reported, show_error, user_errors
 from pages.train_options import fast_path_settings
 from storage import views
 
@@ -132,8 +133,9 @@ with st.expander("Hyper-parameters", expanded=False):
     settings.update(fast_path_settings("tr"))
 st.caption(f"{settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['lr']:g}, hidden "
            f"{settings['hidden']}, patience {settings['patience']}; "
-           + (f"sampled softmax, {settings['negatives']} {settings['negative_sampler']} negatives"
-              if settings["loss"] == "sampled" else "full softmax") + f"; device {settings['device']}.")
+           + ({"sampled": "sampled softmax", "gbce": "gBCE"}.get(settings["loss"], "full softmax")
+              + (f", {settings['negatives']} {settings['negative_sampler']} negatives" if settings["loss"] != "full"
+                 else "")) + f"; device {settings['device']}, amp {settings['amp']}, {settings['batching']} batches.")
 cap_note = cap_warning(settings["epochs"], settings["patience"], views.epochs_needed(db, dataset))
 if cap_note:
     st.warning(cap_note, icon=":material/hourglass_bottom:")
@@ -143,6 +145,8 @@ if mode == "One run":
     c2, c3 = st.columns([1, 2])
     seed = c2.number_input("Seed", 0, 10_000, 42, key="tr_seed")
     study = c3.text_input("Study (optional)", key="tr_study", help="groups runs on the Compare page")
+    with reported("no estimate"):
+        st.caption(estimate_text(estimates.training_cost(db, dataset, [strategy], settings)))
     if st.button("Launch training", type="primary", key="tr_launch"):
         try:
             job_id = submit.enqueue_train(db, dataset, strategy, fs.name if fs else None, layer_text, settings,
@@ -169,6 +173,8 @@ else:
         total = submit.sweep_runs(strategies, choices, seeds) if strategies else 0
         st.caption(f"{len(strategies)} strategies × {len(choices)} layer choices × {len(seeds)} seeds → "
                    f"**{total} training runs** ('id' ignores the layer choices).")
+        if total:
+            st.caption(estimate_text(estimates.sweep_cost(db, dataset, strategies, choices, seeds, settings)))
     except user_errors() as exc:
         show_error(exc)
         seeds, choices = [], []

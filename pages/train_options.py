@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dff_core.train.defaults import LOSSES, SAMPLERS, TRAIN_DEFAULTS
+from dff_core.train.defaults import AMP_CHOICES, BATCHINGS, LOSSES, SAMPLERS, TRAIN_DEFAULTS
 from jobs import submit
 
 
 def fast_path_settings(prefix: str) -> dict:
-    """Device, bf16 autocast and the training objective as a settings dict (keys of ``TrainConfig``)."""
+    """Device, precision, batching and the training objective as a settings dict (keys of ``TrainConfig``)."""
     c = st.columns(4)
     devices = submit.device_choices()
     device = c[0].selectbox("Device", devices, index=devices.index(TRAIN_DEFAULTS["device"]), key=f"{prefix}_device",
@@ -19,14 +19,24 @@ def fast_path_settings(prefix: str) -> dict:
     losses = list(LOSSES)
     loss = c[1].selectbox("Loss", losses, index=losses.index(TRAIN_DEFAULTS["loss"]), key=f"{prefix}_loss",
                           help="full: softmax over every item; sampled: the target against N sampled negatives "
-                               "(never from the user's own history). Evaluation always ranks every item.")
+                               "(never from the user's own history); gbce: gSASRec's calibrated binary "
+                               "cross-entropy over the same negatives. Evaluation always ranks every item.")
     negatives = int(c[2].number_input("Negatives", 1, 100_000, int(TRAIN_DEFAULTS["negatives"]),
-                                      key=f"{prefix}_negatives", disabled=loss != "sampled"))
+                                      key=f"{prefix}_negatives", disabled=loss == "full"))
     samplers = list(SAMPLERS)
     sampler = c[3].selectbox("Negative sampler", samplers, index=samplers.index(TRAIN_DEFAULTS["negative_sampler"]),
-                             key=f"{prefix}_sampler", disabled=loss != "sampled",
+                             key=f"{prefix}_sampler", disabled=loss == "full",
                              help="uniform over the catalogue, or the other targets of the batch")
-    amp = st.checkbox("bf16 autocast (CUDA only)", value=TRAIN_DEFAULTS["amp"] == "bf16", key=f"{prefix}_amp",
-                      disabled=len(devices) <= 2 or device == "cpu")
-    return {"device": device, "amp": "bf16" if amp and device != "cpu" and len(devices) > 2 else "none",
-            "loss": loss, "negatives": negatives, "negative_sampler": sampler}
+    c = st.columns(4)
+    amps = list(AMP_CHOICES)
+    amp = c[0].selectbox("Precision (amp)", amps, index=amps.index(TRAIN_DEFAULTS["amp"]), key=f"{prefix}_amp",
+                         help="auto: bfloat16 on a CPU with native bfloat16 (AMX / AVX512-BF16: the full softmax's "
+                              "products and the feature buffer; same converged quality, faster), float32 elsewhere; "
+                              "bf16 also autocasts on CUDA")
+    batchings = list(BATCHINGS)
+    batching = c[1].selectbox("Batches", batchings, index=batchings.index(TRAIN_DEFAULTS["batching"]),
+                              key=f"{prefix}_batching",
+                              help="length: users of similar length together (little padding, the same targets "
+                                   "per batch); random: a plain shuffle")
+    return {"device": device, "amp": amp, "loss": loss, "negatives": negatives, "negative_sampler": sampler,
+            "batching": batching}
