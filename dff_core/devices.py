@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .cpu import cpu_has_bf16  # noqa: F401 - re-exported: torch-free, the pages use it too
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 DEVICE_HELP = "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N"
 
@@ -42,23 +44,6 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
 def device_name(device: torch.device) -> str:
     """``cpu`` or ``cuda:N`` (always with the index): the form stored with runs and feature sets."""
     return "cpu" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
-
-
-def cpu_has_bf16() -> bool:
-    """True when this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16): only there does bfloat16 pay
-    on a CPU; elsewhere torch emulates it, slower than float32. Read from ``/proc/cpuinfo`` (Linux); False
-    where that is missing. ``DFF_CPU_BF16=0|1`` overrides it (tests, and a machine that reports wrongly)."""
-    import os
-
-    forced = os.environ.get("DFF_CPU_BF16")
-    if forced in ("0", "1"):
-        return forced == "1"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def amp_problem(amp: str, device: torch.device) -> str | None:

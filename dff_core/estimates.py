@@ -39,14 +39,18 @@ def extraction_estimate(items: int, layers: int, dim: int, family: str, inputs: 
 # Cost model for a dataset with no finished runs yet, measured on the 2-core Xeon this project is developed on
 # (AMX / AVX512-BF16, 2 threads, batch 1024, length-bucketed batches, full softmax; bench/bench_time_to_quality.py
 # on the whole MicroLens-50k: 208,562 training targets x 19,220 items per epoch, 50,000 validation users).
-# An epoch's training time is dominated by the softmax over all items: seconds ~ targets x items x this.
-TRAIN_S_PER_TARGET_ITEM = {"none": 17.9 / (208_562 * 19_220), "bf16": 11.4 / (208_562 * 19_220)}
+# An epoch's training time: the softmax over all items (targets x items x this) plus a fixed cost per step (the
+# transformer, AdamW, Python: 0.15 s, from the 2,000-user demo, where the softmax is nothing).
+STEP_S = 0.15
+TRAIN_S_PER_TARGET_ITEM = {"none": (19.5 - 49 * STEP_S) / (208_562 * 19_220),
+                           "bf16": (11.1 - 49 * STEP_S) / (208_562 * 19_220)}
 EVAL_S_PER_USER_ITEM = 1.7 / (50_000 * 19_220)
 FEATURE_FACTOR = 1.75  # a fusion epoch (training + validation) against an ID-only one: DFF over 31 SmolLM2 layers 23.7 vs 13.6 s
 DEFAULT_EPOCHS_TO_STOP = 25  # early-stopped MicroLens-50k runs (best epoch ~20 + patience 5)
 
 
 def training_estimate(strategies: list[str], *, users: int, items: int, targets: int, amp: str = "none",
+                      batch_size: int = 1024,
                       epochs_needed: list[int] | None = None, epoch_seconds: dict[str, list[float]] | None = None,
                       cap: int | None = None) -> dict:
     """Compute a batch of training runs will take, before it is queued: ``runs × expected epochs × seconds per
@@ -55,14 +59,14 @@ def training_estimate(strategies: list[str], *, users: int, items: int, targets:
 
     ``strategies``: one entry per run. ``epoch_seconds``: measured seconds per epoch of earlier runs on this
     dataset, keyed ``"id"`` / ``"features"``; where a kind has none, the cost model above gives it (from the
-    dataset's size: ``targets`` training targets per epoch, ``items``, ``users``). Returns ``{"runs", "epochs",
+    dataset's size: ``targets`` training targets per epoch, ``items``, ``users``, ``batch_size``). Returns ``{"runs", "epochs",
     "seconds", "seconds_per_epoch": {"id", "features"}, "measured": {"id", "features"}}``."""
     needed = sorted(int(n) for n in (epochs_needed or []) if n)
     epochs = needed[len(needed) // 2] if needed else DEFAULT_EPOCHS_TO_STOP
     if cap:
         epochs = min(epochs, int(cap))
     model_id = (targets * items * TRAIN_S_PER_TARGET_ITEM.get(amp, TRAIN_S_PER_TARGET_ITEM["none"])
-                + users * items * EVAL_S_PER_USER_ITEM)
+                + -(-users // max(1, batch_size)) * STEP_S + users * items * EVAL_S_PER_USER_ITEM)
     per_epoch, measured = {}, {}
     for kind, modelled in (("id", model_id), ("features", model_id * FEATURE_FACTOR)):
         seen = sorted((epoch_seconds or {}).get(kind) or [])
@@ -80,5 +84,6 @@ def estimate_text(est: dict) -> str:
 
     sources = {k: "measured on this dataset" if v else "cost model" for k, v in est["measured"].items()}
     parts = [f"{dur(est['seconds_per_epoch'][k])}/epoch {k} ({sources[k]})" for k in ("id", "features")]
-    return (f"estimated compute: {est['runs']} runs × ~{est['epochs']} epochs ≈ {dur(est['seconds'])} on this machine "
+    runs = f"{est['runs']} run" + ("s" if est["runs"] != 1 else "")
+    return (f"estimated compute: {runs} × ~{est['epochs']} epochs ≈ {dur(est['seconds'])} on this machine "
             f"({'; '.join(parts)})")
