@@ -147,6 +147,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     if board.empty:
         print("no finished runs match")
+    else:  # the header names the metric and split the numbers are (the leaderboard's twin on Compare)
+        print(f"{'strategy':8} {'features':20} {'layers':15} {'dataset':14} {args.split} {args.metric}, mean ± std "
+              f"over seeds; training")
     for r in board.itertuples(index=False):
         print(f"{r.strategy:8} {r.features or '—':20} layers {r.layers:8} {r.dataset:14} {r.mean:.4f} ± {r.std:.4f} "
               f"(n={r.seeds})  {r.training}")

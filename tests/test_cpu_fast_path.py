@@ -306,3 +306,18 @@ def test_study_dry_run_prints_the_estimated_compute(db, tmp_path, capsys):
     line = next(x for x in out.splitlines() if x.startswith("estimated compute:"))
     runs = int(out.split(" training runs")[0].split()[-1])
     assert runs > 2 and f"{runs} runs" in line and "cost model" in line
+
+
+def test_compare_cli_prints_a_header_with_the_metric(db, tmp_path, capsys):
+    from cli import main
+    from data_helpers import write_generic
+    from jobs.datasets import import_generic
+
+    import_generic(db, "d", *write_generic(tmp_path / "d", n_users=30, n_items=20, seq=7))
+    assert main(["--db", str(db.path), "train", "--dataset", "d", "--strategy", "id", "--epochs", "1",
+                 "--hidden", "8"]) == 0
+    capsys.readouterr()
+    assert main(["--db", str(db.path), "compare", "--metric", "HR@10"]) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert header.split()[:4] == ["strategy", "features", "layers", "dataset"] and "test HR@10" in header
+    assert row.split()[0] == "id" and "(n=1)" in row
