@@ -15,7 +15,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import database, leave_pages_directory_mode, start_worker
+from pages.common import database, leave_pages_directory_mode, show_error, start_worker
+from storage import DatabaseDamaged
 
 leave_pages_directory_mode()
 st.set_page_config(page_title="DFF Studio", page_icon="🎞️", layout="wide")
@@ -33,11 +34,14 @@ PAGES = [
 ]
 ROOT = Path(__file__).resolve().parent
 
-start_worker()
 pages = [st.Page(f, title=t, icon=i, default=(f == "pages/home.py")) for f, t, i in PAGES if (ROOT / f).exists()]
 page = st.navigation(pages, position="hidden")
 with st.sidebar:  # the config hides Streamlit's own page list (see above), so the app draws it
     for p in pages:
         st.page_link(p)
-with database().held_open():  # one open of the database file for the page's storage reads (storage.db)
-    page.run()
+try:
+    start_worker()
+    with database().held_open():  # one open of the database file for the page's storage reads (storage.db)
+        page.run()
+except DatabaseDamaged as exc:  # on every page: one red line naming the file and what to do, no raw exception
+    show_error(exc)

@@ -109,6 +109,26 @@ def cmd_delete_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("check")
+def cmd_check(args: argparse.Namespace) -> int:
+    """Read the whole database and compare it with what was recorded (``storage.integrity``): exit 0 when it is
+    whole, 1 with one line per problem otherwise (damage included: the file, what is wrong, what to do)."""
+    from storage import default_db_path
+    from storage.integrity import check_database
+
+    path = args.db or default_db_path()
+    report = check_database(path)
+    if args.json:
+        _print_json({"db": str(path), "ok": report.ok, "counts": report.counts, "problems": report.problems})
+    else:
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        read = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in report.counts.items())
+        print(f"database {path}: " + (f"whole ({read} read, every row and vector)" if report.ok
+                                      else f"{len(report.problems)} problem(s)" + (f" ({read} read)" if read else "")))
+    return 0 if report.ok else 1
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("delete-dataset", help="delete a dataset and everything derived from it")
     p.add_argument("name")
+
+    p = sub.add_parser("check", help="verify the database: readable, row counts as recorded, feature sets and "
+                                     "runs whole (exit 1 on a problem)")
+    p.add_argument("--json", action="store_true")
 
     for extend in EXTENSIONS:
         extend(sub)

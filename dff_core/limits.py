@@ -37,7 +37,7 @@ def range_problem(name: str, value: object, ranges: dict[str, tuple[float, float
     if name not in ranges or value is None:
         return None
     lo, hi, integer = ranges[name]
-    flag = FLAGS.get(name, name.replace("_", "-"))
+    flag = FLAGS.get(name, name)
     kind = "a whole number" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:

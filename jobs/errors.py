@@ -10,9 +10,9 @@ class UsageError(ValueError):
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that describe a problem with the user's input, shown as one line, never a traceback."""
     from dff_core.data.importers import DataError
-    from storage import DatabaseBusy, NotFound
+    from storage import DatabaseBusy, DatabaseDamaged, NotFound
 
-    return (DataError, NotFound, DatabaseBusy, UsageError, ValueError, FileNotFoundError, OverflowError)
+    return (DataError, NotFound, DatabaseBusy, DatabaseDamaged, UsageError, ValueError, FileNotFoundError, OverflowError)
 
 
 def user_message(exc: BaseException) -> str:

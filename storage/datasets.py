@@ -58,6 +58,7 @@ def store_dataset(db: Database, name: str, source: str, root: str | None, params
             _bulk_insert(raw, table, frame[columns], ds_id)
         conn.execute(sa.text("INSERT INTO splits (dataset_id, name, params) VALUES (:d, 'leave_one_out', :p)"),
                      {"d": ds_id, "p": json.dumps({"test": "last item", "val": "second-last item"})})
+    db.checkpoint()  # the import lives in the main file, not only in the write-ahead log (a torn log drops it)
     return get_dataset(db, name)
 
 

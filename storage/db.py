@@ -66,6 +66,35 @@ class DatabaseBusy(RuntimeError):
     """The file stayed locked by another process for longer than the configured deadline."""
 
 
+class DatabaseDamaged(RuntimeError):
+    """The database file or its write-ahead log cannot be read (a bad header, a block whose checksum fails, a file
+    cut short, a WAL that does not replay). Its message is one line for a person: the file, what is wrong, and
+    what to do; nothing was changed by the command that met it."""
+
+
+# how DuckDB words damage (IO and checksum errors), as opposed to a lock, a busy file or a bad query
+DAMAGE_SIGNS = ("not a valid DuckDB database", "Corrupt", "checksum", "Could not read enough bytes",
+                "replaying WAL", "Failure while replaying")
+
+
+def damage(exc: BaseException, path: Path) -> DatabaseDamaged | None:
+    """``exc`` as a :class:`DatabaseDamaged` naming ``path`` and the way out, or None when it is not damage."""
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
+    if not any(sign in text for sign in DAMAGE_SIGNS):
+        return None
+    reason = text.split("Error: ", 1)[-1][:200]
+    wal = Path(str(path) + ".wal")
+    if "WAL" in text and wal.exists():
+        return DatabaseDamaged(
+            f"the database's write-ahead log {wal} is damaged ({reason}); nothing was changed. Move it aside "
+            f"(mv '{wal}' '{wal}.damaged': the changes only it holds are lost) and try again, or restore a copy "
+            f"of {path}")
+    return DatabaseDamaged(
+        f"the database {path} is damaged ({reason}); nothing was changed. Restore a copy of it"
+        + (f" (or first move its write-ahead log aside: mv '{wal}' '{wal}.damaged', and try again)" if wal.exists()
+           else "") + f"; python -m dff_core --db '{path}' check says what is wrong")
+
+
 def default_db_path() -> Path:
     """``DFF_DB`` if set, else ``data/dff_studio.duckdb`` under the current directory."""
     return Path(os.environ.get("DFF_DB") or DEFAULT_DB)
@@ -143,7 +172,13 @@ class Database:
         return self.path.parent / kind / self.path.stem
 
     def _do_connect(self, dialect, conn_rec, cargs, cparams):
-        return retry_on_lock(lambda: dialect.connect(*cargs, **cparams), self.path, self.timeout)
+        try:
+            return retry_on_lock(lambda: dialect.connect(*cargs, **cparams), self.path, self.timeout)
+        except duckdb.Error as exc:
+            damaged = damage(exc, self.path)
+            if damaged is None:
+                raise
+            raise damaged from exc
 
     def _ensure_schema(self) -> None:
         key = str(self.path.resolve())
@@ -162,8 +197,25 @@ class Database:
         hold = getattr(self._held, "hold", None)
         if hold is not None and hold.expired():
             hold.release()                             # a burst that ran long gives the file back
-        with self.engine.begin() as conn:
-            yield conn
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (duckdb.Error, sa.exc.DBAPIError) as exc:   # damage read mid-query: one line, not DuckDB's words
+            damaged = damage(exc, self.path)
+            if damaged is None:
+                raise
+            raise damaged from exc
+
+    def checkpoint(self) -> bool:
+        """Move what the write-ahead log holds into the main file (DuckDB's ``CHECKPOINT``), so a committed import
+        or result no longer depends on the log: a log cut short by a crash silently drops its last commits.
+        False when DuckDB declines (another transaction of this process is open); the next one catches up."""
+        try:
+            with self.session() as conn:
+                Database.raw(conn).execute("CHECKPOINT")
+            return True
+        except (duckdb.Error, sa.exc.DBAPIError):
+            return False
 
     @contextmanager
     def held_open(self, seconds: float = HOLD_SECONDS) -> Iterator[None]:

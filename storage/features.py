@@ -327,6 +327,8 @@ def finish_feature_set(db: Database, fs: FeatureSetRecord, status: str, stats: d
         conn.execute(sa.text("UPDATE feature_sets SET status = :s, stats = :st, "
                              "writer = CASE WHEN :s = 'running' THEN writer ELSE NULL END WHERE id = :i"),
                      {"s": status, "st": json.dumps({**fs.stats, **(stats or {})}), "i": fs.id})
+    if status in ("complete", "partial"):
+        db.checkpoint()  # the finished set lives in the main file, not only in the write-ahead log
 
 
 def drop_feature_set_rows(conn: sa.Connection, fs_id: int) -> None:

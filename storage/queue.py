@@ -208,6 +208,7 @@ def finish(db: Database, job_id: int, status: str, *, error: str | None = None, 
             {"s": status, "e": error, "r": json.dumps(result) if result else None, "i": job_id,
              "released": owner is not None})
         _cascade(conn, [job_id], status, error)
+    db.checkpoint()  # a finished job's results live in the main file, not only in the write-ahead log
 
 
 def request_cancel(db: Database, job_id: int) -> str:

@@ -29,10 +29,10 @@ def small(db, tmp_path):
     ({"lr": -1.0}, 1, "lr must be a number from 0 to 10, not -1"),
     ({}, 99999999999999999999, "seed must be a whole number from 0 to 2147483647"),
     ({"hidden": 100_000_000}, 1, "hidden must be a whole number from 1 to 4096, not 100000000"),
-    ({"max_len": 100_000_000}, 1, "max-len must be a whole number from 1 to 4096"),
+    ({"max_len": 100_000_000}, 1, "max_len must be a whole number from 1 to 4096"),
     ({"loss": "sampled", "negatives": 1_000_000_000}, 1, "negatives must be a whole number from 1 to 100000"),
     ({"hidden": 64, "heads": 3}, 1, "hidden (64) must be a multiple of heads (3)"),
-    ({"batch_size": 0}, 1, "batch-size must be a whole number from 1 to 65536, not 0"),
+    ({"batch_size": 0}, 1, "batch_size must be a whole number from 1 to 65536, not 0"),
 ])
 def test_out_of_range_settings_are_refused_before_queueing(db, small, settings, seed, message):
     with pytest.raises(ValueError) as err:
@@ -72,9 +72,9 @@ def test_memory_estimate_refuses_a_run_the_machine_cannot_hold(db, small, monkey
 def test_extraction_numbers_are_refused_before_queueing(db, small):
     from jobs.submit import extract_job_params
 
-    for kwargs, message in (({"frame_size": 0}, "frame-size must be a whole number from 16 to 2048, not 0"),
+    for kwargs, message in (({"frame_size": 0}, "frame_size must be a whole number from 16 to 2048, not 0"),
                             ({"num_frames": -3}, "frames must be a whole number from 1 to 256, not -3"),
-                            ({"batch_size": 10**9}, "batch-size must be a whole number from 1 to 4096")):
+                            ({"batch_size": 10**9}, "batch_size must be a whole number from 1 to 4096")):
         with pytest.raises(ValueError) as err:
             extract_job_params(db, "small", "minilm", "f", **kwargs)
         assert str(err.value).startswith(message)

@@ -160,7 +160,7 @@ def test_cli_submit_jobs_json(db, dataset):
     r = cli("submit", "train", "--dataset", "d", "--strategy", "dff", "--epochs", "1")
     assert r.returncode == 2 and "needs --features" in r.stderr and "Traceback" not in r.stderr
     r = cli("submit", "train", "--dataset", "d", "--strategy", "id", "--layer-lr-mult", "-1")
-    assert r.returncode == 2 and "layer_lr_mult must be a number >= 0" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "layer_lr_mult must be a number from 0 to 1000, not -1" in r.stderr and "Traceback" not in r.stderr
     r = cli("submit", "train", "--dataset", "d", "--strategy", "id", "--layer-lr-mult", "30", "--layer-init", "probe",
             "--threads", "1")
     assert r.returncode == 0, r.stderr
