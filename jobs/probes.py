@@ -26,7 +26,7 @@ def layer_usefulness(db: Database, fs: FeatureSetRecord, k: int = 10, max_items:
 
 
 def _cache_path(db: Database, fs: FeatureSetRecord, params: dict) -> Path:
-    key = json.dumps({"fs": fs.id, "name": fs.name, "created": str(fs.created_at), "status": fs.status,
+    key = json.dumps({"v": 2, "fs": fs.id,  # v2: no-variance layers and random tie-breaking (dff_core.probes) "name": fs.name, "created": str(fs.created_at), "status": fs.status,
                       "items": fs.stats.get("items"), "layers": fs.num_layers, **params}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return db.side_dir("cache") / "layer-scores" / f"fs{fs.id}-{digest}.json"

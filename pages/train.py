@@ -101,6 +101,10 @@ if fs is not None and strategy != "id":
         st.caption(f"Scored on {scores.attrs.get('items', '?')} items from training histories only; highlighted: "
                    f"the layers you chose ({views.layers_text(chosen, n)}). Cheap, not a substitute for training "
                    "— but layers near 1.0 carry little about what people watch together.")
+        flat = [int(r["layer"]) for r in scores.to_dict("records") if str(r.get("note", "")).startswith("no variance")]
+        if flat:  # scored as no signal, and why (dff_core.probes)
+            st.caption(plain(f"Layer(s) {views.layers_text(flat, n)}: no variance (every item has the same vector "
+                             "there), scored as no signal."))
     elif score_problem:
         st.warning(plain(f"No layer scores for {fs.name!r}: {score_problem}"))
 

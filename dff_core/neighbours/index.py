@@ -185,12 +185,27 @@ def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int, present: np.n
     return order, np.take_along_axis(sims, order, axis=1)
 
 
+def no_variance_check(vectors: np.ndarray, present: np.ndarray | None = None) -> None:
+    """ValueError in one line when the stored vectors (``present`` rows, finite) are all the same — all zeros or one
+    constant vector: such a representation has no neighbours to tell apart (every cosine ties), so it is refused
+    with the reason instead of reading as "no item has vectors" or listing index order at score 1.0."""
+    x = np.asarray(vectors)
+    # without ``present`` an all-zero row means "no vector" (module docstring); with it, zeros were stored
+    rows = x[np.abs(x).sum(axis=1) > 0] if present is None else x[np.asarray(present, dtype=bool)]
+    rows = rows[np.isfinite(rows).all(axis=1)] if len(rows) else rows
+    if len(rows) >= 2 and float(np.ptp(rows, axis=0).max()) == 0.0:
+        what = "all zeros" if not np.any(rows[0]) else "one constant vector"
+        raise ValueError(f"all {len(rows):,} stored vectors here are {what}: a representation without variance "
+                         "cannot tell items apart, so it has no neighbours (a layer like this scores as no signal)")
+
+
 def build_index(vectors: np.ndarray, present: np.ndarray | None = None, *, kind: str = "auto",
                 exact_max_items: int | None = None, fingerprint: str = "",
                 recall_queries: int = RECALL_QUERIES, seed: int = 0, metric: str = DEFAULT_METRIC) -> NeighbourIndex:
     """Build a cosine index over ``vectors [num_items, dim]``; ``kind`` is ``exact``, ``hnsw`` or ``auto``
     (exact up to ``exact_max_items`` indexed items, HNSW above); ``metric``: ``centred`` or ``raw`` cosine."""
     start = time.perf_counter()
+    no_variance_check(vectors, present)
     x, ok = normalise(vectors, metric, present)
     ids = np.flatnonzero(ok).astype(np.int64)
     if len(ids) < 2:
