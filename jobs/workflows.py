@@ -289,6 +289,15 @@ def _same_precision(fs: FeatureSetRecord, ran: dict) -> None:
                          f"{before['compute_dtype']} --quantize {before['quantize'] or 'none'}, or pick another --name")
 
 
+def _same_batch(fs: FeatureSetRecord, batch_size: int) -> None:
+    """A resumed feature set continues with the batch size it was started with: vectors computed in reduced
+    precision depend on the batch (SmolLM2 in bfloat16: up to 1.1 % between batch sizes), so one set never mixes two."""
+    before = (fs.params or {}).get("batch_size")
+    if before and int(before) != int(batch_size):
+        raise ValueError(f"feature set {fs.name!r} was started with --batch-size {before}; resume it with "
+                         f"--batch-size {before} (vectors depend on the batch), or pick another --name")
+
+
 def _read_features_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``item_ids`` [n] (str) and ``features`` [n, layers, dim] from a user's file, or one clear ValueError."""
     if not path.is_file():
@@ -426,6 +435,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
                                 inputs=list(inputs), pooling="sentence", params={**params, "text_encoder": text_encoder},
                                 dtype=dtype, exist_ok=True, storage=storage, owner=owner)
         _same_precision(fs, ran)
+        _same_batch(fs, batch_size)
         skip = stored_items(db, fs)
 
         def on_batch_caption(idx: list[int], feats: np.ndarray, texts: list[str]) -> None:
@@ -445,6 +455,7 @@ def run_extraction(db: Database, dataset: str | int, backbone: str, name: str, *
                                 pooling=pooling, params=params, dtype=dtype, layer_names=layer_names, exist_ok=True,
                                 storage=storage, owner=owner)
         _same_precision(fs, ran)
+        _same_batch(fs, batch_size)
         skip = stored_items(db, fs)
         if skip and log:
             log(f"resuming: {len(skip)} items already stored are skipped")

@@ -106,6 +106,8 @@ def get_job(db: Database, job_id: int, fresh: bool = True) -> Job:
 def list_jobs(db: Database, status: str | None = None, group: str | None = None, limit: int | None = None,
               fresh: bool = True) -> list[Job]:
     """Jobs, newest first; ``fresh``: staleness judged first (``mark_stale``), as everywhere jobs are read."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"--limit must be a whole number of at least 1, not {limit!r}")
     if fresh:
         mark_stale(db)
     query, args = "SELECT * FROM jobs WHERE 1=1", {}

@@ -209,6 +209,10 @@ def _read_items(path: Path, id_names: list[str]) -> tuple[pd.DataFrame, pd.DataF
     """An items file as read (``raw``), its ``item_id, title, _line`` table (duplicate ids refused, long titles
     cut), the id and title columns it used, and the title warnings: the part MicroLens and generic share."""
     raw = _read_csv(path)
+    if raw.empty:  # a header and nothing else: say so, rather than "item ... is not in the items file" later
+        size = path.stat().st_size
+        raise DataError(f"{path.name}: no item rows after the header line ({size:,} bytes in one line); each item "
+                        "needs its own line — were the file's line breaks lost?")
     id_col = _pick_column(raw, id_names, path)
     title_col = _pick_column(raw, ["title"], path)
     table = pd.DataFrame({"item_id": raw[id_col].astype(str).str.strip(), "title": raw[title_col].fillna("").astype(str)})
