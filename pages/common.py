@@ -44,6 +44,28 @@ def _database(path: str) -> Database:
     return Database(path)
 
 
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def server_is_shared() -> bool:
+    """Whether this server may be reached from other machines: an address beyond loopback, or none set (Streamlit
+    then listens on every interface). Tests through AppTest run no server: not shared unless they set one."""
+    address = (st.get_option("server.address") or "").strip()
+    if address:
+        return address not in LOOPBACK
+    return not _under_apptest()
+
+
+def server_path(text: str, what: str) -> str:
+    """``text`` (a path typed on a page) checked against the allowed roots when the server is shared
+    (``jobs.paths``); as typed otherwise."""
+    if not text or not server_is_shared():
+        return text
+    from jobs.paths import allowed_roots, confine
+
+    return confine(text, allowed_roots(database()), what)
+
+
 def _under_apptest() -> bool:
     """AppTest replaces the runtime by a mock; tests must not leave worker processes behind."""
     try:

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from pages import charts
-from pages.common import database, plain, show_error, user_errors
+from pages.common import database, plain, server_path, show_error, user_errors
 from storage import views
 from storage.datasets import get_dataset
 
@@ -65,7 +65,7 @@ with tab_ml:
             def read(n, p):
                 if not folder.strip():
                     raise ValueError("enter the MicroLens folder path")
-                return import_microlens(db, n, folder.strip(), p)
+                return import_microlens(db, n, server_path(folder.strip(), "folder"), p)
             _import(name, read, *pre)
 
 with tab_paths:
@@ -85,7 +85,9 @@ with tab_paths:
             def read(n, p):
                 if not inter_path.strip() or not items_path.strip():
                     raise ValueError("enter both the interactions file and the items file")
-                return import_generic(db, n, inter_path.strip(), items_path.strip(), media_path.strip() or None, p)
+                return import_generic(db, n, server_path(inter_path.strip(), "interactions file"),
+                                      server_path(items_path.strip(), "items file"),
+                                      server_path(media_path.strip(), "media folder") or None, p)
             _import(name, read, *pre)
 
 with tab_upload:
@@ -105,7 +107,7 @@ with tab_upload:
                 if inter_up is None or items_up is None:
                     raise ValueError("upload both the interactions file and the items file")
                 return import_uploads(db, n, (inter_up.name, inter_up.getvalue()), (items_up.name, items_up.getvalue()),
-                                      media_up.strip() or None, p)
+                                      server_path(media_up.strip(), "media folder") or None, p)
             _import(name, read, *pre)
 
 # ------------------------------------------------------------------------------------------- datasets
