@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for extend in EXTENSIONS:
         extend(sub)
+    for command_parser in sub.choices.values():  # --db FILE before or after the command name, alike
+        if "--db" not in command_parser._option_string_actions:
+            command_parser.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 

@@ -45,3 +45,14 @@ def test_an_extraction_resumes_only_with_its_own_batch_size(db, tmp_path):
     _same_batch(fs, 8)
     with pytest.raises(ValueError, match="was started with --batch-size 8; resume it with --batch-size 8"):
         _same_batch(fs, 16)
+
+
+def test_db_works_before_or_after_the_command_name(db, tmp_path):
+    from cli.core import _load_extensions, build_parser
+
+    _load_extensions()
+    parser = build_parser()
+    for argv in (["--db", "x.duckdb", "datasets"], ["datasets", "--db", "x.duckdb"], ["runs", "--db", "x.duckdb"],
+                 ["check", "--db", "x.duckdb"]):
+        assert parser.parse_args(argv).db == "x.duckdb"
+    assert parser.parse_args(["datasets"]).db is None
