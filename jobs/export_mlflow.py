@@ -92,7 +92,10 @@ def export_runs(db: Database, target: str, *, dataset: str | None = None, study:
     """Write the selected runs (all by default; ``dataset``/``study``/``run_ids`` narrow it) to MLflow.
 
     Returns ``{tracking_uri, runs, created, updated, mlflow_ids: {run_id: mlflow run id}}``."""
-    from mlflow.entities import Metric, Param, RunTag
+    try:
+        from mlflow.entities import Metric, Param, RunTag
+    except ImportError as exc:  # one line, exit 2 (a ValueError), like _client's
+        raise MlflowUnavailable("exporting to MLflow needs it: pip install -r requirements-mlflow.txt") from exc
 
     from storage.features import list_feature_sets
     from storage.runs import list_runs, run_metrics

@@ -56,3 +56,13 @@ def test_db_works_before_or_after_the_command_name(db, tmp_path):
                  ["check", "--db", "x.duckdb"]):
         assert parser.parse_args(argv).db == "x.duckdb"
     assert parser.parse_args(["datasets"]).db is None
+
+
+def test_export_runs_without_mlflow_is_one_line_exit_2(db):
+    code = ("import sys; sys.modules['mlflow'] = None\n"   # the import blocked, as where MLflow is not installed
+            "from cli import main; sys.exit(main(sys.argv[1:]))")
+    out = subprocess.run([sys.executable, "-c", code, "--db", str(db.path), "export-runs", "--mlflow",
+                          str(db.path.parent / "mlruns")], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == "error: exporting to MLflow needs it: pip install -r requirements-mlflow.txt"
