@@ -13,15 +13,14 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray engine is optional: pip install -r requirements-ray.txt")
 
-from data_helpers import write_generic  # noqa: E402
-from jobs.datasets import import_generic  # noqa: E402
+from data_helpers import dataset_with_features  # noqa: E402
 from jobs.handlers import expand_sweep  # noqa: E402
 from jobs.neighbours.models import stored_run_vectors  # noqa: E402
 from jobs.neighbours.sources import available_sources  # noqa: E402
 from jobs.ray_sweep import run_sweep_ray  # noqa: E402
 from jobs.run_settings import plan_run  # noqa: E402
-from jobs.workflows import import_features_npz, run_training  # noqa: E402
-from storage import Database, queue  # noqa: E402
+from jobs.workflows import run_training  # noqa: E402
+from storage import queue  # noqa: E402
 from storage.datasets import get_dataset  # noqa: E402
 from storage.owners import NotOwner, Owner  # noqa: E402
 from storage.runs import list_runs, run_metrics  # noqa: E402
@@ -33,14 +32,7 @@ SETTINGS = {"epochs": 2, "patience": 0, "hidden": 16, "batch_size": 64, "max_len
 @pytest.fixture(scope="module")
 def same_db(tmp_path_factory):
     """200 users over 30 items and a 4-layer, 16-d feature set ``f``."""
-    folder = tmp_path_factory.mktemp("same")
-    db = Database(folder / "s.duckdb")
-    import_generic(db, "d", *write_generic(folder / "d", n_users=200, n_items=30, seq=8))
-    rng = np.random.default_rng(0)
-    np.savez(folder / "f.npz", item_ids=np.array([f"i{i}" for i in range(30)]),
-             features=rng.normal(size=(30, 4, 16)).astype(np.float32))
-    import_features_npz(db, "f", "d", folder / "f.npz")
-    return db
+    return dataset_with_features(tmp_path_factory.mktemp("same"), n_users=200, n_items=30)
 
 
 def _sweep(study: str, settings: dict, strategies=("dff",), layers=("1-3",), seeds=(1,)) -> list[dict]:

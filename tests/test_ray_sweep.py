@@ -16,14 +16,12 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray engine is optional: pip install -r requirements-ray.txt")
 
-from data_helpers import write_generic  # noqa: E402
+from data_helpers import dataset_with_features  # noqa: E402
 import cli  # noqa: E402
-from jobs.datasets import import_generic  # noqa: E402
-from jobs.workflows import import_features_npz, run_training  # noqa: E402
+from jobs.workflows import run_training  # noqa: E402
 from storage import queue  # noqa: E402
 from jobs.handlers import expand_sweep  # noqa: E402
 from jobs.runner import run_job  # noqa: E402
-from storage import Database  # noqa: E402
 from storage.runs import list_runs, run_metrics  # noqa: E402
 
 SETTINGS = {"epochs": 3, "patience": 0, "hidden": 16, "batch_size": 64, "max_len": 10, "num_threads": 1}
@@ -33,14 +31,7 @@ SWEEP = {"dataset": "d", "features": "f", "strategies": ["id", "dff"], "layers":
 @pytest.fixture(scope="module")
 def sweep_db(tmp_path_factory):
     """300 users over 40 items and a 4-layer, 16-d feature set ``f``."""
-    folder = tmp_path_factory.mktemp("sweep")
-    db = Database(folder / "s.duckdb")
-    import_generic(db, "d", *write_generic(folder / "d", n_users=300, n_items=40, seq=8))
-    rng = np.random.default_rng(0)
-    np.savez(folder / "f.npz", item_ids=np.array([f"i{i}" for i in range(40)]),
-             features=rng.normal(size=(40, 4, 16)).astype(np.float32))
-    import_features_npz(db, "f", "d", folder / "f.npz")
-    return db
+    return dataset_with_features(tmp_path_factory.mktemp("sweep"), n_users=300, n_items=40)
 
 
 def _run_sweep_job(db, study: str, settings: dict, **extra) -> int:
