@@ -22,6 +22,12 @@ import torch
 from .defaults import BATCHINGS  # the choices live with the defaults (torch-free)
 
 
+def equal_slices(n: int, batch_size: int) -> torch.Tensor:
+    """``ends`` of ``n`` rows cut into slices of ``batch_size`` (the last one shorter): random batching's cut, and
+    that of checkpoints written before batch plans were kept."""
+    return torch.arange(batch_size, n + batch_size, batch_size)[: -(-n // batch_size)].clamp_(max=n)
+
+
 def epoch_plan(lengths: torch.Tensor, batch_size: int, batching: str,
                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``(order [n] int64, ends [batches] int64)`` for one epoch (see the module docstring)."""
@@ -31,7 +37,7 @@ def epoch_plan(lengths: torch.Tensor, batch_size: int, batching: str,
     n = len(lengths)
     if batching == "random":
         order = torch.randperm(n, generator=generator)
-        return order, torch.arange(batch_size, n + batch_size, batch_size)[: -(-n // batch_size)].clamp_(max=n)
+        return order, equal_slices(n, batch_size)
     tie = torch.rand(n, generator=generator, dtype=torch.float64)          # in [0, 1): shuffles equal lengths
     order = torch.argsort(lengths.to(torch.float64) + tie, stable=True)
     if n == 0:

@@ -56,7 +56,7 @@ from .. import endings
 from ..metric_names import METRICS
 from .device import resolve_device
 from ..devices import cpu_has_bf16, resolve_amp
-from .batching import BATCHINGS, epoch_plan
+from .batching import BATCHINGS, epoch_plan, equal_slices
 from .defaults import AMP_CHOICES, CHECKPOINT_NAME, GBCE_T, LAYER_INITS, LAYER_LR_MULT, LOSSES, SAMPLERS  # noqa: F401
 from .losses import full_softmax_loss, gbce_loss, sampled_softmax_loss  # noqa: F401 - sampled_: re-exported
 from .negatives import NegativeSampler
@@ -430,7 +430,7 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
             st.perm, st.ends = epoch_plan(batches.lengths.cpu(), cfg.batch_size, cfg.batching, gens.shuffle)
             st.step, st.loss_sum, st.epoch_seconds = 0, 0.0, 0.0
         elif st.ends is None:  # a checkpoint from before batch plans: its epoch was cut in equal random slices
-            st.ends = torch.arange(cfg.batch_size, n_train + cfg.batch_size, cfg.batch_size)[:steps].clamp_(max=n_train)
+            st.ends = equal_slices(n_train, cfg.batch_size)
         perm, ends = st.perm.to(device), st.ends.tolist()
         steps = len(ends)                       # length batches: about, not exactly, one per batch_size rows
         t_epoch = time.perf_counter()
