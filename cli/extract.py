@@ -6,7 +6,11 @@ import json
 import sys
 
 from cli.core import COMMANDS, EXTENSIONS, _db
-from jobs.submit import STORAGE_CHOICES, extract_job_params
+
+# dff_core.devices.DEVICE_HELP, spelled here because that module imports torch and building the parser must not
+# (a command that trains nothing starts without torch; tests/test_conventions_cli.py keeps the two equal)
+DEVICE_HELP = "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N"
+STORAGE_WORDS = ("table", "parquet")  # jobs.submit.STORAGE_CHOICES' keys (that module loads storage: imported lazily)
 
 
 def add_extract_options(p: argparse.ArgumentParser) -> None:
@@ -34,8 +38,6 @@ def add_extract_options(p: argparse.ArgumentParser) -> None:
 
 def add_compute_options(p: argparse.ArgumentParser) -> None:
     """Where and in what precision the backbone runs (README "Fast path: extraction")."""
-    from dff_core.devices import DEVICE_HELP
-
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--compute-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="precision of the forward pass; auto: bfloat16 on CUDA and, for smollm2, on a CPU with "
@@ -46,7 +48,7 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_storage_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", default="table", choices=list(STORAGE_CHOICES),
+    p.add_argument("--storage", default="table", choices=list(STORAGE_WORDS),
                    help="table: vectors inside the database file; parquet: shards beside it (large catalogues)")
 
 
@@ -63,6 +65,7 @@ def extract_request(args: argparse.Namespace) -> dict:
 def cmd_extract(args: argparse.Namespace) -> int:
     import sys
 
+    from jobs.submit import extract_job_params
     from jobs.workflows import run_extraction
 
     db = _db(args)
@@ -104,6 +107,7 @@ def _register(sub) -> None:
 
 
 def cmd_import_features(args: argparse.Namespace) -> int:
+    from jobs.submit import STORAGE_CHOICES
     from jobs.workflows import import_features_npz
 
     fs = import_features_npz(_db(args), args.name, args.dataset, args.npz, backbone=args.backbone,

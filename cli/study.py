@@ -15,7 +15,8 @@ from pathlib import Path
 from cli.core import COMMANDS, EXTENSIONS, _db
 from dff_core.metric_names import METRICS
 from jobs.errors import UsageError
-from dff_core.study.plan import DEFAULT_SETTINGS
+from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE  # = dff_core.study.plan.DEFAULT_SETTINGS; that
+# package loads pandas and scipy, which building the parser must not (fast commands, --help)
 from dff_core.train.defaults import AMP_CHOICES, BATCHINGS, LOSSES, SAMPLERS
 
 
@@ -31,9 +32,9 @@ def _register(sub) -> None:
     p.add_argument("--layer-points", type=int, default=7, help="points of the even subset (default 7)")
     p.add_argument("--range", default="auto", dest="intermediate",
                    help="DFF intermediate range A-B (default: the middle half of the depth)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_SETTINGS["epochs"],
-                   help=f"epoch cap (default {DEFAULT_SETTINGS['epochs']}); runs end by early stopping")
-    p.add_argument("--patience", type=int, default=DEFAULT_SETTINGS["patience"],
+    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                   help=f"epoch cap (default {DEFAULT_EPOCHS}); runs end by early stopping")
+    p.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
                    help="evaluations without improvement before a run stops")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-len", type=int, default=None)

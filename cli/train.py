@@ -12,7 +12,7 @@ from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    from dff_core.models.item_encoders import STRATEGIES
+    from dff_core.models.strategies import STRATEGIES  # torch-free: building the parser loads no torch
 
     p.add_argument("--dataset", required=True)
     p.add_argument("--features", default=None, help="feature set name or id (every strategy but id needs one)")
@@ -39,8 +39,7 @@ def add_fast_options(p: argparse.ArgumentParser) -> None:
     """Device, objective, batch size and learning rate (defaults: ``dff_core.train.defaults``)."""
     from dff_core.train.defaults import TRAIN_DEFAULTS as D
     from dff_core.train.defaults import scale_defaults_text
-    from dff_core.train.negatives import SAMPLERS
-    from dff_core.train.defaults import AMP_CHOICES, BATCHINGS, LOSSES
+    from dff_core.train.defaults import AMP_CHOICES, BATCHINGS, LOSSES, SAMPLERS  # torch-free
 
     p.add_argument("--device", default=D["device"], help="auto | cpu | cuda | cuda:N (auto: CUDA when available)")
     p.add_argument("--amp", default=D["amp"], choices=AMP_CHOICES,
