@@ -16,15 +16,48 @@ And it starts Streamlit out of its pages-directory mode. A ``pages/`` folder bes
 fresh server's first request as the requested page file alone until ``st.navigation`` has run once; app.py then
 has to leave that mode with a rerun (``pages.common.leave_pages_directory_mode``), which cost the first visitor
 0.3-0.5 s. This app always navigates with ``st.navigation``, so the mode is switched off before the server starts.
+
+Those three use Streamlit internals (``STREAMLIT_INTERNALS``). When an upgrade has moved one of them, none of this
+is attempted: one warning line names what moved and the server starts as a plain ``streamlit run app.py`` (the
+same app, a slower first visit), instead of a traceback or a half-warmed server (tests/test_conventions_serve.py).
 """
 from __future__ import annotations
 
 import ast
 import importlib
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+
+# (module, attribute path) of every Streamlit internal this launcher uses; all must be there, else a plain start
+STREAMLIT_INTERNALS = (
+    ("streamlit.runtime.pages_manager", "PagesManager.uses_pages_directory"),
+    ("streamlit.string_util", "is_emoji"),
+    ("streamlit.dataframe_util", "convert_pandas_df_to_arrow_bytes"),
+    ("streamlit.web.cli", "main"),
+)
+
+
+def moved_internals() -> list[str]:
+    """The Streamlit internals of ``STREAMLIT_INTERNALS`` that this Streamlit lacks (``module.attr``), in order."""
+    moved = []
+    for module, attrs in STREAMLIT_INTERNALS:
+        try:
+            obj = importlib.import_module(module)
+            for attr in attrs.split("."):
+                obj = getattr(obj, attr)
+        except (ImportError, AttributeError):
+            moved.append(f"{module}.{attrs}")
+    return moved
+
+
+def plain_start(argv: list[str]) -> int:
+    """``streamlit run app.py ARGV`` as Streamlit's own command line starts it (this process becomes it)."""
+    args = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), *argv]
+    os.execv(sys.executable, args)
+    return 0  # not reached
 
 
 def page_imports(root: Path = ROOT) -> list[str]:
@@ -94,6 +127,14 @@ def main(argv: list[str]) -> int:
     import gc
 
     sys.path.insert(0, str(ROOT))
+    moved = moved_internals()
+    if moved:
+        import streamlit
+
+        print(f"warning: Streamlit {getattr(streamlit, '__version__', '?')} has moved {', '.join(moved)}: "
+              "starting a plain 'streamlit run app.py' (not warmed, the first visit is slower)",
+              file=sys.stderr, flush=True)
+        return plain_start(argv)
     warm()
     gc.collect()  # what warming left as garbage goes now; the rest is long-lived (modules, classes, tables)
     gc.freeze()
