@@ -21,7 +21,8 @@ def _register(sub) -> None:
 
     p = sub.add_parser("export-runs", help="write runs to an MLflow tracking store (re-export updates in place)")
     p.add_argument("--mlflow", required=True, metavar="DIR_OR_URI",
-                   help="a folder (MLflow file store) or a tracking URI (http://..., sqlite:///...)")
+                   help="a folder (MLflow's SQLite store FOLDER/mlflow.db, artifacts in FOLDER/artifacts) or a "
+                        "tracking URI (http://..., sqlite:///...)")
     p.add_argument("--dataset", default=None)
     p.add_argument("--study", default=None)
     p.add_argument("--experiment", default=None, help="MLflow experiment name (default dff-<dataset>)")
@@ -64,6 +65,8 @@ def cmd_export_runs(args: argparse.Namespace) -> int:
 
     out = export_runs(_db(args), args.mlflow, dataset=args.dataset, study=args.study, experiment=args.experiment)
     print(f"exported {out['runs']} runs to {out['tracking_uri']} ({out['created']} new, {out['updated']} updated)")
+    if out["tracking_uri"].startswith("sqlite:"):
+        print(f"open it: mlflow ui --backend-store-uri {out['tracking_uri']}")
     return 0
 
 

@@ -14,13 +14,17 @@ Re-exporting updates instead of duplicating: a run is found by its tags ``dff.ru
 (a hash of the database path), only new params are logged (MLflow params are immutable) and only metric
 points whose (name, step) MLflow does not have yet, or whose value changed, are sent.
 
-Optional dependency: ``pip install -r requirements-mlflow.txt`` (``mlflow-skinny``). A folder target is an
-MLflow file store (MLflow 3 keeps it in maintenance mode; this module opts in for that folder); any
-tracking URI (``http://host:5000``, ``sqlite:///mlflow.db``, ``databricks``) is passed through.
+Optional dependency: ``pip install -r requirements-mlflow.txt`` (``mlflow-skinny`` and ``alembic``). A folder
+target becomes MLflow's recommended store in that folder: the SQLite database ``FOLDER/mlflow.db`` with the
+artifacts under ``FOLDER/artifacts``, which MLflow 3 opens as it is (``mlflow ui --backend-store-uri
+sqlite:///FOLDER/mlflow.db``), with no opt-in variable (its file store needs ``MLFLOW_ALLOW_FILE_STORE``). Any
+tracking URI (``http://host:5000``, ``sqlite:///path.db``, ``databricks``, a ``file:`` store on purpose) is
+passed through.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -29,23 +33,32 @@ from storage import Database
 STATUS = {"done": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "interrupted": "KILLED",
           "running": "RUNNING"}
 PARAM_SKIP = {"layers", "feature_set", "backbone", "sweep_key"}  # logged under their own names
+STORE_FILE = "mlflow.db"      # a folder target's SQLite store ...
+ARTIFACTS = "artifacts"       # ... and its artifact root, both inside the folder
 
 
 class MlflowUnavailable(ValueError):
     """MLflow is not installed (it is optional); a user error: one line, exit 2."""
 
 
-def tracking_uri(target: str) -> str:
-    """A URI (``scheme://...``, ``databricks``) as given; a folder as an absolute ``file://`` URI."""
+def store_folder(target: str) -> Path | None:
+    """The folder of a folder target (absolute), or None for a tracking URI (``scheme:...``, ``databricks``)."""
     target = str(target).strip()
     if not target:
         raise ValueError("say where to export: --mlflow DIR (a folder) or a tracking URI (http://host:5000)")
-    if "://" in target or target in ("databricks",) or target.startswith("file:"):
-        return target
+    if "://" in target or target in ("databricks",) or target.startswith(("file:", "sqlite:")):
+        return None
     path = Path(target).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file; give a folder for the MLflow store (or a tracking URI)")
-    return path.as_uri()
+    return path
+
+
+def tracking_uri(target: str) -> str:
+    """A URI (``scheme://...``, ``databricks``) as given; a folder as its SQLite store,
+    ``sqlite:////abs/FOLDER/mlflow.db`` (what ``mlflow ui --backend-store-uri`` takes)."""
+    folder = store_folder(target)
+    return str(target).strip() if folder is None else f"sqlite:///{(folder / STORE_FILE).as_posix()}"
 
 
 def export_dir(db_path: str | Path, text: str) -> Path:
@@ -78,9 +91,26 @@ def _client(uri: str):
         from mlflow.tracking import MlflowClient
     except ImportError as exc:
         raise MlflowUnavailable("exporting to MLflow needs it: pip install -r requirements-mlflow.txt") from exc
-    if uri.startswith("file:"):
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # a folder store: opted into on purpose
+    if uri.startswith("sqlite:"):
+        try:
+            import alembic  # noqa: F401 - MLflow's SQL stores migrate their schema with it
+        except ImportError as exc:
+            raise MlflowUnavailable("a SQLite MLflow store needs alembic: pip install -r requirements-mlflow.txt") \
+                from exc
+        for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." and
+            logging.getLogger(name).setLevel(logging.WARNING)  # each migration step: not for the export's output
+    elif uri.startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store named as a URI: asked for on purpose
     return MlflowClient(tracking_uri=uri)
+
+
+def _artifacts(folder: Path | None, experiment: str) -> str | None:
+    """A new experiment's artifact location: ``FOLDER/artifacts/<experiment, as a safe file name>`` for a folder
+    target (MLflow's default would be ``./mlruns`` under whatever folder the export ran in); None for a URI."""
+    if folder is None:
+        return None
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in experiment).strip(".") or "experiment"
+    return (folder / ARTIFACTS / safe[:100]).as_uri()
 
 
 def _ms(ts) -> int | None:
@@ -101,7 +131,10 @@ def export_runs(db: Database, target: str, *, dataset: str | None = None, study:
     from storage.runs import list_runs, run_metrics
     from storage.views import layers_text, run_summaries
 
+    folder = store_folder(target)
     uri = tracking_uri(target)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
     client = _client(uri)
     rows = run_summaries(db, dataset=dataset, study=study)
     if run_ids is not None:
@@ -120,7 +153,8 @@ def export_runs(db: Database, target: str, *, dataset: str | None = None, study:
         if name not in experiments:
             exp = client.get_experiment_by_name(name)
             experiments[name] = exp.experiment_id if exp else client.create_experiment(
-                name, tags={"dff.db": db_path})
+                name, tags={"dff.db": db_path},  # a folder's artifacts stay in it (MLflow's default: ./mlruns)
+                artifact_location=_artifacts(folder, name))
         exp_id = experiments[name]
         found = client.search_runs([exp_id], filter_string=f"tags.`dff.run_id` = '{rec.id}' and "
                                                            f"tags.`dff.db_key` = '{db_key}'", max_results=2)
