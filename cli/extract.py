@@ -63,19 +63,17 @@ def extract_request(args: argparse.Namespace) -> dict:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    import sys
-
     from jobs.submit import extract_job_params
     from jobs.workflows import run_extraction
 
+    from cli.progress import ProgressBar, quiet_library_bars
+
+    quiet_library_bars()
     db = _db(args)
     params = extract_job_params(db, **extract_request(args))
-
-    def progress(frac: float, step: str) -> None:
-        print(f"\r{100 * frac:5.1f}% {step:50}", end="", file=sys.stderr, flush=True)
-
-    fs = run_extraction(db, **params, progress=progress, log=lambda line: print("\n" + line, file=sys.stderr))
-    print(f"\nfeature set {fs.name!r} (id {fs.id}): {fs.stats.get('items')} items x {fs.num_layers} layers x {fs.dim} "
+    with ProgressBar(f"extract {args.name}") as bar:  # a tqdm bar on stderr (cli/progress.py)
+        fs = run_extraction(db, **params, progress=bar, log=bar.log)
+    print(f"feature set {fs.name!r} (id {fs.id}): {fs.stats.get('items')} items x {fs.num_layers} layers x {fs.dim} "
           f"dims, {fs.status}; {fs.stats.get('items_per_second') or 0:.2f} items/s")
     return 0 if fs.status in ("complete", "partial") else 1
 

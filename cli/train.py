@@ -105,15 +105,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_train_params(db, {"dataset": args.dataset, "strategy": args.strategy, "features": args.features,
                             "layers": args.layers, "settings": train_settings(args), "seed": args.seed})
 
-    def progress(frac: float, step: str) -> None:
-        if not args.json:
-            print(f"\r{100 * frac:5.1f}% {step:60}", end="", file=sys.stderr, flush=True)
+    from contextlib import nullcontext
 
-    def log(line: str) -> None:
-        print(("\n" if not args.json else "") + line, file=sys.stderr)
+    from cli.progress import ProgressBar
 
-    run = run_training(db, args.dataset, args.strategy, features=args.features, layers=args.layers,
-                       settings=train_settings(args), seed=args.seed, study=args.study, progress=progress, log=log)
+    # a tqdm bar on stderr (cli/progress.py); --json keeps stderr to the log lines
+    with (nullcontext() if args.json else ProgressBar(f"train {args.strategy}")) as bar:
+        run = run_training(db, args.dataset, args.strategy, features=args.features, layers=args.layers,
+                           settings=train_settings(args), seed=args.seed, study=args.study, progress=bar,
+                           log=bar.log if bar else lambda line: print(line, file=sys.stderr))
     res = run.result or {}
     out = {"run_id": run.id, "strategy": run.strategy, "layers": run.layers, "epochs": run.epochs_run,
            "best_epoch": run.best_epoch, "ending": run.ending, "epoch_cap": args.epochs, "seconds": run.seconds,
@@ -126,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     else:
         t = res.get("test") or {}
-        print(f"\nrun {run.id} ({run.strategy}): test HR@10 {t.get('HR@10', float('nan')):.4f} "
+        print(f"run {run.id} ({run.strategy}): test HR@10 {t.get('HR@10', float('nan')):.4f} "
               f"NDCG@10 {t.get('NDCG@10', float('nan')):.4f}  best epoch {run.best_epoch}/{run.epochs_run}, "
               f"{run.seconds:.1f} s, {(run.ending or '?').replace('_', ' ')}")
     return 0
