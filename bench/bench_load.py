@@ -196,6 +196,7 @@ class Session(threading.Thread):
         super().__init__(daemon=True)
         self.base, self.index, self.until = base, index, until
         self.times: list[float] = []
+        self.by_page: dict[str, list[float]] = {}
         self.failures: list[str] = []
 
     def run(self) -> None:
@@ -218,6 +219,7 @@ class Session(threading.Thread):
                         self.failures.append(f"/{slug}: {errors.first.inner_text()[:200]}")
                     else:
                         self.times.append(seconds)
+                        self.by_page.setdefault(slug or "home", []).append(seconds)
                 except Exception as exc:
                     self.failures.append(f"/{slug}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
             browser.close()
@@ -326,10 +328,21 @@ def wait_for_jobs(db, drain_s: float) -> int:
             return 0
         if time.monotonic() > deadline:
             for job_id in left:
-                queue.request_cancel(db, job_id)
+                try:
+                    queue.request_cancel(db, job_id)
+                except ValueError:  # it finished between the read and the cancel
+                    pass
             time.sleep(15)
             return len(left)
         time.sleep(2)
+
+
+def _merge(dicts) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out.setdefault(k, []).extend(v)
+    return out
 
 
 def run_bench(args) -> dict:
@@ -415,6 +428,9 @@ def run_bench(args) -> dict:
             "page_loads": len(times) + len(failures), "page_loads_failed": len(failures), "failures": failures[:10],
             "p50_page_s": round(statistics.median(times), 2) if times else None,
             "p95_page_s": round(times[int(0.95 * (len(times) - 1))], 2) if times else None,
+            "by_page": {slug: {"loads": len(ts), "p50_s": round(statistics.median(ts), 2),
+                               "max_s": round(max(ts), 2)}
+                        for slug, ts in sorted(_merge(s.by_page for s in sessions).items())},
             "hold": hold, "killed": killed, "monitor_busy_reads": monitor.errors,
             "load_average": os.getloadavg(),
         }
@@ -468,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"runs or feature sets left running without a process: {len(f['left_running'])} {f['left_running'] or ''}")
     print(f"page loads failed: {f['page_loads_failed']} of {f['page_loads']} {f['failures'] or ''}")
     print(f"page time: p50 {f['p50_page_s']} s, p95 {f['p95_page_s']} s")
+    print("by page (loads, p50, max): " + "; ".join(f"/{k} {v['loads']}, {v['p50_s']} s, {v['max_s']} s"
+                                                    for k, v in f["by_page"].items()))
     print(f"hold: {f['hold']}; kill -9: {f['killed']}")
     return 0
 

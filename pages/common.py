@@ -159,6 +159,28 @@ def empty_state(message: str, page: str | None = None, label: str | None = None)
             pass
 
 
+REFRESH_LEVELS = (2.0, 4.0, 8.0, 16.0, 30.0)  # seconds between a live part's refreshes, quickest first
+
+
+def refresh_interval(current: float, tick_s: float, levels: tuple[float, ...] = REFRESH_LEVELS) -> float:
+    """A self-refreshing part's next interval (one of ``levels``) after a refresh that took ``tick_s`` seconds of
+    wall time (its CPU, its waits for the database file, its share of a busy machine).
+
+    Why: the browser asks for a fragment's refresh every ``run_every`` seconds counted from its previous ask, not
+    from the end of the previous refresh, and Streamlit queues the ask while a refresh still runs. A refresh that
+    takes as long as the interval therefore follows the previous one back to back: the page never rests (a browser
+    waiting for its run to end may never see one: the load test's Jobs page, >60 s), and every open tab keeps a
+    script thread busy on the machine that is already too busy. So the interval is at least 4 times the refresh
+    (the page rests at least 3/4 of the time), stepping up at once; it steps down one level only once a refresh
+    takes at most 1/8 of that lower level, so it does not flap between two levels."""
+    i = min(range(len(levels)), key=lambda k: abs(levels[k] - current))
+    while i < len(levels) - 1 and 4 * tick_s > levels[i]:
+        i += 1
+    if levels[i] != current or i == 0:
+        return levels[i]
+    return levels[i - 1] if 8 * tick_s <= levels[i - 1] else levels[i]
+
+
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/cancel:", "interrupted": ":material/warning:"}
 

@@ -1,19 +1,30 @@
-"""Jobs: every background job with live progress, ETA, loss/validation curves, log tail, cancel/retry/resume."""
+"""Jobs: every background job with live progress, ETA, loss/validation curves, log tail, cancel/retry/resume.
+
+The live part refreshes itself (a fragment with ``run_every``). Each refresh opens the database file once
+(``held_open`` around it: 5-7 storage sessions share that open), judges staleness once, and reads only the listed
+jobs' runs; its interval follows how long a refresh takes (``pages.common.refresh_interval``: 2 s on a quiet
+machine, slower while the machine is busy), so the page rests between refreshes instead of running back to back.
+"""
 from __future__ import annotations
 
-import plotly.express as px
+import time
+
 import streamlit as st
 
 from storage import queue
-from pages.common import (PLOT_CONFIG, PROGRESS_COLUMN, STATUS_ICON, database, empty_state, format_seconds, plain,
-                          show_error, user_errors)
+from pages import charts
+from pages.common import (PROGRESS_COLUMN, REFRESH_LEVELS, STATUS_ICON, database, empty_state, format_seconds,
+                          plain, refresh_interval, show_error, user_errors)
 from storage import views
 
-REFRESH_S = 2.0
+REFRESH_S = REFRESH_LEVELS[0]
 db = database()
+interval = float(st.session_state.get("jobs_refresh_s", REFRESH_S))
 st.title("Jobs")
-st.caption(f"Background work (extraction, training, sweeps). This page refreshes itself every {REFRESH_S:g} s; "
-           "jobs keep running when you close it.")
+busy = (f" (slower while the machine is busy: the last refresh took {st.session_state['jobs_tick_s']:.1f} s)"
+        if interval > REFRESH_S and "jobs_tick_s" in st.session_state else "")
+st.caption(f"Background work (extraction, training, sweeps). This page refreshes itself every {interval:g} s"
+           f"{busy}; jobs keep running when you close it.")
 
 statuses = st.multiselect("Show", list(queue.ACTIVE + queue.FINAL), default=[], key="jobs_status",
                           placeholder="all statuses")
@@ -73,23 +84,14 @@ def _details(job, outcome: dict) -> None:
         if curves.empty:
             st.caption("Curves appear after the first epoch.")
         else:
-            loss = curves[curves["series"] == "train loss"]
-            val = curves[curves["series"] != "train loss"]
             left, right = st.columns(2)
-            fig = px.line(loss, x="epoch", y="value", markers=True, title=f"Run #{run_id}: training loss")
-            step = max(1, -(-int(curves["epoch"].max()) // 10))  # whole epochs, at most ~10 ticks
-            fig.update_xaxes(dtick=step)
-            fig.update_layout(yaxis_title="loss", height=300, margin=dict(t=50, b=40, l=40, r=10))
-            left.plotly_chart(fig, width="stretch", config=PLOT_CONFIG, key=f"loss_{job.id}")
-            fig = px.line(val, x="epoch", y="value", color="series", markers=True, title="Validation")
-            fig.update_xaxes(dtick=step)
-            fig.update_layout(yaxis_title="metric", height=300, margin=dict(t=50, b=40, l=40, r=10),
-                              legend_title_text="")
-            right.plotly_chart(fig, width="stretch", config=PLOT_CONFIG, key=f"val_{job.id}")
+            loss_chart, val_chart = charts.training_curves(curves, int(run_id))
+            left.altair_chart(loss_chart, width="stretch", key=f"loss_{job.id}")
+            right.altair_chart(val_chart, width="stretch", key=f"val_{job.id}")
         if job.status == "done":
             st.page_link("pages/compare.py", label=f"Run #{run_id} is on the Compare page", icon=":material/leaderboard:")
     if job.kind == "sweep":
-        children = queue.list_jobs(db, group=job.group_name)
+        children = queue.list_jobs(db, group=job.group_name, fresh=False)  # staleness was judged this refresh
         children = [c for c in children if c.parent_id == job.id]
         if children:
             done = sum(c.status == "done" for c in children)
@@ -98,8 +100,27 @@ def _details(job, outcome: dict) -> None:
     st.code(job.log or "(empty)", language=None, height=200, wrap_lines=True)
 
 
-@st.fragment(run_every=REFRESH_S)
+@st.fragment(run_every=interval)
 def live() -> None:
+    """One refresh: the page's storage reads share one open of the file; then the next interval is set."""
+    started = time.perf_counter()
+    with db.held_open():
+        _refresh()
+    _pace(time.perf_counter() - started)
+
+
+def _pace(tick_s: float) -> None:
+    """Keep the refresh interval at least 4 times a refresh's time (``refresh_interval``); a change takes a full
+    run, since the browser learns a fragment's interval only when the page registers the fragment."""
+    st.session_state["jobs_tick_s"] = tick_s
+    current = float(st.session_state.get("jobs_refresh_s", REFRESH_S))
+    new = refresh_interval(current, tick_s)
+    if new != current:
+        st.session_state["jobs_refresh_s"] = new
+        st.rerun()
+
+
+def _refresh() -> None:
     if "jobs_flash" in st.session_state:
         st.toast(st.session_state.pop("jobs_flash"), icon=":material/check_circle:")
     jobs = queue.list_jobs(db, limit=500)

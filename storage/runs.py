@@ -71,14 +71,22 @@ def get_run(db: Database, run_id: int) -> RunRecord:
     return _record(row)
 
 
-def list_runs(db: Database, dataset_id: int | None = None, study: str | None = None) -> list[RunRecord]:
+def list_runs(db: Database, dataset_id: int | None = None, study: str | None = None,
+              ids: list[int] | None = None) -> list[RunRecord]:
+    """Runs by id, optionally of one dataset, one study, or only those ``ids`` (an empty list: none)."""
+    if ids is not None and not ids:
+        return []
     query, args = "SELECT * FROM runs WHERE 1=1", {}
     if dataset_id is not None:
         query, args["d"] = query + " AND dataset_id = :d", dataset_id
     if study is not None:
         query, args["s"] = query + " AND study = :s", study
+    statement = sa.text(query + (" AND id IN :ids" if ids is not None else "") + " ORDER BY id")
+    if ids is not None:
+        statement = statement.bindparams(sa.bindparam("ids", expanding=True))
+        args["ids"] = sorted({int(i) for i in ids})
     with db.session() as conn:
-        rows = conn.execute(sa.text(query + " ORDER BY id"), args).fetchall()
+        rows = conn.execute(statement, args).fetchall()
     return [_record(r) for r in rows]
 
 

@@ -365,8 +365,8 @@ def job_outcomes(db: Database, jobs: list) -> dict[int, dict]:
     out: dict[int, dict] = {}
     run_ids = {int((j.result or {}).get("run_id")): j.id for j in jobs
                if j.kind == "train" and (j.result or {}).get("run_id") is not None}
-    if run_ids:
-        for r in list_runs(db):
+    if run_ids:  # only the listed jobs' runs (a big study's thousands of other runs are not read every tick)
+        for r in list_runs(db, ids=list(run_ids)):
             if r.id in run_ids:
                 out[run_ids[r.id]] = {"ending": ENDING_WORDS.get(r.ending or "", r.ending or ""),
                                       "capped": r.ending == "capped_improving", "epochs": r.epochs_run,

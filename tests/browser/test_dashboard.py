@@ -57,7 +57,8 @@ def test_train_watch_and_compare(app_server, app_db, page, artifacts):
     print(f"job {job_id} reached done on the Jobs page {time.monotonic() - t0:.1f} s after opening it")
     wait_for_app(page)
     expect(main.get_by_text(re.compile(r"^100% ·"))).to_have_count(1)
-    expect(page.locator(".js-plotly-plot")).to_have_count(2)  # loss and validation curves
+    expect(page.locator('[data-testid="stVegaLiteChart"]')).to_have_count(2)  # loss and validation curves
+    assert page.locator(".js-plotly-plot").count() == 0  # Vega-Lite: no plotly.js on the self-refreshing page
     _no_exception(page)
     shot(page, artifacts, "flow-3-jobs-done")
 
