@@ -91,3 +91,12 @@ def test_a_fresh_mlflow_process_reads_the_folder_without_any_variable(runs_db, t
 def test_readme_shows_mlflow_ui_on_the_store():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "mlflow ui --backend-store-uri sqlite:///" in text
+
+
+def test_a_folder_export_without_alembic_is_one_line(runs_db, tmp_path, monkeypatch, capsys):
+    """The SQLite store needs alembic (MLflow migrates its schema with it): without it, one line, exit 2."""
+    db, _ = runs_db
+    monkeypatch.setitem(sys.modules, "alembic", None)  # as if not installed: importing it raises ImportError
+    assert cli.main(["--db", str(db.path), "export-runs", "--mlflow", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: a SQLite MLflow store needs alembic: pip install -r requirements-mlflow.txt"]
