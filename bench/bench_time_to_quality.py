@@ -41,7 +41,7 @@ from dff_core.train.trainer import CHECKPOINT_NAME, TrainConfig, load_checkpoint
 def parse_config(text: str) -> dict:
     """``LOSS/BATCH/LR[/OPTION...]`` -> TrainConfig settings, e.g. ``gbce-256/1024/3e-3/length/bf16/t=0.75``.
 
-    LOSS: ``full`` | ``sampled-uniform-N`` | ``sampled-in-batch-N`` | ``gbce-N``. Options: ``length`` / ``random``
+    LOSS: ``full`` | ``sampled-uniform-N`` | ``sampled-in-batch-N`` | ``gbce-N`` | ``logq-N`` (N shared negatives). Options: ``length`` / ``random``
     (batching, default random), ``bf16`` / ``fp32`` (amp, default fp32), ``t=X`` (gBCE calibration)."""
     loss, batch, lr, *options = text.strip().split("/")
     out = {"batch_size": int(batch), "lr": float(lr), "batching": "random", "amp": "none"}
@@ -58,12 +58,14 @@ def parse_config(text: str) -> dict:
         return {**out, "loss": "full"}
     if loss.startswith("gbce-"):
         return {**out, "loss": "gbce", "negatives": int(loss[len("gbce-"):])}
+    if loss.startswith("logq-"):
+        return {**out, "loss": "logq", "negatives": int(loss[len("logq-"):])}
     for sampler in ("uniform", "in-batch"):
         prefix = f"sampled-{sampler}-"
         if loss.startswith(prefix):
             return {**out, "loss": "sampled", "negative_sampler": sampler, "negatives": int(loss[len(prefix):])}
     raise SystemExit(f"cannot read config {text!r}: LOSS/BATCH/LR[/OPTION...] with LOSS full | "
-                     "sampled-uniform-N | sampled-in-batch-N | gbce-N")
+                     "sampled-uniform-N | sampled-in-batch-N | gbce-N | logq-N")
 
 
 def load(db_path: str, dataset: str, strategy: str, features: str | None, layers: str):

@@ -48,8 +48,9 @@ def add_fast_options(p: argparse.ArgumentParser) -> None:
                         "such a CPU, none elsewhere")
     p.add_argument("--loss", default=D["loss"], choices=LOSSES,
                    help="full softmax over all items; sampled softmax over the target + --negatives items; gbce: "
-                        "gSASRec's calibrated binary cross-entropy over the same negatives (--gbce-t)")
-    p.add_argument("--negatives", type=int, default=D["negatives"], help="negatives per user and step (sampled, gbce)")
+                        "gSASRec's calibrated binary cross-entropy over the same negatives (--gbce-t); logq: softmax over "
+                        "--negatives items shared by the batch, logQ-corrected")
+    p.add_argument("--negatives", type=int, default=D["negatives"], help="negatives per user and step (sampled, gbce), per batch (logq)")
     p.add_argument("--gbce-t", type=float, default=None, help="gbce calibration t in [0, 1] (default 0.75)")
     p.add_argument("--batching", default=D["batching"], choices=BATCHINGS,
                    help="length: users of similar length batched together (little padding); random: a plain shuffle")

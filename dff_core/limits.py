@@ -83,7 +83,7 @@ def train_memory_bytes(settings: dict, num_items: int, feature_shape: tuple[int,
     model = 4 * params * f                                       # weights, gradients, two Adam moments
     features = items * layers * dim * f
     activations = blocks * b * t * (16 * d + 2 * heads * t) * f   # kept for backward
-    if settings.get("loss", "full") in ("sampled", "gbce"):
+    if settings.get("loss", "full") in ("sampled", "gbce", "logq"):
         n = int(settings.get("negatives", 256))
         loss = 2 * (b * n * d + b * t * n) * f                    # gathered vectors and logits, and their gradients
     else:

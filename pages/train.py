@@ -137,9 +137,10 @@ with st.expander("Hyper-parameters", expanded=False):
     settings.update(fast_path_settings("tr"))
 st.caption(f"{settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['lr']:g}, hidden "
            f"{settings['hidden']}, patience {settings['patience']}; "
-           + ({"sampled": "sampled softmax", "gbce": "gBCE"}.get(settings["loss"], "full softmax")
-              + (f", {settings['negatives']} {settings['negative_sampler']} negatives" if settings["loss"] != "full"
-                 else "")) + f"; device {settings['device']}, amp {settings['amp']}, {settings['batching']} batches.")
+           + ({"sampled": "sampled softmax", "gbce": "gBCE", "logq": "logQ-corrected sampled softmax"}.get(
+                 settings["loss"], "full softmax")
+              + ("" if settings["loss"] == "full" else f", {settings['negatives']} shared negatives"
+                 if settings["loss"] == "logq" else f", {settings['negatives']} {settings['negative_sampler']} negatives")) + f"; device {settings['device']}, amp {settings['amp']}, {settings['batching']} batches.")
 cap_note = cap_warning(settings["epochs"], settings["patience"], views.epochs_needed(db, dataset))
 if cap_note:
     st.warning(cap_note, icon=":material/hourglass_bottom:")

@@ -20,12 +20,13 @@ def fast_path_settings(prefix: str) -> dict:
     loss = c[1].selectbox("Loss", losses, index=losses.index(TRAIN_DEFAULTS["loss"]), key=f"{prefix}_loss",
                           help="full: softmax over every item; sampled: the target against N sampled negatives "
                                "(never from the user's own history); gbce: gSASRec's calibrated binary "
-                               "cross-entropy over the same negatives. Evaluation always ranks every item.")
+                               "cross-entropy over the same negatives; logq: softmax over N negatives shared by the batch, "
+                               "logQ-corrected. Evaluation always ranks every item.")
     negatives = int(c[2].number_input("Negatives", 1, 100_000, int(TRAIN_DEFAULTS["negatives"]),
                                       key=f"{prefix}_negatives", disabled=loss == "full"))
     samplers = list(SAMPLERS)
     sampler = c[3].selectbox("Negative sampler", samplers, index=samplers.index(TRAIN_DEFAULTS["negative_sampler"]),
-                             key=f"{prefix}_sampler", disabled=loss == "full",
+                             key=f"{prefix}_sampler", disabled=loss in ("full", "logq"),
                              help="uniform over the catalogue, or the other targets of the batch")
     c = st.columns(4)
     amps = list(AMP_CHOICES)

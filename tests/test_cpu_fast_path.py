@@ -11,7 +11,8 @@ from dff_core.eval.evaluate import EvalInputs, evaluate, popularity_baseline
 from dff_core.eval.metrics import rank_excluding, rank_of_targets
 from dff_core.train import TrainConfig, TrainingBatches, train
 from dff_core.train.batching import epoch_plan
-from dff_core.train.losses import full_softmax_loss, gbce_beta
+from dff_core.train.losses import full_softmax_loss, gbce_beta, logq_softmax_loss
+from dff_core.train.negatives import shared_negatives
 from test_train import SIGNAL_LAYER, cluster_data, small_cfg
 
 
@@ -192,6 +193,79 @@ def test_chunked_full_softmax_equals_cross_entropy_in_value_and_gradients():
         assert float(table2.grad[0].abs().max()) == 0.0                      # the padding row gets nothing
 
 
+def test_chunked_full_softmax_handles_logits_beyond_exp_range_and_reuses_its_workspace():
+    # logits of +-300 overflow exp() in float32: the blocks that do are redone with their row maxima
+    torch.manual_seed(1)
+    P, N, d = 300, 500, 8
+    h0, t0 = torch.randn(P, d) * 10, torch.randn(N + 1, d) * 10
+    h0[:100] *= 4                                             # the first block's rows overflow, the others do not
+    tg = torch.randint(1, N + 1, (P,))
+    ref = F.cross_entropy(h0 @ t0[1:].T, tg - 1)
+    assert float((h0 @ t0[1:].T).abs().max()) > 200
+    grads = []
+    for _ in range(2):                                        # the second call runs on the reused buffers
+        h, table = h0.clone().requires_grad_(), t0.clone().requires_grad_()
+        loss = full_softmax_loss(h, tg, table, torch.float32, chunk=128)
+        loss.backward()
+        assert torch.isfinite(loss) and float(loss) == pytest.approx(float(ref), rel=1e-5)
+        grads.append(h.grad)
+    assert torch.equal(grads[0], grads[1])
+    with torch.no_grad():                                     # a forward without backward keeps its buffer ...
+        a = full_softmax_loss(h0, tg, t0, torch.bfloat16, chunk=128)
+        b = full_softmax_loss(h0, tg, t0, torch.bfloat16, chunk=128)   # ... and the next one gets a fresh one
+    assert float(a) == float(b) and float(a) == pytest.approx(float(ref), rel=2e-2)
+
+
+def test_logq_softmax_with_every_item_as_a_negative_is_the_full_softmax():
+    torch.manual_seed(2)
+    P, N, d = 200, 50, 8
+    h, table = torch.randn(P, d), torch.randn(N + 1, d)
+    tg = torch.randint(1, N + 1, (P,))
+    every = torch.randperm(N) + 1                             # K = N: the correction log(N / K) is 0
+    want = F.cross_entropy(h @ table[1:].T, tg - 1)
+    assert float(logq_softmax_loss(h, tg, every, table, N)) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_logq_softmax_estimates_the_full_softmax_gradient_without_bias():
+    # averaged over many draws of K negatives, the corrected loss's gradient on h approaches the full one
+    torch.manual_seed(3)
+    P, N, d, K = 40, 400, 8, 40
+    h0, table = torch.randn(P, d) * 0.3, torch.randn(N + 1, d) * 0.3
+    tg = torch.randint(1, N + 1, (P,))
+    h = h0.clone().requires_grad_()
+    F.cross_entropy(h @ table[1:].T, tg - 1).backward()
+    full = h.grad.clone()
+    gen, acc, plain = torch.Generator().manual_seed(0), torch.zeros_like(full), torch.zeros_like(full)
+    for _ in range(400):
+        neg = shared_negatives(N, K, gen)
+        assert len(neg) == K and len(set(neg.tolist())) == K and int(neg.min()) >= 1 and int(neg.max()) <= N
+        h = h0.clone().requires_grad_()
+        logq_softmax_loss(h, tg, neg, table, N).backward()
+        acc += h.grad / 400
+        h = h0.clone().requires_grad_()                       # the same negatives without the correction
+        logits = torch.cat([(h * table[tg]).sum(-1, keepdim=True), h @ table[neg].T], 1)
+        logits[:, 1:] = logits[:, 1:].masked_fill(neg.unsqueeze(0) == tg.unsqueeze(1), float("-inf"))
+        F.cross_entropy(logits, torch.zeros(P, dtype=torch.long)).backward()
+        plain += h.grad / 400
+    err, err_plain = float((acc - full).norm() / full.norm()), float((plain - full).norm() / full.norm())
+    assert err < 0.05, err
+    assert err_plain > 3 * err, (err, err_plain)              # uncorrected sampled softmax is biased
+
+
+def test_logq_finds_the_planted_layer_as_full_softmax_does():
+    data, feats = cluster_data(seed=0)
+    cfg = dict(epochs=25, batch_size=64, lr=3e-3, hidden=32, blocks=1, max_len=10, patience=25, num_threads=1)
+    full = train(data, TrainConfig(strategy="dff", **cfg), features=feats)
+    logq = train(data, TrainConfig(strategy="dff", loss="logq", negatives=data.num_items // 4, **cfg),
+                 features=feats)
+    for res in (full, logq):
+        w = res.layer_weights
+        assert max(w, key=w.get) == SIGNAL_LAYER, w
+        assert w[SIGNAL_LAYER] > 1.5 * max(v for k, v in w.items() if k != SIGNAL_LAYER)
+    assert logq.test["NDCG@10"] > 0.8 * full.test["NDCG@10"], (logq.test, full.test)
+    assert logq.test["NDCG@10"] > 2 * popularity_baseline(data, "test").metrics["NDCG@10"]
+
+
 def test_gbce_beta_matches_the_paper():
     # alpha = k / (N - 1); t = 0 gives beta = 1 (plain BCE), t = 1 gives alpha (fully calibrated)
     assert gbce_beta(256, 19221, 0.0) == pytest.approx(1.0)
@@ -246,15 +320,17 @@ def test_layer_mix_gradient_equals_autograd():
     from dff_core.models.item_encoders import LayerMix
 
     torch.manual_seed(0)
-    feats, a0, g = torch.randn(5, 300, 70), torch.softmax(torch.randn(5), 0), torch.randn(300, 70)
-    ref = a0.clone().requires_grad_()
-    ((ref @ feats.view(5, -1)).view(300, 70) * g).sum().backward()
-    for dtype, tol in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2)):
-        a = a0.clone().requires_grad_()
-        out = LayerMix.apply(a, feats.to(dtype))
-        assert out.dtype == dtype and out.shape == (300, 70)
-        (out.float() * g).sum().backward()
-        assert float((a.grad - ref.grad).abs().max()) <= tol * float(ref.grad.abs().max())
+    for n, d in ((300, 70), (301, 7), (150, 6)):              # N*D divisible by 8, odd, by 4 only: K = 8, 1, 4
+        feats, a0, g = torch.randn(5, n, d), torch.softmax(torch.randn(5), 0), torch.randn(n, d)
+        ref = a0.clone().requires_grad_()
+        ((ref @ feats.view(5, -1)).view(n, d) * g).sum().backward()
+        for dtype, tol in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2)):
+            a = a0.clone().requires_grad_()
+            out = LayerMix.apply(a, feats.to(dtype))
+            assert out.dtype == dtype and out.shape == (n, d)
+            (out.float() * g).sum().backward()
+            assert a.grad.shape == (5,) and a.grad.dtype == torch.float32
+            assert float((a.grad - ref.grad).abs().max()) <= tol * float(ref.grad.abs().max()), (n, d, dtype)
 
 
 def test_amp_auto_resolves_per_device(monkeypatch):

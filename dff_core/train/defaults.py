@@ -30,7 +30,7 @@ from __future__ import annotations
 CHECKPOINT_NAME = "checkpoint.pt"  # a run's checkpoint file: here, so finding one (Explore's sources) needs no torch
 
 # the choices each setting takes: here, without torch, so the pages and the CLI can list them without loading it
-LOSSES = ("full", "sampled", "gbce")
+LOSSES = ("full", "sampled", "gbce", "logq")
 SAMPLERS = ("uniform", "in-batch")
 AMP_CHOICES = ("auto", "none", "bf16")  # auto: bf16 on a CPU with native bfloat16, else none (devices.resolve_amp)
 BATCHINGS = ("random", "length")        # dff_core.train.batching

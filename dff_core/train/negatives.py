@@ -75,3 +75,11 @@ class NegativeSampler:
             bad[where] = self.seen(rows[where[0]], neg[where].view(-1, 1)).view(-1)
         neg[bad] = 0
         return neg
+
+
+def shared_negatives(num_items: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """``[min(k, num_items)]`` distinct model indices (``1..num_items``) drawn uniformly without replacement, shared
+    by every position of a batch (``loss="logq"``): one product ``[positions, d] x [d, K]`` per step instead of
+    one per user. Nothing is excluded but, in the loss, each position's own target (the logQ-corrected softmax
+    estimates the full softmax, which does not exclude the user's history either)."""
+    return torch.randperm(num_items, generator=generator)[:max(1, min(k, num_items))] + 1

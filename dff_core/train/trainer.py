@@ -5,7 +5,8 @@ target ``s[1:]`` at every non-padded position (the last ``max_len`` positions), 
 cross-entropy over ALL items (``loss="full"``), over the target and ``negatives`` sampled items
 (``loss="sampled"``: the positive is always logit 0; negatives are drawn per user, ``uniform`` or
 ``in-batch``, never from the user's training sequence, see :mod:`dff_core.train.negatives`; no logQ
-correction), or gSASRec's gBCE over the same negatives (``loss="gbce"``, calibration ``gbce_t``); the losses
+correction), gSASRec's gBCE over the same negatives (``loss="gbce"``, calibration ``gbce_t``), or a softmax over
+the target and ``negatives`` items shared by the batch with the logQ correction (``loss="logq"``); the losses
 are in :mod:`dff_core.train.losses`. Validation and test items are never trained on. Evaluation always ranks
 ALL items. AdamW. The item table is computed once per step. Batches are random users or users of similar length
 (``batching``, :mod:`dff_core.train.batching`); either way every training target is trained once per epoch. After every ``eval_every`` epochs the validation metric ``cfg.metric`` is
@@ -58,8 +59,8 @@ from .device import resolve_device
 from ..devices import cpu_has_bf16, resolve_amp
 from .batching import BATCHINGS, epoch_plan, equal_slices
 from .defaults import AMP_CHOICES, CHECKPOINT_NAME, GBCE_T, LAYER_INITS, LAYER_LR_MULT, LOSSES, SAMPLERS  # noqa: F401
-from .losses import full_softmax_loss, gbce_loss, sampled_softmax_loss  # noqa: F401 - sampled_: re-exported
-from .negatives import NegativeSampler
+from .losses import full_softmax_loss, gbce_loss, logq_softmax_loss, sampled_softmax_loss  # noqa: F401 - sampled_: re-exported
+from .negatives import NegativeSampler, shared_negatives
 
 CHECKPOINT_VERSION = 1
 # settings that may differ between an interrupted run and its resumption
@@ -95,7 +96,7 @@ class TrainConfig:
     layer_init: str = "uniform"          # "uniform" (w = 0) or "probe" (w = z-scores of layer_scores)
     layer_scores: list[float] | None = None  # per chosen layer, higher = more useful (filled in for "probe")
     loss: str = "full"                   # full | sampled | gbce (see module docstring)
-    negatives: int = 256                 # negatives per user and step for loss="sampled" / "gbce"
+    negatives: int = 256                 # negatives per user and step ("sampled" / "gbce"), per batch ("logq")
     negative_sampler: str = "uniform"    # uniform | in-batch
     gbce_t: float = GBCE_T               # gBCE calibration t in [0, 1] (loss="gbce")
     amp: str = "none"                    # none | bf16 | auto (see module docstring)
@@ -135,7 +136,7 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
         if self.negative_sampler not in SAMPLERS:
             raise ValueError(f"unknown negative sampler {self.negative_sampler!r}; choose from {', '.join(SAMPLERS)}")
-        if self.loss in ("sampled", "gbce") and self.negatives < 1:
+        if self.loss in ("sampled", "gbce", "logq") and self.negatives < 1:
             raise ValueError(f"negatives must be >= 1 for the {self.loss} loss")
         if not (math.isfinite(self.gbce_t) and 0 <= self.gbce_t <= 1):
             raise ValueError(f"gbce_t must be in [0, 1], got {self.gbce_t}")
@@ -448,7 +449,11 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
             with autocast:
                 table = model.item_table()                  # once per step, for input and output
                 h = model(inp, table)
-                if sampler is None:
+                if cfg.loss == "logq":
+                    sel = tgt > 0
+                    neg = shared_negatives(data.num_items, cfg.negatives, gens.negatives).to(device)
+                    loss = logq_softmax_loss(h[sel], tgt[sel], neg, table, data.num_items)
+                elif sampler is None:
                     sel = tgt > 0
                     if device.type == "cuda":  # materialised logits are cheap on a GPU (bench/bench_gpu.py)
                         loss = F.cross_entropy(SASRec.scores(h[sel], table).float(), tgt[sel] - 1)
