@@ -197,7 +197,8 @@ def epoch_costs(args, split, feats, configs: list[str]) -> None:
           f"(plus {targets * split.num_items / 1e9:.1f} G exponentials)", flush=True)
     rows = []
     if args.before:
-        loss_batch_lr = "/".join(configs[0].split("/")[:3])
+        # an older checkout may read only LOSS/BATCH/LR (random batches, float32): --before-config says otherwise
+        loss_batch_lr = args.before_config or "/".join(configs[0].split("/")[:3])
         cmd = [sys.executable, str(Path(args.before) / "bench" / "bench_time_to_quality.py"), "--db",
                str(Path(args.before_db or args.db).resolve()), "--dataset", args.dataset, "--strategy", args.strategy, "--configs",
                loss_batch_lr, "--epochs", str(args.epoch_costs), "--patience", "0", "--threads", str(args.threads),
@@ -205,7 +206,7 @@ def epoch_costs(args, split, feats, configs: list[str]) -> None:
         env = dict(os.environ, PYTHONPATH=str(Path(args.before).resolve()))
         out = json.loads(subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True, cwd=args.before,
                                         env=env).stdout.strip().splitlines()[-1])
-        rows.append((f"before: {loss_batch_lr} (random batches)", out["train_s_per_epoch"],
+        rows.append((f"before: {loss_batch_lr}" + ("" if args.before_config else " (random batches)"), out["train_s_per_epoch"],
                      out["s_per_epoch"] - out["train_s_per_epoch"]))
     for name in configs:
         settings = {"strategy": args.strategy, "epochs": args.epoch_costs, "patience": 0,
@@ -247,6 +248,8 @@ def main() -> None:
     ap.add_argument("--before", default=None, metavar="DIR",
                     help="with --epoch-costs: also run the first config's loss/batch/lr in an older checkout at DIR "
                          "(e.g. git worktree add DIR COMMIT)")
+    ap.add_argument("--before-config", default=None, metavar="CONFIG",
+                    help="the config the --before checkout runs (default: the first config's LOSS/BATCH/LR)")
     ap.add_argument("--before-db", default=None, metavar="FILE",
                     help="the database the older code reads (one it wrote itself: a newer schema is refused)")
     args = ap.parse_args()
