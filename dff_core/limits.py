@@ -28,7 +28,6 @@ EXTRACT_RANGES: dict[str, tuple[float, float, bool]] = {
 }
 FLAGS = {"num_frames": "frames", "num_threads": "threads"}  # settings whose command-line option reads otherwise
 # the share of the machine's memory (RAM, or the GPU's for a CUDA device) a run may be estimated to need
-FULL_SOFTMAX_CHUNK = 8_192  # items the full softmax scores at once in the estimate (it never holds all logits)
 MEMORY_FRACTION = float(os.environ.get("DFF_MEMORY_FRACTION", "0.8"))
 
 
@@ -65,14 +64,18 @@ def check_ranges(values: dict, ranges: dict[str, tuple[float, float, bool]]) -> 
         raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
 
 
-def train_memory_bytes(settings: dict, num_items: int, feature_shape: tuple[int, int] | None = None) -> int:
+def train_memory_bytes(settings: dict, num_items: int, feature_shape: tuple[int, int] | None = None,
+                       mean_seq_len: float | None = None) -> int:
     """An upper estimate of the memory one training run needs, in bytes: the model and its optimiser state, the
     feature buffer, one batch's activations, and the loss's largest tensors (with their gradients).
 
     ``settings`` are full training settings (defaults filled in); ``feature_shape`` is (layers used, dim) of the
     feature set, None for ID-only. The loss terms dominate the bad cases: the sampled and gBCE losses gather
     ``batch x negatives x hidden`` item vectors and score ``batch x positions x negatives`` logits; the full
-    softmax scores a chunk of the catalogue at a time (at most ``FULL_SOFTMAX_CHUNK`` items per step).
+    softmax holds one ``[target positions, items]`` block per step (on a CPU the kept exponentials, on a GPU the
+    logits and their gradient). A batch's target positions are at most ``batch x max_len``; with the dataset's
+    mean sequence length (``mean_seq_len``, from its stats) they are taken as twice the batch's expected share,
+    ``2 x batch x mean targets per user`` (batches hold about equal shares of the targets), capped by that maximum.
     """
     f = 4  # float32 bytes
     b, t, d = int(settings["batch_size"]), int(settings["max_len"]), int(settings["hidden"])
@@ -87,7 +90,10 @@ def train_memory_bytes(settings: dict, num_items: int, feature_shape: tuple[int,
         n = int(settings.get("negatives", 256))
         loss = 2 * (b * n * d + b * t * n) * f                    # gathered vectors and logits, and their gradients
     else:
-        loss = 2 * b * t * min(items, FULL_SOFTMAX_CHUNK) * f
+        positions = b * t
+        if mean_seq_len:   # training targets per user: the sequence minus validation, test and the first item
+            positions = min(positions, int(2 * b * max(1.0, min(float(mean_seq_len) - 3, t))) + 1)
+        loss = 2 * positions * items * f
     return int(model + features + activations + loss)
 
 

@@ -95,7 +95,7 @@ def check_memory(settings: dict | None, stats: dict, feature_shape: tuple[int, i
     from dff_core.train.trainer import TrainConfig
 
     full = TrainConfig.from_dict(with_defaults(settings, stats.get("users"))).to_dict()  # every field filled
-    needed = train_memory_bytes(full, int(stats.get("items") or 0), feature_shape)
+    needed = train_memory_bytes(full, int(stats.get("items") or 0), feature_shape, stats.get("seq_len_mean"))
     problem = memory_problem(needed, machine_memory_bytes(str(resolve_device(full["device"]))))
     if problem:
         raise ValueError(problem)

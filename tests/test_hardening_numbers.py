@@ -97,3 +97,16 @@ def test_foreground_train_refuses_in_one_line_and_stores_no_run(db, small, flags
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and out.stderr.startswith(message)
     assert "Traceback" not in out.stderr
     assert list_runs(db) == []
+
+
+def test_full_softmax_estimate_covers_one_batch_block_over_the_whole_catalogue():
+    base = {"loss": "full", "batch_size": 1024, "hidden": 64, "max_len": 50, "blocks": 2, "heads": 1}
+    # MicroLens-50k's shape: mean sequence 7.2 -> ~4.2 targets a user; the CPU keeps [~4,300 x 19,221] exponentials
+    ml = train_memory_bytes(base, 19_220, mean_seq_len=7.19)
+    kept = 4_300 * 19_221 * 2
+    assert 2 * kept < ml < 3 * 2**30
+    # no stats: every position of the batch may hold a target
+    assert train_memory_bytes(base, 19_220) >= 2 * 1024 * 50 * 19_221 * 4
+    # no cap on the catalogue: five times the items, about five times the loss's block
+    big = train_memory_bytes(base, 5 * 19_220, mean_seq_len=7.19)
+    assert big > 4 * (ml - train_memory_bytes({**base, "batch_size": 1}, 19_220, mean_seq_len=7.19))
