@@ -145,7 +145,8 @@ def study_cost_line(db, req, runs: list[dict]) -> str:
     from jobs.estimates import training_cost
 
     strategies = [r["strategy"] for r in runs for _ in req.seeds]
-    return estimate_text(training_cost(db, req.dataset, strategies, {"epochs": req.epochs, **req.extra_settings}))
+    return estimate_text(training_cost(db, req.dataset, strategies, {"epochs": req.epochs, **req.extra_settings},
+                                       runs=[r for r in runs for _ in req.seeds]))
 
 
 def _report(db, study: str, args: argparse.Namespace) -> int:

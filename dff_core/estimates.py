@@ -42,39 +42,81 @@ def extraction_estimate(items: int, layers: int, dim: int, family: str, inputs: 
 # An epoch's training time: the softmax over all items (targets x items x this) plus a fixed cost per step (the
 # transformer, AdamW, Python: 0.15 s, from the 2,000-user demo, where the softmax is nothing).
 STEP_S = 0.15
+# bfloat16: 11.1 s measured alone before the softmax lost its max pass and page faults, x 0.80 measured side by side
+# (15.6 -> 12.5 s in one run on a busy machine); float32 as measured before (an upper bound now).
 TRAIN_S_PER_TARGET_ITEM = {"none": (19.5 - 49 * STEP_S) / (208_562 * 19_220),
-                           "bf16": (11.1 - 49 * STEP_S) / (208_562 * 19_220)}
+                           "bf16": (8.9 - 49 * STEP_S) / (208_562 * 19_220)}
 EVAL_S_PER_USER_ITEM = 1.7 / (50_000 * 19_220)
-FEATURE_FACTOR = 1.75  # a fusion epoch (training + validation) against an ID-only one: DFF over 31 SmolLM2 layers 23.7 vs 13.6 s
-DEFAULT_EPOCHS_TO_STOP = 25  # early-stopped MicroLens-50k runs (best epoch ~20 + patience 5)
+FEATURE_FACTOR = 1.45  # a fusion epoch against an ID-only one when the feature shape is not known: DFF over 31 layers
+# A fusion run's extra cost per step, from the feature shape (measured, 2026-12-06, bfloat16 buffer, 2 threads, the
+# 31 x 19,220 x 576 SmolLM2 set): the layer mix reads the buffer twice (95 ms a step for 31 layers: ~2 x 2 bytes a
+# value at ~14 GB/s; float32 buffers read twice the bytes), and projecting and gating every item costs ~38 ms a step.
+MIX_S_PER_VALUE = {"bf16": 0.095 / (31 * 19_220 * 576), "none": 2 * 0.095 / (31 * 19_220 * 576)}
+PROJECT_S_PER_VALUE = 0.038 / (19_220 * 576)
+DEFAULT_EPOCHS_TO_STOP = 30  # early-stopped MicroLens-50k runs (best epoch ~25 + patience 5)
+
+
+def fusion_extra_per_epoch(layers: int, dim: int, items: int, steps: int, amp: str = "none") -> float:
+    """Seconds a fusion run adds to an ID-only epoch: ``steps`` x (mixing ``layers`` x ``items`` x ``dim`` values when
+    there is more than one layer, plus projecting ``items`` x ``dim``) (constants above)."""
+    values = int(items) * int(dim)
+    mix = MIX_S_PER_VALUE.get(amp, MIX_S_PER_VALUE["none"]) * int(layers) * values if layers > 1 else 0.0
+    return int(steps) * (mix + PROJECT_S_PER_VALUE * values)
 
 
 def training_estimate(strategies: list[str], *, users: int, items: int, targets: int, amp: str = "none",
                       batch_size: int = 1024,
                       epochs_needed: list[int] | None = None, epoch_seconds: dict[str, list[float]] | None = None,
-                      cap: int | None = None) -> dict:
+                      cap: int | None = None, layer_counts: list[int] | None = None, dim: int | None = None,
+                      measured_layers: list[int] | None = None) -> dict:
     """Compute a batch of training runs will take, before it is queued: ``runs × expected epochs × seconds per
     epoch`` (each run trains to early stopping, so the epochs are those earlier early-stopped runs on this dataset
     took, else :data:`DEFAULT_EPOCHS_TO_STOP`, never above the cap).
 
     ``strategies``: one entry per run. ``epoch_seconds``: measured seconds per epoch of earlier runs on this
     dataset, keyed ``"id"`` / ``"features"``; where a kind has none, the cost model above gives it (from the
-    dataset's size: ``targets`` training targets per epoch, ``items``, ``users``, ``batch_size``). Returns ``{"runs", "epochs",
-    "seconds", "seconds_per_epoch": {"id", "features"}, "measured": {"id", "features"}}``."""
+    dataset's size: ``targets`` training targets per epoch, ``items``, ``users``, ``batch_size``).
+
+    With the feature set's ``dim`` and each run's number of layers (``layer_counts``, parallel to ``strategies``,
+    0 for ID-only), a fusion run costs the ID epoch plus :func:`fusion_extra_per_epoch` for its own layers: a
+    single-layer gate is priced near an ID run, DFF over 31 layers ~1.45× it. Measured fusion epochs are then
+    read as "measured ID epoch + measured extra", the extra rescaled from the layers those runs had
+    (``measured_layers``, their median) to each run's own. Without a shape, every fusion run is
+    :data:`FEATURE_FACTOR` × the ID epoch, or the measured fusion median.
+
+    Returns ``{"runs", "epochs", "seconds", "seconds_per_epoch": {"id", "features"}, "measured": {"id",
+    "features"}}`` (``seconds_per_epoch["features"]``: the mean over the fusion runs asked for)."""
     needed = sorted(int(n) for n in (epochs_needed or []) if n)
     epochs = needed[len(needed) // 2] if needed else DEFAULT_EPOCHS_TO_STOP
     if cap:
         epochs = min(epochs, int(cap))
+    steps = -(-users // max(1, batch_size))
     model_id = (targets * items * TRAIN_S_PER_TARGET_ITEM.get(amp, TRAIN_S_PER_TARGET_ITEM["none"])
-                + -(-users // max(1, batch_size)) * STEP_S + users * items * EVAL_S_PER_USER_ITEM)
-    per_epoch, measured = {}, {}
-    for kind, modelled in (("id", model_id), ("features", model_id * FEATURE_FACTOR)):
-        seen = sorted((epoch_seconds or {}).get(kind) or [])
-        measured[kind] = bool(seen)
-        per_epoch[kind] = seen[len(seen) // 2] if seen else modelled
-    total = sum(per_epoch["id" if s == "id" else "features"] for s in strategies) * epochs
-    return {"runs": len(strategies), "epochs": epochs, "seconds": total, "seconds_per_epoch": per_epoch,
-            "measured": measured}
+                + steps * STEP_S + users * items * EVAL_S_PER_USER_ITEM)
+    seen = {k: sorted((epoch_seconds or {}).get(k) or []) for k in ("id", "features")}
+    measured = {k: bool(v) for k, v in seen.items()}
+    id_epoch = seen["id"][len(seen["id"]) // 2] if seen["id"] else model_id
+    counts = list(layer_counts) if layer_counts is not None and dim else None
+
+    def fusion_epoch(layers: int | None) -> float:
+        if counts is None:
+            return seen["features"][len(seen["features"]) // 2] if seen["features"] else model_id * FEATURE_FACTOR
+        extra = fusion_extra_per_epoch(layers or 1, dim, items, steps, amp)
+        if seen["features"]:
+            base_layers = sorted(measured_layers or [layers or 1])[len(measured_layers or [1]) // 2]
+            modelled = fusion_extra_per_epoch(base_layers, dim, items, steps, amp)
+            measured_extra = seen["features"][len(seen["features"]) // 2] - id_epoch
+            if modelled > 0 and measured_extra > 0:
+                extra *= measured_extra / modelled
+        return id_epoch + extra
+
+    per_run = [id_epoch if s == "id" else fusion_epoch(counts[i] if counts else None)
+               for i, s in enumerate(strategies)]
+    fusion = [x for x, s in zip(per_run, strategies) if s != "id"]
+    per_epoch = {"id": id_epoch, "features": (sum(fusion) / len(fusion)) if fusion else fusion_epoch(
+        max(counts or [1]) if counts is not None else None)}
+    return {"runs": len(strategies), "epochs": epochs, "seconds": sum(per_run) * epochs,
+            "seconds_per_epoch": per_epoch, "measured": measured}
 
 
 def estimate_text(est: dict) -> str:

@@ -7,9 +7,13 @@ from storage.db import Database
 from storage import views
 
 
-def training_cost(db: Database, dataset: str, strategies: list[str], settings: dict | None = None) -> dict:
+def training_cost(db: Database, dataset: str, strategies: list[str], settings: dict | None = None,
+                  runs: list[dict] | None = None) -> dict:
     """``dff_core.estimates.training_estimate`` for ``strategies`` (one entry per run) on ``dataset``, with the
-    epochs and seconds per epoch of its earlier finished runs, and the amp and cap these runs would use."""
+    epochs and seconds per epoch of its earlier finished runs, and the amp and cap these runs would use.
+
+    ``runs`` (parallel to ``strategies``: ``{"features", "layers"}`` each, as a sweep or study plans them) prices
+    each fusion run by its own feature shape, so a single-layer gate is not charged DFF's 31-layer mix."""
     from dff_core.train.defaults import with_defaults
     from storage.datasets import get_dataset
 
@@ -19,15 +23,46 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     amp = _amp(full.get("amp", "none"), str(full.get("device") or "auto"))
     users, interactions = int(stats.get("users", 0)), int(stats.get("interactions", 0))
     per_epoch: dict[str, list[float]] = {"id": [], "features": []}
+    measured_layers: list[int] = []
     for r in views.finished_run_epochs(db, ds.id):
         if (r["config"].get("amp", "none") == amp and r["config"].get("batch_size") == full.get("batch_size")
                 and r["config"].get("loss", "full") == full.get("loss", "full")):
             per_epoch["id" if r["strategy"] == "id" else "features"].append(r["seconds_per_epoch"])
+            if r["strategy"] != "id":
+                measured_layers.append(len(r["layers"]) if r.get("layers") else None)   # None: all of its set
+    counts, dim = _layer_counts(db, dataset, strategies, runs)
+    measured_layers = [n if n else max(counts or [1]) for n in measured_layers]
     return training_estimate(strategies, users=users, items=int(stats.get("items", 0)),
                              targets=max(0, interactions - 3 * users), amp=amp,  # all but 2 held out + 1 first
                              batch_size=int(full.get("batch_size") or 1024),
                              epochs_needed=views.epochs_needed(db, dataset), epoch_seconds=per_epoch,
-                             cap=full.get("epochs"))
+                             cap=full.get("epochs"), layer_counts=counts, dim=dim,
+                             measured_layers=measured_layers or None)
+
+
+def _layer_counts(db: Database, dataset: str, strategies: list[str],
+                  runs: list[dict] | None) -> tuple[list[int] | None, int | None]:
+    """Each run's number of layers (0 for ID-only) and the fusion runs' feature width, or ``(None, None)`` when
+    ``runs`` is not given or a feature set cannot be read (the estimate then prices every fusion run alike)."""
+    from dff_core.layers import parse_layers
+    from storage.features import get_feature_set
+
+    if not runs or len(runs) != len(strategies):
+        return None, None
+    sets, counts, dim = {}, [], None
+    try:
+        for strategy, run in zip(strategies, runs):
+            if strategy == "id" or not run.get("features"):
+                counts.append(0)
+                continue
+            name = run["features"]
+            fs = sets[name] = sets.get(name) or get_feature_set(db, name, dataset=dataset)
+            chosen = parse_layers(run.get("layers"), fs.num_layers)
+            counts.append(len(chosen) if chosen else fs.num_layers)
+            dim = max(dim or 0, int(fs.dim))
+    except (LookupError, ValueError):
+        return None, None
+    return counts, dim
 
 
 
@@ -46,10 +81,10 @@ def _amp(amp: str, device: str) -> str:
 
 
 def sweep_cost(db: Database, dataset: str, strategies: list[str], layer_choices: list[str], seeds: list[int],
-               settings: dict | None = None) -> dict:
+               settings: dict | None = None, features: str | None = None) -> dict:
     """:func:`training_cost` of the runs a sweep expands into (``jobs.handlers.expand_sweep``)."""
     from jobs.handlers import expand_sweep
 
-    runs = expand_sweep({"dataset": dataset, "features": None, "strategies": strategies, "layers": layer_choices,
-                         "seeds": seeds, "study": ""})
-    return training_cost(db, dataset, [r["strategy"] for r in runs], settings)
+    runs = expand_sweep({"dataset": dataset, "features": features, "strategies": strategies,
+                         "layers": layer_choices, "seeds": seeds, "study": ""})
+    return training_cost(db, dataset, [r["strategy"] for r in runs], settings, runs=runs)

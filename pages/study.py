@@ -68,7 +68,7 @@ with st.expander("New study", expanded=not study_jobs.list_studies(db)):
                        + ", ".join(r["role"] for r in runs) + f" × {len(request.seeds)} seeds")
             st.caption(estimate_text(estimates.training_cost(
                 db, dataset, [r["strategy"] for r in runs for _ in request.seeds],
-                {"epochs": request.epochs, **request.extra_settings})))
+                {"epochs": request.epochs, **request.extra_settings}, runs=[r for r in runs for _ in request.seeds])))
             if st.button("Queue study", key="st_queue", type="primary", icon=":material/science:"):
                 with reported("could not queue the study"):
                     job_id = study_jobs.queue_study(db, request)

@@ -151,7 +151,9 @@ if mode == "One run":
     seed = c2.number_input("Seed", 0, 10_000, 42, key="tr_seed")
     study = c3.text_input("Study (optional)", key="tr_study", help="groups runs on the Compare page")
     with reported("no estimate"):
-        st.caption(estimate_text(estimates.training_cost(db, dataset, [strategy], settings)))
+        st.caption(estimate_text(estimates.training_cost(
+            db, dataset, [strategy], settings,
+            runs=[{"features": fs.name if fs and strategy != "id" else None, "layers": layer_text}])))
     if st.button("Launch training", type="primary", key="tr_launch"):
         try:
             job_id = submit.enqueue_train(db, dataset, strategy, fs.name if fs else None, layer_text, settings,
@@ -179,7 +181,8 @@ else:
         st.caption(f"{len(strategies)} strategies × {len(choices)} layer choices × {len(seeds)} seeds → "
                    f"**{total} training runs** ('id' ignores the layer choices).")
         if total:
-            st.caption(estimate_text(estimates.sweep_cost(db, dataset, strategies, choices, seeds, settings)))
+            st.caption(estimate_text(estimates.sweep_cost(db, dataset, strategies, choices, seeds, settings,
+                                                          fs.name if fs else None)))
     except user_errors() as exc:
         show_error(exc)
         seeds, choices = [], []

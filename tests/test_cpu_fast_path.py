@@ -353,7 +353,7 @@ def test_training_estimate_from_the_cost_model_and_from_measured_runs():
     model = training_estimate(["id", "dff", "dff"], amp="bf16", **size)
     per = model["seconds_per_epoch"]
     assert model["epochs"] == DEFAULT_EPOCHS_TO_STOP and not any(model["measured"].values())
-    assert 12 < per["id"] < 14                                     # 11.4 s training + 1.7 s validation, as measured
+    assert 10 < per["id"] < 11.5                                   # 8.9 s training + 1.7 s validation, as measured
     assert per["features"] == pytest.approx(per["id"] * FEATURE_FACTOR)
     assert model["seconds"] == pytest.approx((per["id"] + 2 * per["features"]) * DEFAULT_EPOCHS_TO_STOP)
     measured = training_estimate(["id"] * 4, epochs_needed=[30, 10, 20], epoch_seconds={"id": [5.0, 7.0, 6.0]},
@@ -362,6 +362,28 @@ def test_training_estimate_from_the_cost_model_and_from_measured_runs():
     assert measured["seconds"] == pytest.approx(4 * 15 * 6.0) and measured["measured"]["id"]
     text = estimate_text(measured)
     assert "4 runs" in text and "~15 epochs" in text and "6 min" in text and "measured on this dataset" in text
+
+
+def test_training_estimate_prices_each_fusion_run_by_its_own_layers():
+    from dff_core.estimates import fusion_extra_per_epoch, training_estimate
+
+    size = dict(users=50_000, items=19_220, targets=208_562, amp="bf16")
+    runs = ["id", "gate", "dff", "dff"]
+    est = training_estimate(runs, layer_counts=[0, 1, 31, 16], dim=576, **size)
+    id_epoch = est["seconds_per_epoch"]["id"]
+    one, all31, mid16 = (id_epoch + fusion_extra_per_epoch(n, 576, 19_220, 49, "bf16") for n in (1, 31, 16))
+    assert id_epoch < one < mid16 < all31
+    assert 1.3 < all31 / id_epoch < 1.7                           # DFF over 31 SmolLM2 layers: 1.4-1.6 measured
+    assert one / id_epoch < 1.2                                   # a single-layer gate mixes nothing
+    assert est["seconds"] == pytest.approx((id_epoch + one + all31 + mid16) * est["epochs"])
+    # a float32 buffer reads twice the bytes
+    assert fusion_extra_per_epoch(31, 576, 19_220, 49, "none") > 1.5 * fusion_extra_per_epoch(31, 576, 19_220, 49, "bf16")
+    # measured: an ID epoch of 10 s and DFF-over-31 epochs of 16 s -> the extra (6 s) is rescaled to each run's layers
+    measured = training_estimate(["dff", "gate"], layer_counts=[31, 1], dim=576, measured_layers=[31],
+                                 epoch_seconds={"id": [10.0], "features": [16.0]}, **size)
+    per_run = [10.0 + 6.0, 10.0 + 6.0 * fusion_extra_per_epoch(1, 576, 19_220, 49, "bf16")
+               / fusion_extra_per_epoch(31, 576, 19_220, 49, "bf16")]
+    assert measured["seconds"] == pytest.approx(sum(per_run) * measured["epochs"])
 
 
 def test_study_dry_run_prints_the_estimated_compute(db, tmp_path, capsys):
