@@ -100,3 +100,23 @@ def test_parser_choices_match_the_science():
     study = sub.choices["study"]
     assert study._option_string_actions["--epochs"].default == DEFAULT_SETTINGS["epochs"]
     assert study._option_string_actions["--patience"].default == DEFAULT_SETTINGS["patience"]
+
+
+@pytest.mark.parametrize("args", [["runs"], ["jobs"], ["datasets"], ["features"], ["compare"]])
+def test_quick_reads_share_one_open_of_the_database(filled_db, args, monkeypatch, capsys):
+    """Every storage session of a quick read runs inside one hold of the file (Database.held_open), instead of
+    opening the file per call."""
+    import cli
+    from storage import Database
+
+    held = []
+    real = Database.session
+
+    def session(self):
+        held.append(getattr(self._held, "hold", None) is not None)
+        return real(self)
+
+    monkeypatch.setattr(Database, "session", session)
+    assert cli.main(["--db", str(filled_db.path), *args]) == 0
+    assert capsys.readouterr().out.strip()
+    assert held and all(held), f"{args[0]}: {held.count(False)} of {len(held)} sessions opened the file anew"
