@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
+from storage.lazy import pd
 import pyarrow as pa
 import sqlalchemy as sa
 

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+from storage.lazy import pd
 import sqlalchemy as sa
 
 from storage import owners

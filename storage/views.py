@@ -6,7 +6,7 @@ the pages stay thin and everything here is testable without a browser.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+from storage.lazy import pd
 
 from storage.datasets import DatasetRecord, get_dataset, list_datasets, load_interactions
 from storage.db import Database, NotFound

@@ -25,7 +25,8 @@ try:
 except SystemExit as exc:
     code = exc.code
 heavy = sorted(m for m in ("torch", "transformers", "scipy", "streamlit") if m in sys.modules)
-print("\\n@@" + json.dumps({"code": code, "heavy": heavy}))
+slow = sorted(m for m in ("pandas", "dff_core.backbones") if m in sys.modules)
+print("\\n@@" + json.dumps({"code": code, "heavy": heavy, "slow": slow}))
 """
 
 
@@ -65,6 +66,15 @@ def test_commands_that_train_nothing_import_no_torch(filled_db, args):
     assert result["code"] == 0, out
     assert out.strip() and not out.lstrip().startswith("no ")  # it read stored rows
     assert result["heavy"] == [], f"{' '.join(args)} imported {result['heavy']}"
+    if args[0] != "compare":   # the plain reads build no data frame and no backbone (storage.lazy, cli.tiny)
+        assert result["slow"] == [], f"{' '.join(args)} imported {result['slow']}"
+
+
+def test_tiny_checkpoint_families_spelled_in_the_cli_are_the_backbones():
+    from cli.tiny import TINY_FAMILIES as in_cli
+    from dff_core.backbones.tiny import TINY_FAMILIES
+
+    assert in_cli == TINY_FAMILIES
 
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["extract", "--help"], ["study", "--help"]])
