@@ -98,7 +98,10 @@ def test_train_json_keeps_stderr_to_the_log(small_db, capsys):
 
 
 def test_extract_reports_progress_with_tqdm(small_db, monkeypatch, capsys):
+    import dff_core.extraction.runner as runner
+
     monkeypatch.setenv("DFF_PROGRESS_EVERY", "0")
+    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)   # every batch reports, however fast the machine
     assert cli.main(["--db", str(small_db.path), "extract", "--dataset", "d", "--backbone", "minilm", "--name", "m",
                      "--inputs", "title", "--batch-size", "4", "--dtype", "float32", "--device", "cpu"]) == 0
     out = capsys.readouterr()

@@ -28,6 +28,7 @@ OnFailure = Callable[[int, str], None]
 ProgressFn = Callable[[int, int, dict], None]
 
 VISUAL_INPUTS = ("frames", "cover")
+PROGRESS_EVERY_S = 0.5  # at most one progress report per this many seconds (and always after the last batch)
 
 
 @dataclass
@@ -172,7 +173,7 @@ def _run(batches, total, skipped, inputs, num_frames, frame_size, work, on_failu
                     fail(item, reason)
             elapsed = time.perf_counter() - start
             finished = summary.done + summary.failed
-            if progress and (elapsed - last_report >= 0.5 or k == len(batches) - 1):
+            if progress and (elapsed - last_report >= PROGRESS_EVERY_S or k == len(batches) - 1):
                 last_report = elapsed
                 rate = summary.done / elapsed if elapsed > 0 else 0.0
                 progress(finished, total, {"items_per_second": rate, "done": summary.done, "failed": summary.failed,
