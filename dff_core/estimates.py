@@ -42,10 +42,11 @@ def extraction_estimate(items: int, layers: int, dim: int, family: str, inputs: 
 # An epoch's training time: the softmax over all items (targets x items x this) plus a fixed cost per step (the
 # transformer, AdamW, Python: 0.15 s, from the 2,000-user demo, where the softmax is nothing).
 STEP_S = 0.15
-# bfloat16: 11.1 s measured alone before the softmax lost its max pass and page faults, x 0.80 measured side by side
-# (15.6 -> 12.5 s in one run on a busy machine); float32 as measured before (an upper bound now).
+# bfloat16: 11.1 s measured alone before the softmax lost its max pass and page faults, x 0.84 measured side by side
+# on the quiet machine (14.3 -> 12.0 s in one run, a day when it ran slower); float32 as measured before (an upper
+# bound now).
 TRAIN_S_PER_TARGET_ITEM = {"none": (19.5 - 49 * STEP_S) / (208_562 * 19_220),
-                           "bf16": (8.9 - 49 * STEP_S) / (208_562 * 19_220)}
+                           "bf16": (9.3 - 49 * STEP_S) / (208_562 * 19_220)}
 EVAL_S_PER_USER_ITEM = 1.7 / (50_000 * 19_220)
 FEATURE_FACTOR = 1.45  # a fusion epoch against an ID-only one when the feature shape is not known: DFF over 31 layers
 # A fusion run's extra cost per step, from the feature shape (measured, 2026-12-06, bfloat16 buffer, 2 threads, the
