@@ -85,16 +85,18 @@ class ChunkedLogSumExp(torch.autograd.Function):
         shift = torch.zeros(P, dtype=torch.float32, device=h.device)
         z32 = (None if matmul_dtype == torch.float32
                else WORKSPACE.take((min(chunk, max(P, 1)), N), torch.float32, h.device))
+
+        def logits(rows: slice) -> torch.Tensor:
+            """The block's logits, in float32 (``z32``) when the products run in bfloat16."""
+            z = torch.mm(hm[rows], wm.T, out=kept[rows])
+            return z if z32 is None else z32[:z.shape[0]].copy_(z)
+
         for s in range(0, P, chunk):
             rows = slice(s, min(s + chunk, P))
-            z = torch.mm(hm[rows], wm.T, out=kept[rows])
-            if z32 is not None:
-                z = z32[:z.shape[0]].copy_(z)
+            z = logits(rows)
             sums = z.exp_().sum(dim=1)
             if not bool((torch.isfinite(sums) & (sums > 0)).all()):   # out of exp's range: shift by the maxima
-                z = torch.mm(hm[rows], wm.T, out=kept[rows])
-                if z32 is not None:
-                    z = z32[:z.shape[0]].copy_(z)
+                z = logits(rows)
                 m = z.amax(dim=1, keepdim=True)
                 sums = z.sub_(m).exp_().sum(dim=1)
                 shift[rows] = m.squeeze(1)
