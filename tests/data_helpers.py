@@ -29,19 +29,22 @@ def strip_times(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("seconds", "train_seconds")} for r in history]
 
 
-def dataset_with_features(folder: Path, n_users: int, n_items: int, seq: int = 8, layers: int = 4, dim: int = 16):
-    """A database in ``folder`` holding dataset ``d`` (``write_generic``) and a random feature set ``f``
-    (``layers`` x ``dim`` per item, seeded), imported as a user would: the Ray sweep tests' shared start."""
+def dataset_with_features(folder: Path, n_users: int, n_items: int, seq: int = 8, layers: int = 4, dim: int = 16, *,
+                          dataset: str = "d", features: str = "f", backbone: str = "imported",
+                          db_file: str = "s.duckdb"):
+    """A database in ``folder`` (``db_file``) holding dataset ``dataset`` (``write_generic``) and a random feature set
+    ``features`` (``layers`` x ``dim`` per item, seeded), imported as a user would: the shared start of the tests
+    that need stored runs or sweeps."""
     import numpy as np
 
     from jobs.datasets import import_generic
     from jobs.workflows import import_features_npz
     from storage import Database
 
-    db = Database(folder / "s.duckdb")
-    import_generic(db, "d", *write_generic(folder / "d", n_users=n_users, n_items=n_items, seq=seq))
+    db = Database(folder / db_file)
+    import_generic(db, dataset, *write_generic(folder / "d", n_users=n_users, n_items=n_items, seq=seq))
     rng = np.random.default_rng(0)
     np.savez(folder / "f.npz", item_ids=np.array([f"i{i}" for i in range(n_items)]),
              features=rng.normal(size=(n_items, layers, dim)).astype(np.float32))
-    import_features_npz(db, "f", "d", folder / "f.npz")
+    import_features_npz(db, features, dataset, folder / "f.npz", backbone=backbone)
     return db

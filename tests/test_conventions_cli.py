@@ -10,10 +10,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from data_helpers import ROOT, write_generic
+from data_helpers import ROOT, dataset_with_features
 
 # runs ``python -m dff_core ARGS`` inside this interpreter, then prints which heavy libraries it had imported
 WRAPPER = """
@@ -32,17 +31,11 @@ print("\\n@@" + json.dumps({"code": code, "heavy": heavy, "slow": slow}))
 
 @pytest.fixture(scope="module")
 def filled_db(tmp_path_factory):
-    from jobs.datasets import import_generic
-    from jobs.workflows import import_features_npz, run_training
-    from storage import Database
+    from jobs.workflows import run_training
     from storage.queue import enqueue
 
-    root = tmp_path_factory.mktemp("conv_cli")
-    db = Database(root / "c.duckdb")
-    import_generic(db, "small", *write_generic(root / "d", n_users=40, n_items=20, seq=6))
-    np.savez(root / "f.npz", item_ids=np.array([f"i{i}" for i in range(20)]),
-             features=np.random.default_rng(0).normal(size=(20, 3, 8)).astype(np.float32))
-    import_features_npz(db, "feats", "small", root / "f.npz", backbone="synthetic")
+    db = dataset_with_features(tmp_path_factory.mktemp("conv_cli"), n_users=40, n_items=20, seq=6, layers=3, dim=8,
+                               dataset="small", features="feats", backbone="synthetic", db_file="c.duckdb")
     run = run_training(db, "small", "id", settings={"epochs": 1, "patience": 0, "hidden": 8, "batch_size": 32,
                                                      "max_len": 6, "num_threads": 1}, seed=1, study="s")
     assert run.status == "done"

@@ -7,29 +7,22 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 pytest.importorskip("mlflow", reason="the MLflow export is optional: pip install -r requirements-mlflow.txt")
 
 import cli  # noqa: E402
-from data_helpers import ROOT, write_generic  # noqa: E402
+from data_helpers import ROOT, dataset_with_features  # noqa: E402
 
 SETTINGS = {"epochs": 2, "patience": 0, "hidden": 8, "batch_size": 32, "max_len": 6, "num_threads": 1}
 
 
 @pytest.fixture(scope="module")
 def runs_db(tmp_path_factory):
-    from jobs.datasets import import_generic
-    from jobs.workflows import import_features_npz, run_training
-    from storage import Database
+    from jobs.workflows import run_training
 
-    root = tmp_path_factory.mktemp("conv_mlflow")
-    db = Database(root / "r.duckdb")
-    import_generic(db, "small", *write_generic(root / "d", n_users=40, n_items=20, seq=6))
-    np.savez(root / "f.npz", item_ids=np.array([f"i{i}" for i in range(20)]),
-             features=np.random.default_rng(0).normal(size=(20, 3, 8)).astype(np.float32))
-    import_features_npz(db, "feats", "small", root / "f.npz", backbone="synthetic")
+    db = dataset_with_features(tmp_path_factory.mktemp("conv_mlflow"), n_users=40, n_items=20, seq=6, layers=3, dim=8,
+                               dataset="small", features="feats", backbone="synthetic", db_file="r.duckdb")
     runs = [run_training(db, "small", "id", settings=SETTINGS, seed=1, study="s"),
             run_training(db, "small", "dff", features="feats", layers="1-2", settings=SETTINGS, seed=2, study="s")]
     assert [r.status for r in runs] == ["done", "done"]

@@ -10,12 +10,10 @@ pytest.importorskip("mlflow", reason="the MLflow export is optional: pip install
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from data_helpers import write_generic  # noqa: E402
+from data_helpers import dataset_with_features  # noqa: E402
 import cli  # noqa: E402
-from jobs.datasets import import_generic  # noqa: E402
 from jobs.export_mlflow import export_dir, tracking_uri  # noqa: E402
-from jobs.workflows import import_features_npz, run_training  # noqa: E402
-from storage import Database  # noqa: E402
+from jobs.workflows import run_training  # noqa: E402
 from storage.runs import run_metrics  # noqa: E402
 
 SETTINGS = {"epochs": 2, "patience": 0, "hidden": 16, "batch_size": 64, "max_len": 10, "num_threads": 1}
@@ -28,12 +26,8 @@ def _file_store(monkeypatch):
 
 @pytest.fixture(scope="module")
 def runs_db(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlf")
-    db = Database(root / "r.duckdb")
-    import_generic(db, "small", *write_generic(root / "d", n_users=60, n_items=30, seq=8))
-    np.savez(root / "f.npz", item_ids=np.array([f"i{i}" for i in range(30)]),
-             features=np.random.default_rng(0).normal(size=(30, 4, 8)).astype(np.float32))
-    import_features_npz(db, "feats", "small", root / "f.npz", backbone="synthetic")
+    db = dataset_with_features(tmp_path_factory.mktemp("mlf"), n_users=60, n_items=30, seq=8, layers=4, dim=8,
+                               dataset="small", features="feats", backbone="synthetic", db_file="r.duckdb")
     runs = [run_training(db, "small", "id", settings=SETTINGS, seed=1, study="s"),
             run_training(db, "small", "dff", features="feats", layers="1-3", settings=SETTINGS, seed=2, study="s"),
             run_training(db, "small", "id", settings=SETTINGS, seed=3, study="other")]
