@@ -216,6 +216,30 @@ def test_chunked_full_softmax_handles_logits_beyond_exp_range_and_reuses_its_wor
     assert float(a) == float(b) and float(a) == pytest.approx(float(ref), rel=2e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_full_softmax_gradient_stays_finite_when_only_the_backward_product_would_overflow(dtype):
+    # a logit of 85 keeps exp's sum finite (8e36 < 3.4e38) but e @ W with |W| = 100 would be 8e38: inf, then NaN
+    # downstream (seen as a DFF run diverging at lr 6e-3); such a block must be shifted by its maxima too
+    torch.manual_seed(5)
+    P, N, d = 40, 300, 4
+    table0 = torch.randn(N + 1, d)
+    table0[7] = torch.tensor([100.0, 0.0, 0.0, 0.0])
+    h0 = torch.randn(P, d) * 0.1
+    h0[:5, 0] = 0.85                                           # rows whose logit for item 7 is ~85
+    tg = torch.randint(1, N + 1, (P,))
+    h, table = h0.clone().requires_grad_(), table0.clone().requires_grad_()
+    ref = F.cross_entropy(h @ table[1:].T, tg - 1)
+    ref.backward()
+    h2, table2 = h0.clone().requires_grad_(), table0.clone().requires_grad_()
+    loss = full_softmax_loss(h2, tg, table2, dtype, chunk=16)
+    loss.backward()
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert torch.isfinite(h2.grad).all() and torch.isfinite(table2.grad).all()
+    assert float(loss) == pytest.approx(float(ref), rel=tol)
+    for got, want in ((h2.grad, h.grad), (table2.grad, table.grad)):
+        assert float((got - want).abs().max()) <= tol * float(want.abs().max())
+
+
 def test_logq_softmax_with_every_item_as_a_negative_is_the_full_softmax():
     torch.manual_seed(2)
     P, N, d = 200, 50, 8

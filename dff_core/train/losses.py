@@ -35,6 +35,9 @@ import torch.nn.functional as F
 
 # rows of the logit block: 256 x 19,221 items x 4 bytes = 20 MB, inside this CPU's L3 and small next to any batch
 LSE_CHUNK = 256
+# the largest row sum of unshifted exponentials ChunkedLogSumExp keeps: 2^100, far inside float32's 3.4e38, so the
+# backward's product (each entry at most sum(e) * max|W|) cannot overflow for any |W| below 2^27
+SUM_LIMIT = 2.0 ** 100
 
 
 class _Workspace:
@@ -71,7 +74,8 @@ class ChunkedLogSumExp(torch.autograd.Function):
 
     ``matmul_dtype`` (``torch.float32`` or ``torch.bfloat16``) is the dtype of the products' operands and of the
     kept exponentials ``e = exp(z - shift)``; sums and logs stay in float32. The shift is 0 unless a block's sums
-    overflow or vanish (logits beyond about +-80), where that block is redone with the row maxima: skipping the
+    vanish or exceed :data:`SUM_LIMIT` / max|W| (logits beyond about +-65, where the backward's ``e @ W`` could
+    overflow float32 even though the sums do not), where that block is redone with the row maxima: skipping the
     max pass and its subtraction saves two of the block's six passes. Backward is two products over the kept
     ``e``, with the per-row factor ``grad / sum(e)`` applied to the small operands: ``dh = (e @ W) * f``,
     ``dW = e.T @ (h * f)``. Nothing is recomputed and the big buffers come from :data:`WORKSPACE`."""
@@ -86,6 +90,14 @@ class ChunkedLogSumExp(torch.autograd.Function):
         z32 = (None if matmul_dtype == torch.float32
                else WORKSPACE.take((min(chunk, max(P, 1)), N), torch.float32, h.device))
 
+        # Unshifted exponentials must leave the backward's product e @ W room in float32: every entry of it is at
+        # most sum(e) * max|W|, so a block is redone with its row maxima when that bound could overflow (or a sum
+        # vanishes). A sum of e is finite long before e @ W is: checking only the sums let large logits through.
+        limit = SUM_LIMIT / max(float(wm.abs().max()), 1.0)
+
+        def in_range(sums: torch.Tensor) -> bool:
+            return bool((sums.max() <= limit) & (sums.min() > 0))      # a NaN fails both comparisons
+
         def logits(rows: slice) -> torch.Tensor:
             """The block's logits, in float32 (``z32``) when the products run in bfloat16."""
             z = torch.mm(hm[rows], wm.T, out=kept[rows])
@@ -95,7 +107,7 @@ class ChunkedLogSumExp(torch.autograd.Function):
             rows = slice(s, min(s + chunk, P))
             z = logits(rows)
             sums = z.exp_().sum(dim=1)
-            if not bool((torch.isfinite(sums) & (sums > 0)).all()):   # out of exp's range: shift by the maxima
+            if not in_range(sums):                                     # out of range: shift by the row maxima
                 z = logits(rows)
                 m = z.amax(dim=1, keepdim=True)
                 sums = z.sub_(m).exp_().sum(dim=1)
