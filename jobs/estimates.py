@@ -13,7 +13,11 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     epochs and seconds per epoch of its earlier finished runs, and the amp and cap these runs would use.
 
     ``runs`` (parallel to ``strategies``: ``{"features", "layers"}`` each, as a sweep or study plans them) prices
-    each fusion run by its own feature shape, so a single-layer gate is not charged DFF's 31-layer mix."""
+    each fusion run by its own feature shape, so a single-layer gate is not charged DFF's 31-layer mix.
+
+    Expected epochs: those of the dataset's early-stopped runs trained with the same batch size, learning rate
+    and loss (how fast a run converges depends on them, not on amp or threads), else of any of its early-stopped
+    runs, else the cost model's default."""
     from dff_core.train.defaults import with_defaults
     from storage.datasets import get_dataset
 
@@ -24,7 +28,14 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     users, interactions = int(stats.get("users", 0)), int(stats.get("interactions", 0))
     per_epoch: dict[str, list[float]] = {"id": [], "features": []}
     measured_layers: list[int] = []
-    for r in views.finished_run_epochs(db, ds.id):
+    alike: list[int] = []   # epochs of early-stopped runs that learned as these will: same batch, lr and loss
+    finished = views.finished_run_epochs(db, ds.id)
+    for r in finished:
+        learns_alike = (r["config"].get("batch_size") == full.get("batch_size")
+                        and r["config"].get("lr") == full.get("lr")
+                        and r["config"].get("loss", "full") == full.get("loss", "full"))
+        if learns_alike and r["ending"] == "early_stopped":
+            alike.append(r["epochs"])
         if (r["config"].get("amp", "none") == amp and r["config"].get("batch_size") == full.get("batch_size")
                 and r["config"].get("loss", "full") == full.get("loss", "full")):
             per_epoch["id" if r["strategy"] == "id" else "features"].append(r["seconds_per_epoch"])
@@ -35,7 +46,7 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     return training_estimate(strategies, users=users, items=int(stats.get("items", 0)),
                              targets=max(0, interactions - 3 * users), amp=amp,  # all but 2 held out + 1 first
                              batch_size=int(full.get("batch_size") or 1024),
-                             epochs_needed=views.epochs_needed(db, dataset), epoch_seconds=per_epoch,
+                             epochs_needed=alike or views.epochs_needed(db, dataset), epoch_seconds=per_epoch,
                              cap=full.get("epochs"), layer_counts=counts, dim=dim,
                              measured_layers=measured_layers or None)
 

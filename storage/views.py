@@ -244,10 +244,11 @@ def epochs_needed(db: Database, dataset: str | None = None) -> list[int]:
 
 
 def finished_run_epochs(db: Database, dataset_id: int) -> list[dict]:
-    """Per finished run of a dataset: ``strategy``, ``config``, ``epochs``, ``layers`` and ``seconds_per_epoch`` (its wall time
-    over its epochs: training and validation), what the next runs like it will take per epoch."""
-    return [{"strategy": r.strategy, "config": r.config, "epochs": int(r.epochs_run), "layers": r.layers,
-             "seconds_per_epoch": float(r.seconds) / int(r.epochs_run)}
+    """Per finished run of a dataset: ``strategy``, ``config``, ``epochs``, ``ending``, ``layers`` and
+    ``seconds_per_epoch`` (its wall time over its epochs: training and validation), what the next runs like it will
+    take per epoch."""
+    return [{"strategy": r.strategy, "config": r.config, "epochs": int(r.epochs_run), "ending": r.ending,
+             "layers": r.layers, "seconds_per_epoch": float(r.seconds) / int(r.epochs_run)}
             for r in list_runs(db, dataset_id=dataset_id) if r.status == "done" and r.epochs_run and r.seconds]
 
 

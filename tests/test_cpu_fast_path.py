@@ -399,6 +399,32 @@ def test_training_estimate_prices_each_fusion_run_by_its_own_layers():
     assert measured["seconds"] == pytest.approx(sum(per_run) * measured["epochs"])
 
 
+def test_training_cost_expects_the_epochs_of_runs_that_learned_alike(db, tmp_path):
+    # convergence depends on batch, lr and loss: runs at another lr are no guide while runs like these exist
+    from data_helpers import write_generic
+    from jobs.datasets import import_generic
+    from jobs.estimates import training_cost
+    from storage.runs import create_run, finish_run
+
+    ds = import_generic(db, "d", *write_generic(tmp_path / "d", n_users=30, n_items=20, seq=7))
+
+    def finished(lr: float, epochs: int, ending: str = "early_stopped") -> None:
+        run = create_run(db, ds.id, "id", {"batch_size": 256, "lr": lr, "loss": "full", "amp": "none"})
+        finish_run(db, run.id, "done", result={}, best_epoch=epochs - 5, epochs_run=epochs, seconds=2.0 * epochs,
+                   ending=ending)
+
+    settings = {"batch_size": 256, "lr": 1e-3, "amp": "none", "loss": "full"}
+    finished(5e-3, 40)
+    assert training_cost(db, "d", ["id"], settings)["epochs"] == 40          # only other runs: the dataset's
+    finished(1e-3, 12)
+    finished(1e-3, 16)
+    finished(1e-3, 90, ending="capped_improving")                           # not early-stopped: no guide
+    est = training_cost(db, "d", ["id", "id"], settings)
+    assert est["epochs"] == 16                                               # median of 12 and 16 (upper)
+    assert est["seconds"] == pytest.approx(2 * 16 * 2.0)                    # 2 s an epoch, measured
+    assert training_cost(db, "d", ["id"], {**settings, "lr": 5e-3})["epochs"] == 40
+
+
 def test_study_dry_run_prints_the_estimated_compute(db, tmp_path, capsys):
     from cli import main
     from data_helpers import write_generic
