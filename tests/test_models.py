@@ -195,3 +195,27 @@ def test_layer_logits_from_scores():
         layer_logits_from_scores([1.0, 2.0], 3)
     with pytest.raises(ValueError, match="finite"):
         layer_logits_from_scores([1.0, float("nan")], 2)
+
+
+def test_cpu_dropout_keeps_the_right_share_scaled_and_reproducibly():
+    from dff_core.models.sasrec import Dropout, keep_mask
+
+    torch.manual_seed(0)
+    m = keep_mask((400, 1000), 0.2)
+    kept = (m > 0).double().mean().item()
+    assert kept == pytest.approx(0.8, abs=0.003)                          # 400,000 draws: ±0.0006 is one sigma
+    assert set(torch.unique(m).tolist()) == {0.0, 1.25}                   # scaled by 1 / (1 - p)
+    for rows in (m[:, :16], m[:, -16:]):                                  # every quarter of a 64-bit draw is fair
+        assert (rows > 0).double().mean().item() == pytest.approx(0.8, abs=0.01)
+    d = Dropout(0.2)
+    x = torch.randn(64, 5, 8, requires_grad=True)
+    torch.manual_seed(7)
+    y = d(x)
+    torch.manual_seed(7)
+    assert torch.equal(y, d(x))                                           # the global generator reproduces it
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float() * 1.25)                   # the gradient passes where kept, scaled
+    d.eval()
+    assert torch.equal(d(x), x)
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
+    assert torch.equal(Dropout(0.0)(x), x)

@@ -37,6 +37,30 @@ class SASRecConfig:
         return asdict(self)
 
 
+def keep_mask(shape: tuple[int, ...], p: float, device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Dropout's mask, scaled: ``1 / (1 - p)`` where a value is kept, 0 where it is dropped (``p`` in steps of
+    1/32,768). Why: torch's CPU dropout draws one Mersenne-Twister number per value (``bernoulli_``), ~2.5 ms for a
+    1,024-user batch, seven times a step; here one 64-bit draw gives four 15-bit draws (bit 63 of ``random_()`` is
+    always 0, so each 16-bit quarter is masked to 15 bits), 3x faster with its backward. Drawn from torch's
+    global generator, so a seed and a checkpoint's RNG state reproduce it."""
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_()
+    draws = words.view(torch.int16)[:n].view(shape).bitwise_and_(0x7FFF)
+    return draws.ge(round(p * 32768)).to(dtype).mul_(1.0 / (1.0 - p))
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with :func:`keep_mask` on a CPU (a GPU keeps torch's own)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        if self.p >= 1:
+            return torch.zeros_like(x)
+        return x * keep_mask(x.shape, self.p, x.device, x.dtype)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
@@ -46,7 +70,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
         self.out = nn.Linear(cfg.hidden, cfg.hidden)
-        self.out_drop = nn.Dropout(cfg.dropout)
+        self.out_drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """``allowed``: bool ``[B, 1, T, T]``, True where query ``t`` may attend to key ``s``."""
@@ -66,8 +90,8 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(cfg.hidden)
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.hidden)
-        self.ffn = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
-                                 nn.Linear(cfg.hidden, cfg.hidden), nn.Dropout(cfg.dropout))
+        self.ffn = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), Dropout(cfg.dropout),
+                                 nn.Linear(cfg.hidden, cfg.hidden), Dropout(cfg.dropout))
 
     def forward(self, x, allowed):
         x = x + self.attn(self.ln1(x), allowed)
@@ -82,7 +106,7 @@ class SASRec(nn.Module):
         self.cfg = cfg
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.blocks))
         self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
-        self.emb_drop = nn.Dropout(cfg.dropout)
+        self.emb_drop = Dropout(cfg.dropout)
         self.ln_f = nn.LayerNorm(cfg.hidden)
         self.apply(self._init_weights)  # before attaching the encoder: encoders initialise themselves
         self.item_encoder = item_encoder
