@@ -362,4 +362,4 @@ def test_train_page_defaults_to_early_stopping_and_warns_on_a_low_cap(filled, mo
 
     monkeypatch.setattr(defaults, "LARGE_DATASET_USERS", 40)
     at = open_app("train")
-    assert at.number_input(key="tr_batch_small").value == 1024 and at.number_input(key="tr_lr_small").value == 3e-3
+    assert at.number_input(key="tr_batch_small").value == 1024 and at.number_input(key="tr_lr_small").value == 6e-3
