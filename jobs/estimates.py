@@ -7,6 +7,9 @@ from storage.db import Database
 from storage import views
 
 
+RECENT_RUNS = 3  # seconds per epoch: the median of this many newest finished runs of a kind
+
+
 def training_cost(db: Database, dataset: str, strategies: list[str], settings: dict | None = None,
                   runs: list[dict] | None = None) -> dict:
     """``dff_core.estimates.training_estimate`` for ``strategies`` (one entry per run) on ``dataset``, with the
@@ -15,7 +18,8 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     ``runs`` (parallel to ``strategies``: ``{"features", "layers"}`` each, as a sweep or study plans them) prices
     each fusion run by its own feature shape, so a single-layer gate is not charged DFF's 31-layer mix.
 
-    Expected epochs: those of the dataset's early-stopped runs trained with the same batch size, learning rate
+    Seconds per epoch: the median of the :data:`RECENT_RUNS` newest finished runs of each kind (ID-only, fusion) with
+    the same amp, batch and loss. Expected epochs: those of the dataset's early-stopped runs trained with the same batch size, learning rate
     and loss (how fast a run converges depends on them, not on amp or threads), else of any of its early-stopped
     runs, else the cost model's default."""
     from dff_core.train.defaults import with_defaults
@@ -41,6 +45,9 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
             per_epoch["id" if r["strategy"] == "id" else "features"].append(r["seconds_per_epoch"])
             if r["strategy"] != "id":
                 measured_layers.append(len(r["layers"]) if r.get("layers") else None)   # None: all of its set
+    # the newest runs of each kind: a faster release or another machine makes older epochs stale (runs come by id)
+    per_epoch = {k: v[-RECENT_RUNS:] for k, v in per_epoch.items()}
+    measured_layers = measured_layers[-RECENT_RUNS:]
     counts, dim = _layer_counts(db, dataset, strategies, runs)
     measured_layers = [n if n else max(counts or [1]) for n in measured_layers]
     return training_estimate(strategies, users=users, items=int(stats.get("items", 0)),
