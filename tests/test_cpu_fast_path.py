@@ -101,10 +101,15 @@ def _reference_ranks(scores, targets, seen_lists):
     return rank_of_targets(scores, targets, seen_lists)
 
 
-def test_mask_free_ranks_equal_the_masked_ranks_with_ties_and_long_histories():
+@pytest.mark.parametrize("dtype,count", [(torch.float32, "float"), (torch.float64, "float"), (torch.float32, "int")])
+def test_mask_free_ranks_equal_the_masked_ranks_with_ties_and_long_histories(dtype, count, monkeypatch):
+    from dff_core.eval import metrics
+
+    if count == "int":                                                          # rows too long to count in floats
+        monkeypatch.setattr(metrics, "FLOAT_COUNT_LIMIT", 0)
     rng = np.random.default_rng(0)
     B, N = 300, 500
-    scores = torch.from_numpy(rng.integers(0, 6, size=(B, N)).astype(np.float32))  # many ties
+    scores = torch.from_numpy(rng.integers(0, 6, size=(B, N)).astype(np.float32)).to(dtype)  # many ties
     targets = rng.integers(0, N, size=B)
     seen = []
     for r in range(B):

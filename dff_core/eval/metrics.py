@@ -87,7 +87,12 @@ def check_finite(scores: torch.Tensor) -> None:
                          "the model is broken (e.g. a fully masked attention row)")
 
 
-COUNT_ROWS = 128  # rows per comparison block: 128 x 19,221 booleans stay in this CPU's L2 between compare and sum
+COUNT_ROWS = 128  # rows per comparison block
+# Counting ``score >= s_t`` per row: the comparison writes 1.0 / 0.0 in the scores' float dtype and one matrix-vector
+# product with ones sums each row. Why: a boolean comparison's sum is cast to integers element by element (ATen copies
+# the block), 5.2 ms for 256 x 19,221 scores on 2 cores against 1.7 ms for compare + product. Exact: every partial sum
+# is an integer below 2^24 (float32) while a row has fewer items than that; longer rows use the integer sum.
+FLOAT_COUNT_LIMIT = 1 << 24
 
 
 def rank_excluding(scores: torch.Tensor, targets: torch.Tensor, excl_items: torch.Tensor,
@@ -105,10 +110,14 @@ def rank_excluding(scores: torch.Tensor, targets: torch.Tensor, excl_items: torc
     B = scores.shape[0]
     t = scores[torch.arange(B, device=scores.device), targets].unsqueeze(1)  # [B, 1]
     at_least = torch.empty(B, dtype=torch.int64, device=scores.device)
-    block = torch.empty(min(COUNT_ROWS, B), scores.shape[1], dtype=torch.bool, device=scores.device)
-    for s in range(0, B, COUNT_ROWS):  # compare into one reused buffer; int32 sums are vectorised, int64 are not
+    as_float = scores.dtype in (torch.float32, torch.float64) and scores.shape[1] < FLOAT_COUNT_LIMIT
+    block = torch.empty(min(COUNT_ROWS, B), scores.shape[1], dtype=scores.dtype if as_float else torch.bool,
+                        device=scores.device)
+    ones = torch.ones(scores.shape[1], dtype=scores.dtype, device=scores.device) if as_float else None
+    for s in range(0, B, COUNT_ROWS):  # compare into one reused buffer (see FLOAT_COUNT_LIMIT)
         ge = torch.ge(scores[s:s + COUNT_ROWS], t[s:s + COUNT_ROWS], out=block[:min(COUNT_ROWS, B - s)])
-        at_least[s:s + COUNT_ROWS] = ge.sum(dim=1, dtype=torch.int32)
+        at_least[s:s + COUNT_ROWS] = ((ge @ ones).round_().long() if as_float
+                                      else ge.sum(dim=1, dtype=torch.int32))
     return (at_least - 1 - _excluded_at_least(lambda r, i: scores[r, i], t[:, 0], excl_items,
                                               excl_indptr)).cpu().numpy().astype(np.int64)
 
