@@ -42,7 +42,8 @@ def parse_config(text: str) -> dict:
     """``LOSS/BATCH/LR[/OPTION...]`` -> TrainConfig settings, e.g. ``gbce-256/1024/3e-3/length/bf16/t=0.75``.
 
     LOSS: ``full`` | ``sampled-uniform-N`` | ``sampled-in-batch-N`` | ``gbce-N`` | ``logq-N`` (N shared negatives). Options: ``length`` / ``random``
-    (batching, default random), ``bf16`` / ``fp32`` (amp, default fp32), ``t=X`` (gBCE calibration)."""
+    (batching, default random), ``bf16`` / ``fp32`` (amp, default fp32), ``t=X`` (gBCE calibration), ``decay=X``
+    (``lr_decay``: the learning rate's factor after each evaluation without improvement)."""
     loss, batch, lr, *options = text.strip().split("/")
     out = {"batch_size": int(batch), "lr": float(lr), "batching": "random", "amp": "none"}
     for opt in options:
@@ -52,8 +53,11 @@ def parse_config(text: str) -> dict:
             out["amp"] = "bf16" if opt == "bf16" else "none"
         elif opt.startswith("t="):
             out["gbce_t"] = float(opt[2:])
+        elif opt.startswith("decay="):
+            out["lr_decay"] = float(opt[len("decay="):])
         else:
-            raise SystemExit(f"unknown option {opt!r} in config {text!r}: length | random | bf16 | fp32 | t=X")
+            raise SystemExit(f"unknown option {opt!r} in config {text!r}: length | random | bf16 | fp32 | t=X | "
+                             "decay=X")
     if loss == "full":
         return {**out, "loss": "full"}
     if loss.startswith("gbce-"):

@@ -50,6 +50,8 @@ def _register(sub) -> None:
     p.add_argument("--negative-sampler", default=None, choices=SAMPLERS)
     p.add_argument("--gbce-t", type=float, default=None, help="gbce calibration t in [0, 1]")
     p.add_argument("--batching", default=None, choices=BATCHINGS, help="length (default) | random")
+    p.add_argument("--lr-decay", type=float, default=None,
+                   help="learning-rate factor after each evaluation without improvement (default: by dataset size)")
     p.add_argument("--name", default=None, help="study name (default study-<dataset>-<features>)")
     p.add_argument("--dry-run", action="store_true", help="print the runs it would queue and stop")
     p.add_argument("--wait", action="store_true",
@@ -110,7 +112,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                                                          ("device", args.device), ("amp", args.amp),
                                                          ("loss", args.loss), ("negatives", args.negatives),
                                                          ("negative_sampler", args.negative_sampler),
-                                                         ("gbce_t", args.gbce_t), ("batching", args.batching))
+                                                         ("gbce_t", args.gbce_t), ("batching", args.batching),
+                                                         ("lr_decay", args.lr_decay))
                                        if v is not None})
     if args.dry_run:
         from storage.features import get_feature_set

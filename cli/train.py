@@ -58,12 +58,15 @@ def add_fast_options(p: argparse.ArgumentParser) -> None:
                    help="uniform over the catalogue, or the batch's targets; the user's history is never a negative")
     p.add_argument("--batch-size", type=int, default=None, help=f"with --lr: {scale_defaults_text()}")
     p.add_argument("--lr", type=float, default=None, help="learning rate (see --batch-size for the default)")
+    p.add_argument("--lr-decay", type=float, default=None,
+                   help="multiply the learning rate by this after each evaluation without a better validation metric "
+                        "(1: constant; see --batch-size for the default)")
 
 
 def fast_settings(args: argparse.Namespace) -> dict:
     out = {"device": args.device, "amp": args.amp, "loss": args.loss, "negatives": args.negatives,
            "negative_sampler": args.negative_sampler, "batching": args.batching, "batch_size": args.batch_size,
-           "lr": args.lr}
+           "lr": args.lr, "lr_decay": getattr(args, "lr_decay", None)}
     if getattr(args, "gbce_t", None) is not None:
         out["gbce_t"] = args.gbce_t
     return out

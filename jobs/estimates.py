@@ -32,11 +32,12 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     users, interactions = int(stats.get("users", 0)), int(stats.get("interactions", 0))
     per_epoch: dict[str, list[float]] = {"id": [], "features": []}
     measured_layers: list[int] = []
-    alike: list[int] = []   # epochs of early-stopped runs that learned as these will: same batch, lr and loss
+    alike: list[int] = []   # epochs of early-stopped runs that learned as these will: same batch, lr, decay, loss
     finished = views.finished_run_epochs(db, ds.id)
     for r in finished:
         learns_alike = (r["config"].get("batch_size") == full.get("batch_size")
                         and r["config"].get("lr") == full.get("lr")
+                        and r["config"].get("lr_decay", 1.0) == full.get("lr_decay", 1.0)
                         and r["config"].get("loss", "full") == full.get("loss", "full"))
         if learns_alike and r["ending"] == "early_stopped":
             alike.append(r["epochs"])

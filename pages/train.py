@@ -131,11 +131,17 @@ with st.expander("Hyper-parameters", expanded=False):
         "DFF layer lr ×", 0.0, 1000.0, LAYER_LR_MULT, key="tr_layer_lr",
         help="dff only: the layer logits learn at learning rate × this (1 = the shared rate, which leaves the "
              "softmax near uniform)"))
-    settings["layer_init"] = st.columns(4)[0].selectbox(
+    h = st.columns(4)
+    settings["layer_init"] = h[0].selectbox(
         "DFF layer start", list(LAYER_INITS), key="tr_layer_init",
         help="dff only: uniform weights, or start from the layers' usefulness scores shown above")
+    settings["lr_decay"] = float(h[1].number_input(
+        "LR decay on a plateau", 0.05, 1.0, float(scaled.get("lr_decay", 1.0)), step=0.05,
+        key=f"tr_lrdecay_{dataset}", help="the learning rate is multiplied by this after each evaluation without a "
+                                          "better validation metric (1 = constant)"))
     settings.update(fast_path_settings("tr"))
-st.caption(f"{settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['lr']:g}, hidden "
+st.caption(f"{settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['lr']:g}"
+           + (f" (× {settings['lr_decay']:g} on a plateau)" if settings["lr_decay"] < 1 else "") + ", hidden "
            f"{settings['hidden']}, patience {settings['patience']}; "
            + ({"sampled": "sampled softmax", "gbce": "gBCE", "logq": "logQ-corrected sampled softmax"}.get(
                  settings["loss"], "full softmax")

@@ -358,8 +358,10 @@ def test_train_page_defaults_to_early_stopping_and_warns_on_a_low_cap(filled, mo
     assert any("An epoch cap of 10 is low" in w.value for w in at.warning)
     # batch size and learning rate start from the dataset's size (40 users: the small-data values)
     assert at.number_input(key="tr_batch_small").value == 256 and at.number_input(key="tr_lr_small").value == 1e-3
+    assert at.number_input(key="tr_lrdecay_small").value == 1.0
     from dff_core.train import defaults
 
     monkeypatch.setattr(defaults, "LARGE_DATASET_USERS", 40)
     at = open_app("train")
-    assert at.number_input(key="tr_batch_small").value == 1024 and at.number_input(key="tr_lr_small").value == 6e-3
+    assert at.number_input(key="tr_batch_small").value == 1024 and at.number_input(key="tr_lr_small").value == 1e-2
+    assert at.number_input(key="tr_lrdecay_small").value == 0.5                 # halved on each plateau there

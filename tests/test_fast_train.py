@@ -266,10 +266,11 @@ def test_batch_and_lr_defaults_follow_the_dataset_size(db, dataset, capsys, monk
     from dff_core.train import defaults
     from storage.runs import get_run
 
-    assert defaults.scale_defaults(None) == defaults.scale_defaults(9_999) == {"batch_size": 256, "lr": 1e-3}
-    assert defaults.scale_defaults(10_000) == {"batch_size": 1024, "lr": 6e-3}
+    assert defaults.scale_defaults(None) == defaults.scale_defaults(9_999) == {"batch_size": 256, "lr": 1e-3,
+                                                                             "lr_decay": 1.0}
+    assert defaults.scale_defaults(10_000) == {"batch_size": 1024, "lr": 1e-2, "lr_decay": 0.5}
     assert defaults.with_defaults({"batch_size": 64, "lr": None}, 50_000) | {"device": "x"} == {
-        **defaults.TRAIN_DEFAULTS, "batch_size": 64, "lr": 6e-3, "device": "x"}
+        **defaults.TRAIN_DEFAULTS, "batch_size": 64, "lr": 1e-2, "lr_decay": 0.5, "device": "x"}
 
     def trained_config() -> dict:
         assert main(["--db", str(db.path), "train", "--dataset", "d", "--strategy", "id", "--epochs", "1",
@@ -278,10 +279,16 @@ def test_batch_and_lr_defaults_follow_the_dataset_size(db, dataset, capsys, monk
         return get_run(db, run_id).config
 
     small = trained_config()  # 30 users
-    assert (small["batch_size"], small["lr"]) == (256, 1e-3)
+    assert (small["batch_size"], small["lr"], small["lr_decay"]) == (256, 1e-3, 1.0)
     monkeypatch.setattr(defaults, "LARGE_DATASET_USERS", 30)
     large = trained_config()
-    assert (large["batch_size"], large["lr"]) == (1024, 6e-3)
+    assert (large["batch_size"], large["lr"], large["lr_decay"]) == (1024, 1e-2, 0.5)
+    assert main(["--db", str(db.path), "train", "--dataset", "d", "--strategy", "id", "--epochs", "1", "--hidden",
+                 "16", "--device", "cpu", "--lr-decay", "0.8", "--json"]) == 0
+    assert get_run(db, json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"]).config["lr_decay"] == 0.8
+    assert main(["--db", str(db.path), "train", "--dataset", "d", "--strategy", "id", "--lr-decay", "0",
+                 "--device", "cpu"]) == 2                                       # refused in one line, nothing run
+    assert "lr_decay must be" in capsys.readouterr().err
 
 
 def test_a_resumed_run_keeps_its_batch_and_lr_when_the_defaults_change(db, dataset, monkeypatch):
@@ -299,7 +306,7 @@ def test_a_resumed_run_keeps_its_batch_and_lr_when_the_defaults_change(db, datas
     first = run_training(db, "d", "id", settings={"epochs": 3, "hidden": 16, "device": "cpu"}, seed=1,
                          should_stop=stop_after_a_while)
     assert first.status == "cancelled" and (first.config["batch_size"], first.config["lr"]) == (256, 1e-3)
-    monkeypatch.setattr(defaults, "LARGE_DATASET_USERS", 1)  # the defaults now say 1024 / 6e-3 for this dataset
+    monkeypatch.setattr(defaults, "LARGE_DATASET_USERS", 1)  # the defaults now say 1024 / 1e-2 for this dataset
     resumed = run_training(db, "d", "id", settings={"epochs": 3, "hidden": 16, "device": "cpu"}, seed=1,
                            run_id=first.id)
     assert resumed.status == "done" and (resumed.config["batch_size"], resumed.config["lr"]) == (256, 1e-3)

@@ -267,3 +267,28 @@ def test_evaluations_after_and_cap_warning():
     assert "median 33, up to 41" in endings.cap_warning(15, 5, [20, 33, 41])
     assert "low" in endings.cap_warning(10, 5, []) and endings.cap_warning(200, 5, []) is None
     assert "Early stopping is off" in endings.cap_warning(200, 0, [20])
+
+
+def test_lr_decays_after_each_evaluation_without_improvement_and_resumes_identically(small, tmp_path):
+    data, feats = small
+    cfg = dict(strategy="dff", epochs=8, lr=3e-2, lr_decay=0.5, patience=0)  # a high lr: plateaus come early
+    full = train(data, small_cfg(**cfg), feats, checkpoint_dir=tmp_path / "full")
+    vals = [h["val"]["NDCG@10"] for h in full.history]
+    misses = sum(v <= max(vals[:i], default=-1.0) for i, v in enumerate(vals))    # evaluations not beating the best
+    assert 0 < misses < len(vals)
+    groups = torch.load(tmp_path / "full" / CHECKPOINT_NAME, weights_only=True)["optimizer"]["param_groups"]
+    assert groups[0]["lr"] == pytest.approx(3e-2 * 0.5 ** misses)                  # the model's group ...
+    assert groups[1]["lr"] == pytest.approx(3e-2 * small_cfg().layer_lr_mult * 0.5 ** misses)  # ... and DFF's logits
+
+    def die_after_epoch_5(event):
+        if event["type"] == "epoch" and event["epoch"] == 5:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, small_cfg(**cfg), feats, checkpoint_dir=tmp_path / "run", callback=die_after_epoch_5)
+    resumed = train(data, small_cfg(**cfg), feats, checkpoint_dir=tmp_path / "run")
+    assert strip_times(resumed.history) == strip_times(full.history) and resumed.test == full.test
+    constant = train(data, small_cfg(**{**cfg, "lr_decay": 1.0}), feats)
+    assert strip_times(constant.history) != strip_times(full.history)               # the decay changed training
+    with pytest.raises(ValueError, match="lr_decay"):
+        small_cfg(lr_decay=0.0).validate()
