@@ -66,7 +66,7 @@ def add_fast_options(p: argparse.ArgumentParser) -> None:
 def fast_settings(args: argparse.Namespace) -> dict:
     out = {"device": args.device, "amp": args.amp, "loss": args.loss, "negatives": args.negatives,
            "negative_sampler": args.negative_sampler, "batching": args.batching, "batch_size": args.batch_size,
-           "lr": args.lr, "lr_decay": getattr(args, "lr_decay", None)}
+           "lr": args.lr, "lr_decay": args.lr_decay}
     if getattr(args, "gbce_t", None) is not None:
         out["gbce_t"] = args.gbce_t
     return out

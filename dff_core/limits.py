@@ -15,8 +15,8 @@ SEED_MAX = 2**31 - 1  # the database stores seeds as 32-bit integers; numpy refu
 
 # setting -> (lowest, highest, integer?); None values (num_threads unset) are not checked
 TRAIN_RANGES: dict[str, tuple[float, float, bool]] = {
-    "epochs": (1, 100_000, True), "batch_size": (1, 65_536, True), "lr": (0.0, 10.0, False), "lr_decay": (0.0, 1.0, False),
-    "weight_decay": (0.0, 10.0, False), "patience": (0, 100_000, True), "seed": (0, SEED_MAX, True),
+    "epochs": (1, 100_000, True), "batch_size": (1, 65_536, True), "lr": (0.0, 10.0, False),
+    "lr_decay": (0.0, 1.0, False), "weight_decay": (0.0, 10.0, False), "patience": (0, 100_000, True), "seed": (0, SEED_MAX, True),
     "eval_every": (1, 100_000, True), "max_len": (1, 4_096, True), "hidden": (1, 4_096, True),
     "blocks": (1, 64, True), "heads": (1, 64, True), "dropout": (0.0, 0.99, False),
     "cold_threshold": (0, 1_000_000, True), "eval_batch_size": (1, 65_536, True),

@@ -18,11 +18,12 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     ``runs`` (parallel to ``strategies``: ``{"features", "layers"}`` each, as a sweep or study plans them) prices
     each fusion run by its own feature shape, so a single-layer gate is not charged DFF's 31-layer mix.
 
-    Seconds per epoch: the median of the :data:`RECENT_RUNS` newest finished runs of each kind (ID-only, fusion) with
-    the same amp, batch and loss. Expected epochs: those of the dataset's early-stopped runs trained with the same batch size, learning rate
-    and loss (how fast a run converges depends on them, not on amp or threads), else of any of its early-stopped
-    runs, else the cost model's default."""
+    Seconds per epoch: the median of the :data:`RECENT_RUNS` newest finished runs of each kind (ID-only, fusion)
+    with the same amp, batch and loss. Expected epochs: those of the dataset's early-stopped runs trained with the
+    same batch size, learning rate, lr decay and loss (how fast a run converges depends on them, not on amp or
+    threads), else of any of its early-stopped runs, else the cost model's default."""
     from dff_core.train.defaults import with_defaults
+    from jobs.resume import BEFORE_IT_EXISTED
     from storage.datasets import get_dataset
 
     ds = get_dataset(db, dataset)
@@ -33,16 +34,15 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     per_epoch: dict[str, list[float]] = {"id": [], "features": []}
     measured_layers: list[int] = []
     alike: list[int] = []   # epochs of early-stopped runs that learned as these will: same batch, lr, decay, loss
-    finished = views.finished_run_epochs(db, ds.id)
-    for r in finished:
-        learns_alike = (r["config"].get("batch_size") == full.get("batch_size")
-                        and r["config"].get("lr") == full.get("lr")
-                        and r["config"].get("lr_decay", 1.0) == full.get("lr_decay", 1.0)
-                        and r["config"].get("loss", "full") == full.get("loss", "full"))
-        if learns_alike and r["ending"] == "early_stopped":
+
+    def same(config: dict, keys: tuple[str, ...]) -> bool:
+        """Whether a stored run's config (a setting it lacks: what runs trained with before it existed) matches."""
+        return all(config.get(k, BEFORE_IT_EXISTED.get(k)) == full.get(k) for k in keys)
+
+    for r in views.finished_run_epochs(db, ds.id):
+        if same(r["config"], ("batch_size", "lr", "lr_decay", "loss")) and r["ending"] == "early_stopped":
             alike.append(r["epochs"])
-        if (r["config"].get("amp", "none") == amp and r["config"].get("batch_size") == full.get("batch_size")
-                and r["config"].get("loss", "full") == full.get("loss", "full")):
+        if same(r["config"], ("batch_size", "loss")) and r["config"].get("amp", BEFORE_IT_EXISTED["amp"]) == amp:
             per_epoch["id" if r["strategy"] == "id" else "features"].append(r["seconds_per_epoch"])
             if r["strategy"] != "id":
                 measured_layers.append(len(r["layers"]) if r.get("layers") else None)   # None: all of its set

@@ -136,7 +136,7 @@ with st.expander("Hyper-parameters", expanded=False):
         "DFF layer start", list(LAYER_INITS), key="tr_layer_init",
         help="dff only: uniform weights, or start from the layers' usefulness scores shown above")
     settings["lr_decay"] = float(h[1].number_input(
-        "LR decay on a plateau", 0.05, 1.0, float(scaled.get("lr_decay", 1.0)), step=0.05,
+        "LR decay on a plateau", 0.05, 1.0, float(scaled["lr_decay"]), step=0.05,
         key=f"tr_lrdecay_{dataset}", help="the learning rate is multiplied by this after each evaluation without a "
                                           "better validation metric (1 = constant)"))
     settings.update(fast_path_settings("tr"))

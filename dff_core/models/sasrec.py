@@ -54,10 +54,8 @@ class Dropout(nn.Dropout):
     """``nn.Dropout`` with :func:`keep_mask` on a CPU (a GPU keeps torch's own)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu":
+        if not self.training or not 0 < self.p < 1 or x.device.type != "cpu":
             return super().forward(x)
-        if self.p >= 1:
-            return torch.zeros_like(x)
         return x * keep_mask(x.shape, self.p, x.device, x.dtype)
 
 

