@@ -21,7 +21,8 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     Seconds per epoch: the median of the :data:`RECENT_RUNS` newest finished runs of each kind (ID-only, fusion)
     with the same amp, batch and loss. Expected epochs: those of the dataset's early-stopped runs trained with the
     same batch size, learning rate, lr decay and loss (how fast a run converges depends on them, not on amp or
-    threads), else of any of its early-stopped runs, else the cost model's default."""
+    threads), of the run's own strategy where it has some, else of any strategy; else of any of its early-stopped
+    runs, else the cost model's default."""
     from dff_core.train.defaults import with_defaults
     from jobs.resume import BEFORE_IT_EXISTED
     from storage.datasets import get_dataset
@@ -34,6 +35,7 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     per_epoch: dict[str, list[float]] = {"id": [], "features": []}
     measured_layers: list[int] = []
     alike: list[int] = []   # epochs of early-stopped runs that learned as these will: same batch, lr, decay, loss
+    alike_by: dict[str, list[int]] = {}   # the same, per strategy
 
     def same(config: dict, keys: tuple[str, ...]) -> bool:
         """Whether a stored run's config (a setting it lacks: what runs trained with before it existed) matches."""
@@ -42,6 +44,7 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     for r in views.finished_run_epochs(db, ds.id):
         if same(r["config"], ("batch_size", "lr", "lr_decay", "loss")) and r["ending"] == "early_stopped":
             alike.append(r["epochs"])
+            alike_by.setdefault(r["strategy"], []).append(r["epochs"])
         if same(r["config"], ("batch_size", "loss")) and r["config"].get("amp", BEFORE_IT_EXISTED["amp"]) == amp:
             per_epoch["id" if r["strategy"] == "id" else "features"].append(r["seconds_per_epoch"])
             if r["strategy"] != "id":
@@ -56,7 +59,7 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
                              batch_size=int(full.get("batch_size") or 1024),
                              epochs_needed=alike or views.epochs_needed(db, dataset), epoch_seconds=per_epoch,
                              cap=full.get("epochs"), layer_counts=counts, dim=dim,
-                             measured_layers=measured_layers or None)
+                             measured_layers=measured_layers or None, epochs_by_strategy=alike_by)
 
 
 def _layer_counts(db: Database, dataset: str, strategies: list[str],

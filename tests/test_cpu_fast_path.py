@@ -101,10 +101,15 @@ def _reference_ranks(scores, targets, seen_lists):
     return rank_of_targets(scores, targets, seen_lists)
 
 
-@pytest.mark.parametrize("dtype,count", [(torch.float32, "float"), (torch.float64, "float"), (torch.float32, "int")])
+@pytest.mark.parametrize("dtype,count", [(torch.float32, "numba"), (torch.float32, "float"), (torch.float64, "float"),
+                                         (torch.float32, "int")])
 def test_mask_free_ranks_equal_the_masked_ranks_with_ties_and_long_histories(dtype, count, monkeypatch):
+    from dff_core import cpu_kernels
     from dff_core.eval import metrics
 
+    assert cpu_kernels.usable()                                                 # numba and its omp layer load here
+    if count != "numba":                                                        # torch's comparison passes
+        monkeypatch.setattr(cpu_kernels, "_loops", False)
     if count == "int":                                                          # rows too long to count in floats
         monkeypatch.setattr(metrics, "FLOAT_COUNT_LIMIT", 0)
     rng = np.random.default_rng(0)
@@ -128,7 +133,11 @@ def test_mask_free_ranks_equal_the_masked_ranks_with_ties_and_long_histories(dty
     assert fast.min() >= 0 and (fast > 0).mean() > 0.9                         # ties counted against the target
 
 
-def test_mask_free_ranks_refuse_non_finite_scores():
+@pytest.mark.parametrize("kernel", [True, False])
+def test_mask_free_ranks_refuse_non_finite_scores(kernel, monkeypatch):
+    from dff_core import cpu_kernels
+
+    monkeypatch.setattr(cpu_kernels, "_loops", cpu_kernels._loops if kernel and cpu_kernels.usable() else False)
     scores = torch.zeros(3, 10)
     scores[1, 4] = float("nan")
     with pytest.raises(ValueError, match="non-finite scores"):
@@ -136,6 +145,22 @@ def test_mask_free_ranks_refuse_non_finite_scores():
     big = torch.full((2, 10), 3e38)  # finite, but the row sums overflow: not an error
     assert rank_excluding(big, torch.tensor([0, 1]), torch.zeros(0, dtype=torch.long),
                           torch.zeros(3, dtype=torch.long)).tolist() == [9, 9]
+
+
+def test_final_validation_reuses_the_best_epochs_evaluation(small_data, monkeypatch):
+    """The best state's validation was computed when it was the best: the end of a run does not compute it again,
+    and what it reports is what evaluating the returned model gives."""
+    import dff_core.train.trainer as trainer
+
+    data, _ = small_data
+    calls = []
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    res = train(data, small_cfg(strategy="id", epochs=12, patience=2, lr=3e-2))
+    assert res.stopped_early and res.best_epoch < res.epochs_run
+    assert calls.count("val") == res.epochs_run and calls.count("test") == 1   # one validation an epoch, no more
+    best = next(r["val"] for r in res.history if r["epoch"] == res.best_epoch)
+    assert res.val == best == evaluate(res.model, data, "val").metrics
 
 
 def test_evaluate_equals_the_masked_protocol_on_a_trained_model(small_data):
@@ -428,6 +453,14 @@ def test_training_cost_expects_the_epochs_of_runs_that_learned_alike(db, tmp_pat
     assert est["epochs"] == 16                                               # median of 12 and 16 (upper)
     assert est["seconds"] == pytest.approx(2 * 16 * 2.0)                    # 2 s an epoch, measured
     assert training_cost(db, "d", ["id"], {**settings, "lr": 5e-3})["epochs"] == 40
+    # a strategy with early-stopped runs of its own is given their epochs; one without, the dataset's
+    run = create_run(db, ds.id, "dff", {"batch_size": 256, "lr": 1e-3, "loss": "full", "amp": "none"})
+    finish_run(db, run.id, "done", result={}, best_epoch=25, epochs_run=30, seconds=60.0, ending="early_stopped")
+    by = training_cost(db, "d", ["id", "dff", "gate"], settings)
+    per = by["seconds_per_epoch"]                                            # 2 s an epoch, both kinds
+    # id: its own 12 and 16 (upper median 16); dff: its own 30; gate: none, so all three's upper median, 16
+    assert by["seconds"] == pytest.approx(per["id"] * 16 + per["features"] * (30 + 16))
+    assert by["epochs"] == round((16 + 30 + 16) / 3) and per["id"] == pytest.approx(2.0)
     for _ in range(3):                                                       # a faster release: newer runs, 1 s
         run = create_run(db, ds.id, "id", {"batch_size": 256, "lr": 1e-3, "loss": "full", "amp": "none"})
         finish_run(db, run.id, "done", result={}, best_epoch=9, epochs_run=14, seconds=14.0, ending="early_stopped")

@@ -155,13 +155,14 @@ def evaluate(model, data: SplitData, split: str = "test", batch_size: int = 256,
     try:
         device = next(model.parameters()).device
         table = model.item_table()
+        items_t = table[1:].T.contiguous() if device.type == "cpu" else None   # SASRec.scores: faster products
         n = len(inputs.targets)
         sorted_ranks = np.empty(n, dtype=np.int64)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             width = max(int(inputs.lengths[start:stop].max()), 1)
             seqs = inputs.seqs[start:stop, -width:].to(device, non_blocking=True)
-            sorted_ranks[start:stop] = inputs.ranks(start, stop, model.predict(seqs, table))
+            sorted_ranks[start:stop] = inputs.ranks(start, stop, model.predict(seqs, table, items_t))
     finally:
         model.train(was_training)
     ranks = np.empty(n, dtype=np.int64)

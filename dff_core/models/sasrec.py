@@ -155,12 +155,16 @@ class SASRec(nn.Module):
         return (causal & (valid.unsqueeze(1) | eye)).unsqueeze(1)
 
     @staticmethod
-    def scores(h: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        """Scores over all real items (column ``i`` = dataset item ``i``)."""
-        return h @ table[1:].T
+    def scores(h: torch.Tensor, table: torch.Tensor, items_t: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores over all real items (column ``i`` = dataset item ``i``). ``items_t``: ``table[1:].T`` made
+        contiguous, for callers that score many batches against one table: on a CPU, oneDNN's product runs ~1.5x
+        faster from it than from the transposed view (same values)."""
+        return h @ (table[1:].T if items_t is None else items_t)
 
-    def predict(self, seqs: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """Next-item scores ``[B, num_items]`` from the last position of each sequence."""
+    def predict(self, seqs: torch.Tensor, table: torch.Tensor | None = None,
+                items_t: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-item scores ``[B, num_items]`` from the last position of each sequence (``items_t``: see
+        :meth:`scores`)."""
         if table is None:
             table = self.item_table()
-        return self.scores(self(seqs, table)[:, -1], table)
+        return self.scores(self(seqs, table)[:, -1], table, items_t)

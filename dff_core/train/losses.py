@@ -33,6 +33,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import cpu_kernels
+
 # rows of the logit block: 256 x 19,221 items x 4 bytes = 20 MB, inside this CPU's L3 and small next to any batch
 LSE_CHUNK = 256
 # the largest row sum of unshifted exponentials ChunkedLogSumExp keeps: 2^100, far inside float32's 3.4e38, so the
@@ -83,6 +85,7 @@ class ChunkedLogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h: torch.Tensor, w: torch.Tensor, matmul_dtype: torch.dtype, chunk: int) -> torch.Tensor:
         hm, wm = h.detach().to(matmul_dtype), w.detach().to(matmul_dtype)
+        wt = wm.T.contiguous()      # [d, N]: oneDNN's h @ W.T runs ~1.5x faster from a contiguous W.T than a view
         P, N = h.shape[0], w.shape[0]
         kept = WORKSPACE.take((P, N), matmul_dtype, h.device)
         total = torch.empty(P, dtype=torch.float32, device=h.device)     # sum(e) per row
@@ -100,20 +103,25 @@ class ChunkedLogSumExp(torch.autograd.Function):
 
         def logits(rows: slice) -> torch.Tensor:
             """The block's logits, in float32 (``z32``) when the products run in bfloat16."""
-            z = torch.mm(hm[rows], wm.T, out=kept[rows])
+            z = torch.mm(hm[rows], wt, out=kept[rows])
             return z if z32 is None else z32[:z.shape[0]].copy_(z)
 
+        fused = matmul_dtype == torch.bfloat16 and h.device.type == "cpu" and cpu_kernels.usable()
         for s in range(0, P, chunk):
             rows = slice(s, min(s + chunk, P))
-            z = logits(rows)
-            sums = z.exp_().sum(dim=1)
+            if fused:                                                  # one pass, in place (cpu_kernels)
+                z = None
+                sums = cpu_kernels.exp_rows_(torch.mm(hm[rows], wt, out=kept[rows]))
+            else:
+                z = logits(rows)
+                sums = z.exp_().sum(dim=1)
             if not in_range(sums):                                     # out of range: shift by the row maxima
                 z = logits(rows)
                 m = z.amax(dim=1, keepdim=True)
                 sums = z.sub_(m).exp_().sum(dim=1)
                 shift[rows] = m.squeeze(1)
             total[rows] = sums
-            if z32 is not None:
+            if z32 is not None and z is not None:
                 kept[rows] = z
         if z32 is not None:
             WORKSPACE.give(z32)
@@ -126,7 +134,7 @@ class ChunkedLogSumExp(torch.autograd.Function):
         hm, wm, kept, total = ctx.saved_tensors
         f = (grad.float() / total).unsqueeze(1)                          # [P, 1]
         grad_h = (kept @ wm).float().mul_(f)
-        grad_w = (kept.T @ (hm.float() * f).to(hm.dtype)).float()
+        grad_w = ((hm.float() * f).to(hm.dtype).T.contiguous() @ kept).T.float()   # (h f)^T e: ~1.7x kept.T @ (h f)
         WORKSPACE.give(kept)
         return grad_h.to(ctx.dtypes[0]), grad_w.to(ctx.dtypes[1]), None, None
 

@@ -432,6 +432,7 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
 
     model.train()
     cancelled = False
+    best_val: EvalResult | None = None          # this process's evaluation of st.best_state, if it made one
     while not st.done and st.epoch < cfg.epochs and steps:
         epoch = st.epoch + 1
         if st.perm is None:
@@ -482,10 +483,12 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
         train_seconds = st.epoch_seconds + time.perf_counter() - t_epoch
         val = None
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            val = evaluate_val().metrics
+            val_res = evaluate_val()
+            val = val_res.metrics
             if val[cfg.metric] > st.best_metric:
                 st.best_metric, st.best_epoch, st.best_state, st.bad_evals = (val[cfg.metric], epoch,
                                                                               _cpu_state(model), 0)
+                best_val = val_res              # the final validation of best_state: evaluation is deterministic
             else:
                 st.bad_evals += 1
                 for group in opt.param_groups:      # saved with the optimizer: a resumed run keeps its decayed lr
@@ -510,7 +513,7 @@ def _train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None, ckpt_
         st.done = True
     if st.best_state is not None:
         model.load_state_dict(st.best_state)
-    val_res = evaluate_val()
+    val_res = best_val if best_val is not None and st.best_state is not None else evaluate_val()
     test_res = evaluate(model, data, "test", cfg.eval_batch_size, cfg.cold_threshold)
     save_checkpoint()
     return _result(st, cfg, model, st.seconds_total + (time.perf_counter() - t_call), cancelled=False,
