@@ -42,19 +42,21 @@ def extraction_estimate(items: int, layers: int, dim: int, family: str, inputs: 
 # An epoch's training time: the softmax over all items (targets x items x this) plus a fixed cost per step (the
 # transformer, AdamW, Python: 0.15 s, from the 2,000-user demo, where the softmax is nothing).
 STEP_S = 0.15
-# bfloat16: 10.2 s, measured alone on the quiet machine (2026-12-06, third round: bench_time_to_quality --epoch-costs);
-# float32 as measured before the softmax lost its max pass (an upper bound now). Validation: 2.8 s inside training
-# (50,000 users; ~1.8 s on its own).
+# bfloat16: 8.3 s, measured on the quiet machine (2026-12-06, fourth round: bench_time_to_quality --epoch-costs);
+# float32 as measured before the softmax lost its max pass (an upper bound now). Validation: 1.9 s inside training
+# (50,000 users; ~1.4 s on its own).
 TRAIN_S_PER_TARGET_ITEM = {"none": (19.5 - 49 * STEP_S) / (208_562 * 19_220),
-                           "bf16": (10.2 - 49 * STEP_S) / (208_562 * 19_220)}
-EVAL_S_PER_USER_ITEM = 2.8 / (50_000 * 19_220)
-FEATURE_FACTOR = 1.45  # a fusion epoch against an ID-only one when the feature shape is not known: DFF over 31 layers
+                           "bf16": (8.3 - 49 * STEP_S) / (208_562 * 19_220)}
+EVAL_S_PER_USER_ITEM = 1.9 / (50_000 * 19_220)
+FEATURE_FACTOR = 1.55  # a fusion epoch against an ID-only one when the feature shape is not known: DFF over 31 layers
 # A fusion run's extra cost per step, from the feature shape (measured, 2026-12-06, bfloat16 buffer, 2 threads, the
 # 31 x 19,220 x 576 SmolLM2 set): the layer mix reads the buffer twice (95 ms a step for 31 layers: ~2 x 2 bytes a
-# value at ~14 GB/s; float32 buffers read twice the bytes), and projecting and gating every item costs ~38 ms a step.
+# value at ~14 GB/s; float32 buffers read twice the bytes), and projecting and gating every item costs ~22 ms a step
+# (fourth round: a single-layer gate's epoch measured 0.9-1.2 s over the ID one's; the third round counted 38 ms).
 MIX_S_PER_VALUE = {"bf16": 0.095 / (31 * 19_220 * 576), "none": 2 * 0.095 / (31 * 19_220 * 576)}
-PROJECT_S_PER_VALUE = 0.038 / (19_220 * 576)
-DEFAULT_EPOCHS_TO_STOP = 23  # early-stopped MicroLens-50k ID runs at the defaults (1e-2 halved on each plateau): 23, 23
+PROJECT_S_PER_VALUE = 0.022 / (19_220 * 576)
+DEFAULT_EPOCHS_TO_STOP = 23  # early-stopped MicroLens-50k runs at the defaults (1e-2 halved on each plateau): ID 20-23,
+# DFF over 31 layers 26-28, a gate on the last layer 31 (one seed each where not a range)
 
 
 def fusion_extra_per_epoch(layers: int, dim: int, items: int, steps: int, amp: str = "none") -> float:
