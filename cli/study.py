@@ -52,6 +52,8 @@ def _register(sub) -> None:
     p.add_argument("--batching", default=None, choices=BATCHINGS, help="length (default) | random")
     p.add_argument("--lr-decay", type=float, default=None,
                    help="learning-rate factor after each evaluation without improvement (default: by dataset size)")
+    p.add_argument("--feature-lr-mult", type=float, default=None,
+                   help="fusion runs' content-side learning rate = lr x this (default: by dataset size)")
     p.add_argument("--name", default=None, help="study name (default study-<dataset>-<features>)")
     p.add_argument("--dry-run", action="store_true", help="print the runs it would queue and stop")
     p.add_argument("--wait", action="store_true",
@@ -113,7 +115,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                                                          ("loss", args.loss), ("negatives", args.negatives),
                                                          ("negative_sampler", args.negative_sampler),
                                                          ("gbce_t", args.gbce_t), ("batching", args.batching),
-                                                         ("lr_decay", args.lr_decay))
+                                                         ("lr_decay", args.lr_decay),
+                                                         ("feature_lr_mult", args.feature_lr_mult))
                                        if v is not None})
     if args.dry_run:
         from storage.features import get_feature_set

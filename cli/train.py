@@ -61,12 +61,15 @@ def add_fast_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-decay", type=float, default=None,
                    help="multiply the learning rate by this after each evaluation without a better validation metric "
                         "(1: constant; see --batch-size for the default)")
+    p.add_argument("--feature-lr-mult", type=float, default=None,
+                   help="fusion strategies: learning rate of the content side (projection, gate, adapter) = lr x this "
+                        "(see --batch-size for the default)")
 
 
 def fast_settings(args: argparse.Namespace) -> dict:
     out = {"device": args.device, "amp": args.amp, "loss": args.loss, "negatives": args.negatives,
            "negative_sampler": args.negative_sampler, "batching": args.batching, "batch_size": args.batch_size,
-           "lr": args.lr, "lr_decay": args.lr_decay}
+           "lr": args.lr, "lr_decay": args.lr_decay, "feature_lr_mult": args.feature_lr_mult}
     if getattr(args, "gbce_t", None) is not None:
         out["gbce_t"] = args.gbce_t
     return out

@@ -37,6 +37,7 @@ def usable() -> bool:
     global _loops
     if _loops is None:
         _loops = False
+        threads = torch.get_num_threads()
         try:
             from . import cpu_loops
             _loops = cpu_loops
@@ -44,6 +45,10 @@ def usable() -> bool:
             count_at_least(torch.zeros(2, 4), torch.zeros(2))
         except Exception:  # noqa: BLE001 - no numba, or no omp layer: torch's ops stay
             _loops = False
+        finally:
+            # starting the omp layer resets torch's OpenMP thread count to the machine's (a run set to 1 thread
+            # ran on 2 from its first validation on, and two identical runs then differed): put it back
+            torch.set_num_threads(threads)
     return bool(_loops)
 
 

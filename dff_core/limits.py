@@ -21,6 +21,7 @@ TRAIN_RANGES: dict[str, tuple[float, float, bool]] = {
     "blocks": (1, 64, True), "heads": (1, 64, True), "dropout": (0.0, 0.99, False),
     "cold_threshold": (0, 1_000_000, True), "eval_batch_size": (1, 65_536, True),
     "log_every": (1, 1_000_000_000, True), "num_threads": (1, 1_024, True), "layer_lr_mult": (0.0, 1_000.0, False),
+    "feature_lr_mult": (0.0, 1_000.0, False),
     "negatives": (1, 100_000, True), "gbce_t": (0.0, 1.0, False),
 }
 EXTRACT_RANGES: dict[str, tuple[float, float, bool]] = {

@@ -20,8 +20,8 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
 
     Seconds per epoch: the median of the :data:`RECENT_RUNS` newest finished runs of each kind (ID-only, fusion)
     with the same amp, batch and loss. Expected epochs: those of the dataset's early-stopped runs trained with the
-    same batch size, learning rate, lr decay and loss (how fast a run converges depends on them, not on amp or
-    threads), of the run's own strategy where it has some, else of any strategy; else of any of its early-stopped
+    same batch size, learning rate, lr decay and loss, and for fusion runs the same content-side rate (how fast a
+    run converges depends on them, not on amp or threads), of the run's own strategy where it has some, else of any strategy; else of any of its early-stopped
     runs, else the cost model's default."""
     from dff_core.train.defaults import with_defaults
     from jobs.resume import BEFORE_IT_EXISTED
@@ -42,7 +42,9 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
         return all(config.get(k, BEFORE_IT_EXISTED.get(k)) == full.get(k) for k in keys)
 
     for r in views.finished_run_epochs(db, ds.id):
-        if same(r["config"], ("batch_size", "lr", "lr_decay", "loss")) and r["ending"] == "early_stopped":
+        if (same(r["config"], ("batch_size", "lr", "lr_decay", "loss"))
+                and (r["strategy"] in ("id", "init") or same(r["config"], ("feature_lr_mult",)))
+                and r["ending"] == "early_stopped"):
             alike.append(r["epochs"])
             alike_by.setdefault(r["strategy"], []).append(r["epochs"])
         if same(r["config"], ("batch_size", "loss")) and r["config"].get("amp", BEFORE_IT_EXISTED["amp"]) == amp:

@@ -16,7 +16,7 @@ DEVICE_LIKE = ("device", "num_threads", "amp", "eval_batch_size", "log_every")
 # shared learning rate, batches of random users); the trainer gets them too (``train(before_it_existed=...)``)
 BEFORE_IT_EXISTED: dict = {"loss": "full", "negatives": 256, "negative_sampler": "uniform", "amp": "none",
                            "layer_init": "uniform", "layer_lr_mult": 1.0, "batching": "random",
-                           "lr_decay": 1.0}
+                           "lr_decay": 1.0, "feature_lr_mult": 1.0}
 # passed to TrainConfig separately by the caller, or describe the run rather than configure it
 NOT_SETTINGS = ("strategy", "layers", "seed")
 

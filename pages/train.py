@@ -139,6 +139,10 @@ with st.expander("Hyper-parameters", expanded=False):
         "LR decay on a plateau", 0.05, 1.0, float(scaled["lr_decay"]), step=0.05,
         key=f"tr_lrdecay_{dataset}", help="the learning rate is multiplied by this after each evaluation without a "
                                           "better validation metric (1 = constant)"))
+    settings["feature_lr_mult"] = float(h[2].number_input(
+        "Content-side lr ×", 0.0, 1000.0, float(scaled["feature_lr_mult"]), step=0.1, key=f"tr_featlr_{dataset}",
+        help="fusion strategies only: the projection, gate and adapter learn at learning rate × this (they move "
+             "every item at once)"))
     settings.update(fast_path_settings("tr"))
 st.caption(f"{settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['lr']:g}"
            + (f" (× {settings['lr_decay']:g} on a plateau)" if settings["lr_decay"] < 1 else "") + ", hidden "

@@ -82,3 +82,16 @@ def test_full_softmax_with_the_kernel_equals_torch_ops_in_value_and_gradients(th
         assert float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
     ref = F.cross_entropy(h0 @ t0[1:].T, tg - 1)
     assert out[True][0] == pytest.approx(float(ref), rel=2e-2)
+
+
+def test_loading_the_loops_leaves_torchs_thread_count_alone():
+    # numba's omp layer starting up reset torch's OpenMP threads to the machine's: a 1-thread run then ran on all
+    # cores from its first validation on, and two identical runs differed in the last bits
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(1); from dff_core import cpu_kernels; "
+            "ok = cpu_kernels.usable(); cpu_kernels.exp_rows_(torch.zeros(8, 64, dtype=torch.bfloat16)); "
+            "print(ok, torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "1"]

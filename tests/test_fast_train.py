@@ -267,10 +267,10 @@ def test_batch_and_lr_defaults_follow_the_dataset_size(db, dataset, capsys, monk
     from storage.runs import get_run
 
     assert defaults.scale_defaults(None) == defaults.scale_defaults(9_999) == {"batch_size": 256, "lr": 1e-3,
-                                                                             "lr_decay": 1.0}
-    assert defaults.scale_defaults(10_000) == {"batch_size": 1024, "lr": 1e-2, "lr_decay": 0.5}
+                                                                             "lr_decay": 1.0, "feature_lr_mult": 1.0}
+    assert defaults.scale_defaults(10_000) == {"batch_size": 1024, "lr": 1e-2, "lr_decay": 0.5, "feature_lr_mult": 0.3}
     assert defaults.with_defaults({"batch_size": 64, "lr": None}, 50_000) | {"device": "x"} == {
-        **defaults.TRAIN_DEFAULTS, "batch_size": 64, "lr": 1e-2, "lr_decay": 0.5, "device": "x"}
+        **defaults.TRAIN_DEFAULTS, "batch_size": 64, "lr": 1e-2, "lr_decay": 0.5, "feature_lr_mult": 0.3, "device": "x"}
 
     def trained_config() -> dict:
         assert main(["--db", str(db.path), "train", "--dataset", "d", "--strategy", "id", "--epochs", "1",

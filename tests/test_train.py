@@ -292,3 +292,40 @@ def test_lr_decays_after_each_evaluation_without_improvement_and_resumes_identic
     assert strip_times(constant.history) != strip_times(full.history)               # the decay changed training
     with pytest.raises(ValueError, match="lr_decay"):
         small_cfg(lr_decay=0.0).validate()
+
+
+def test_feature_lr_mult_gives_the_content_side_its_own_rate_and_resumes_identically(small, tmp_path):
+    """The item encoder's shared content parameters (projection, gate) learn at lr x feature_lr_mult; the ID table,
+    the transformer and DFF's logits keep theirs; at 1 there is no extra group (older checkpoints resume)."""
+    from dff_core.train.trainer import build_model, param_groups
+
+    data, feats = small
+    cfg = small_cfg(strategy="dff", lr=1e-2, feature_lr_mult=0.3)
+    model = build_model(data.num_items, cfg, feats)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = param_groups(model, cfg)
+    assert [g.get("lr") for g in groups] == [None, pytest.approx(1e-2 * cfg.layer_lr_mult), pytest.approx(3e-3)]
+    content = sorted(names[id(p)] for p in groups[2]["params"])
+    assert content and all(n.startswith(("item_encoder.proj.", "item_encoder.gate.")) for n in content)
+    assert {"item_encoder.emb", "item_encoder.layer_logits"}.isdisjoint(content)
+    assert len(param_groups(model, small_cfg(strategy="dff", feature_lr_mult=1.0))) == 2
+    id_model = build_model(data.num_items, small_cfg(strategy="id"), None)
+    assert len(param_groups(id_model, small_cfg(strategy="id", feature_lr_mult=0.3))) == 1   # nothing to slow down
+
+    run = dict(strategy="gate", epochs=4, lr=1e-2, feature_lr_mult=0.3, patience=0)
+    full = train(data, small_cfg(**run), feats, checkpoint_dir=tmp_path / "full")
+    saved = torch.load(tmp_path / "full" / CHECKPOINT_NAME, weights_only=True)["optimizer"]["param_groups"]
+    assert [g["lr"] for g in saved] == [pytest.approx(1e-2), pytest.approx(3e-3)]
+
+    def die_after_epoch_2(event):
+        if event["type"] == "epoch" and event["epoch"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, small_cfg(**run), feats, checkpoint_dir=tmp_path / "run", callback=die_after_epoch_2)
+    resumed = train(data, small_cfg(**run), feats, checkpoint_dir=tmp_path / "run")
+    assert strip_times(resumed.history) == strip_times(full.history) and resumed.test == full.test
+    assert strip_times(train(data, small_cfg(**{**run, "feature_lr_mult": 1.0}), feats).history) != \
+        strip_times(full.history)
+    with pytest.raises(ValueError, match="feature_lr_mult"):
+        small_cfg(feature_lr_mult=-1.0).validate()

@@ -98,6 +98,11 @@ class TrainConfig:
     # DFF layer logits w (a = softmax(w)): their own AdamW group at lr * layer_lr_mult, no weight decay. Adam moves
     # each parameter by about one learning rate per step, so at the shared lr the softmax barely leaves uniform.
     layer_lr_mult: float = LAYER_LR_MULT
+    # the fusion strategies' content parameters (the item encoder's all but the ID table and DFF's layer logits: the
+    # projection W, the gate, concat's mix, replace's adapter) in their own group at lr * feature_lr_mult (1: no
+    # group of their own). Why: they move every item's vector at once, so a rate that suits the per-item ID rows
+    # jerks the whole item table: at lr 1e-2 single-layer gates sat near popularity for ~5 epochs (README).
+    feature_lr_mult: float = 1.0
     layer_init: str = "uniform"          # "uniform" (w = 0) or "probe" (w = z-scores of layer_scores)
     layer_scores: list[float] | None = None  # per chosen layer, higher = more useful (filled in for "probe")
     loss: str = "full"                   # full | sampled | gbce (see module docstring)
@@ -137,6 +142,8 @@ class TrainConfig:
             raise ValueError("lr_decay must be a number above 0 and at most 1, got 0")
         if not (math.isfinite(self.layer_lr_mult) and self.layer_lr_mult >= 0):
             raise ValueError(f"layer_lr_mult must be a number >= 0, got {self.layer_lr_mult}")
+        if not (math.isfinite(self.feature_lr_mult) and self.feature_lr_mult >= 0):
+            raise ValueError(f"feature_lr_mult must be a number >= 0, got {self.feature_lr_mult}")
         if self.layer_init not in LAYER_INITS:
             raise ValueError(f"unknown layer_init {self.layer_init!r}; choose from {', '.join(LAYER_INITS)}")
         if self.loss not in LOSSES:
@@ -195,12 +202,22 @@ def build_model(num_items: int, cfg: TrainConfig, features=None, device: torch.d
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     """AdamW groups: every parameter at ``cfg.lr``, except DFF's layer logits at ``lr * layer_lr_mult``
-    without weight decay (decay would pull the softmax back to uniform)."""
-    layer = [p for n, p in model.named_parameters() if n.endswith("layer_logits")]
-    rest = [p for n, p in model.named_parameters() if not n.endswith("layer_logits")]
+    without weight decay (decay would pull the softmax back to uniform), and, when ``feature_lr_mult`` is not 1,
+    the item encoder's content parameters at ``lr * feature_lr_mult`` (last, so that a run from before the setting,
+    which trained with 1, resumes into the groups its checkpoint holds)."""
+    def content(name: str) -> bool:
+        return (cfg.feature_lr_mult != 1 and name.startswith("item_encoder.")
+                and not name.endswith(("layer_logits", "item_encoder.emb")))
+
+    named = list(model.named_parameters())
+    layer = [p for n, p in named if n.endswith("layer_logits")]
+    feature = [p for n, p in named if content(n)]
+    rest = [p for n, p in named if not n.endswith("layer_logits") and not content(n)]
     groups = [{"params": rest}]
     if layer:
         groups.append({"params": layer, "lr": cfg.lr * cfg.layer_lr_mult, "weight_decay": 0.0})
+    if feature:
+        groups.append({"params": feature, "lr": cfg.lr * cfg.feature_lr_mult})
     return groups
 
 
