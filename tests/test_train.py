@@ -269,6 +269,18 @@ def test_evaluations_after_and_cap_warning():
     assert "Early stopping is off" in endings.cap_warning(200, 0, [20])
 
 
+def _assert_resumes_identically(data, feats, cfg, ckpt_dir, full, kill_after: int) -> None:
+    """A run of ``cfg`` killed after epoch ``kill_after`` and resumed from ``ckpt_dir`` ends as ``full`` did."""
+    def die(event):
+        if event["type"] == "epoch" and event["epoch"] == kill_after:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, cfg, feats, checkpoint_dir=ckpt_dir, callback=die)
+    resumed = train(data, cfg, feats, checkpoint_dir=ckpt_dir)
+    assert strip_times(resumed.history) == strip_times(full.history) and resumed.test == full.test
+
+
 def test_lr_decays_after_each_evaluation_without_improvement_and_resumes_identically(small, tmp_path):
     data, feats = small
     cfg = dict(strategy="dff", epochs=8, lr=3e-2, lr_decay=0.5, patience=0)  # a high lr: plateaus come early
@@ -280,14 +292,7 @@ def test_lr_decays_after_each_evaluation_without_improvement_and_resumes_identic
     assert groups[0]["lr"] == pytest.approx(3e-2 * 0.5 ** misses)                  # the model's group ...
     assert groups[1]["lr"] == pytest.approx(3e-2 * small_cfg().layer_lr_mult * 0.5 ** misses)  # ... and DFF's logits
 
-    def die_after_epoch_5(event):
-        if event["type"] == "epoch" and event["epoch"] == 5:
-            raise KeyboardInterrupt("simulated kill")
-
-    with pytest.raises(KeyboardInterrupt):
-        train(data, small_cfg(**cfg), feats, checkpoint_dir=tmp_path / "run", callback=die_after_epoch_5)
-    resumed = train(data, small_cfg(**cfg), feats, checkpoint_dir=tmp_path / "run")
-    assert strip_times(resumed.history) == strip_times(full.history) and resumed.test == full.test
+    _assert_resumes_identically(data, feats, small_cfg(**cfg), tmp_path / "run", full, kill_after=5)
     constant = train(data, small_cfg(**{**cfg, "lr_decay": 1.0}), feats)
     assert strip_times(constant.history) != strip_times(full.history)               # the decay changed training
     with pytest.raises(ValueError, match="lr_decay"):
@@ -317,14 +322,7 @@ def test_feature_lr_mult_gives_the_content_side_its_own_rate_and_resumes_identic
     saved = torch.load(tmp_path / "full" / CHECKPOINT_NAME, weights_only=True)["optimizer"]["param_groups"]
     assert [g["lr"] for g in saved] == [pytest.approx(1e-2), pytest.approx(3e-3)]
 
-    def die_after_epoch_2(event):
-        if event["type"] == "epoch" and event["epoch"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-
-    with pytest.raises(KeyboardInterrupt):
-        train(data, small_cfg(**run), feats, checkpoint_dir=tmp_path / "run", callback=die_after_epoch_2)
-    resumed = train(data, small_cfg(**run), feats, checkpoint_dir=tmp_path / "run")
-    assert strip_times(resumed.history) == strip_times(full.history) and resumed.test == full.test
+    _assert_resumes_identically(data, feats, small_cfg(**run), tmp_path / "run", full, kill_after=2)
     assert strip_times(train(data, small_cfg(**{**run, "feature_lr_mult": 1.0}), feats).history) != \
         strip_times(full.history)
     with pytest.raises(ValueError, match="feature_lr_mult"):
