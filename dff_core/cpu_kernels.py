@@ -79,4 +79,3 @@ def count_at_least(scores: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor,
     sums = torch.empty(scores.shape[0], dtype=torch.float32)
     _loops.count_rows(scores.numpy(), t.numpy(), counts.numpy(), sums.numpy(), _threads(scores.shape[0]))
     return counts, sums
-

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-numba.config.THREADING_LAYER = "omp"      # torch's libgomp: see dff_core.cpu_kernels, "Threads"
+numba.config.THREADING_LAYER = "omp"      # GNU OpenMP: see dff_core.cpu_kernels, "Threads"
 
 # Cephes expf: exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 with ln 2 split in two for exactness
 _LOG2E = np.float32(1.44269504088896341)
@@ -48,11 +48,13 @@ def _exp_block(z: np.ndarray, sums: np.ndarray, lo: int, hi: int) -> None:
             u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
             row[j] = np.int16(np.uint16(u >> np.uint32(16)))
 
+
 @njit(parallel=True, cache=True)
 def exp_rows(z: np.ndarray, sums: np.ndarray, parts: int) -> None:
     """All rows, in ``parts`` contiguous ranges, one per thread."""
     for k in prange(parts):
         _exp_block(z, sums, k * z.shape[0] // parts, (k + 1) * z.shape[0] // parts)
+
 
 @njit(cache=True, fastmath={"reassoc"})              # the sum only; the comparisons are exact
 def _count_block(scores: np.ndarray, t: np.ndarray, counts: np.ndarray, sums: np.ndarray, lo: int, hi: int):
@@ -65,6 +67,7 @@ def _count_block(scores: np.ndarray, t: np.ndarray, counts: np.ndarray, sums: np
             s += row[j]
         counts[i] = c
         sums[i] = s
+
 
 @njit(parallel=True, cache=True)
 def count_rows(scores: np.ndarray, t: np.ndarray, counts: np.ndarray, sums: np.ndarray, parts: int) -> None:

@@ -99,8 +99,7 @@ def training_estimate(strategies: list[str], *, users: int, items: int, targets:
         return min(epochs, int(cap)) if cap else epochs
 
     epochs = expected(epochs_needed)
-    run_epochs = [expected((epochs_by_strategy or {}).get(s)) if (epochs_by_strategy or {}).get(s) else epochs
-                  for s in strategies]
+    run_epochs = [expected((epochs_by_strategy or {}).get(s) or epochs_needed) for s in strategies]
     steps = -(-users // max(1, batch_size))
     model_id = (targets * items * TRAIN_S_PER_TARGET_ITEM.get(amp, TRAIN_S_PER_TARGET_ITEM["none"])
                 + steps * STEP_S + users * items * EVAL_S_PER_USER_ITEM)

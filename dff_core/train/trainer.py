@@ -140,10 +140,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.lr_decay == 0:  # its range (above) admits 0, which would stop training without saying so
             raise ValueError("lr_decay must be a number above 0 and at most 1, got 0")
-        if not (math.isfinite(self.layer_lr_mult) and self.layer_lr_mult >= 0):
-            raise ValueError(f"layer_lr_mult must be a number >= 0, got {self.layer_lr_mult}")
-        if not (math.isfinite(self.feature_lr_mult) and self.feature_lr_mult >= 0):
-            raise ValueError(f"feature_lr_mult must be a number >= 0, got {self.feature_lr_mult}")
         if self.layer_init not in LAYER_INITS:
             raise ValueError(f"unknown layer_init {self.layer_init!r}; choose from {', '.join(LAYER_INITS)}")
         if self.loss not in LOSSES:
@@ -205,14 +201,14 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     without weight decay (decay would pull the softmax back to uniform), and, when ``feature_lr_mult`` is not 1,
     the item encoder's content parameters at ``lr * feature_lr_mult`` (last, so that a run from before the setting,
     which trained with 1, resumes into the groups its checkpoint holds)."""
-    def content(name: str) -> bool:
-        return (cfg.feature_lr_mult != 1 and name.startswith("item_encoder.")
-                and not name.endswith(("layer_logits", "item_encoder.emb")))
-
-    named = list(model.named_parameters())
-    layer = [p for n, p in named if n.endswith("layer_logits")]
-    feature = [p for n, p in named if content(n)]
-    rest = [p for n, p in named if not n.endswith("layer_logits") and not content(n)]
+    rest, layer, feature = [], [], []
+    for name, p in model.named_parameters():
+        if name.endswith("layer_logits"):
+            layer.append(p)
+        elif cfg.feature_lr_mult != 1 and name.startswith("item_encoder.") and name != "item_encoder.emb":
+            feature.append(p)
+        else:
+            rest.append(p)
     groups = [{"params": rest}]
     if layer:
         groups.append({"params": layer, "lr": cfg.lr * cfg.layer_lr_mult, "weight_decay": 0.0})
