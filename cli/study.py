@@ -64,8 +64,9 @@ def _register(sub) -> None:
     p.add_argument("--runs-csv", metavar="FILE", default=None, help="with --report: write the per-run CSV here")
     p.add_argument("--metric", default="NDCG@10", choices=list(METRICS))
     p.add_argument("--note", default=None, help="with --report: a line on the compute, shown in the report")
-    from cli.jobs import add_engine_options
+    from cli.jobs import add_engine_options, add_side_by_side_option
     add_engine_options(p)
+    add_side_by_side_option(p)
     p.add_argument("--from-runs-csv", metavar="FILE", default=None,
                    help="with --report NAME: re-judge a study from its exported runs CSV instead of the database")
     p.add_argument("--num-layers", type=int, default=None, help="with --from-runs-csv: stored layers of the features")
@@ -124,7 +125,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         for r in runs:
             print(f"{r['role']:12} {r['strategy']:8} {r['features'] or '—':24} layers {r['layers'] or '—'}")
         print(f"{len(runs)} runs x {len(req.seeds)} seeds = {len(runs) * len(req.seeds)} training runs")
-        print(study_cost_line(db, req, runs))
+        print(study_cost_line(db, req, runs, side_by_side=args.side_by_side))
         return 0
     from dff_core.endings import cap_warning
     from storage.views import epochs_needed
@@ -138,21 +139,21 @@ def cmd_study(args: argparse.Namespace) -> int:
         from jobs.worker import run_worker
 
         start = time.perf_counter()
-        run_worker(db, once=True)
+        run_worker(db, once=True, train_slots_n=args.side_by_side)
         print(f"study {req.study!r}: queue empty after {(time.perf_counter() - start) / 60:.1f} min", file=sys.stderr)
         return _report(db, req.study, args)
     print(job_id)
     return 0
 
 
-def study_cost_line(db, req, runs: list[dict]) -> str:
+def study_cost_line(db, req, runs: list[dict], side_by_side: int | None = None) -> str:
     """The study's estimated compute (``jobs.estimates``), as the Study page shows it."""
     from dff_core.estimates import estimate_text
     from jobs.estimates import training_cost
 
     strategies = [r["strategy"] for r in runs for _ in req.seeds]
     return estimate_text(training_cost(db, req.dataset, strategies, {"epochs": req.epochs, **req.extra_settings},
-                                       runs=[r for r in runs for _ in req.seeds]))
+                                       runs=[r for r in runs for _ in req.seeds], side_by_side=side_by_side))
 
 
 def _report(db, study: str, args: argparse.Namespace) -> int:

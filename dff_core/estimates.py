@@ -55,6 +55,10 @@ FEATURE_FACTOR = 1.55  # a fusion epoch against an ID-only one when the feature 
 # (fourth round: a single-layer gate's epoch measured 0.9-1.2 s over the ID one's; the third round counted 38 ms).
 MIX_S_PER_VALUE = {"bf16": 0.095 / (31 * 19_220 * 576), "none": 2 * 0.095 / (31 * 19_220 * 576)}
 PROJECT_S_PER_VALUE = 0.022 / (19_220 * 576)
+# Training runs side by side (jobs.worker): on the 2 cores, two single-thread runs at once trained 1.40-1.46x as many
+# epochs an hour as one two-thread run at a time (2026-12-06, whole MicroLens-50k, ID / gate on layer 30 / DFF over
+# 31 layers: bench_time_to_quality --parallel 2). More than two at once, or on a GPU: not measured, priced as two / one.
+SIDE_BY_SIDE_SPEEDUP = 1.4
 DEFAULT_EPOCHS_TO_STOP = 23  # early-stopped MicroLens-50k runs at the defaults (1e-2 halved on each plateau): ID 20-23,
 # DFF over 31 layers 26-28, a gate on the last layer 31 (one seed each where not a range)
 
@@ -67,12 +71,26 @@ def fusion_extra_per_epoch(layers: int, dim: int, items: int, steps: int, amp: s
     return int(steps) * (mix + PROJECT_S_PER_VALUE * values)
 
 
+def side_by_side_speedup(runs_at_once: int, on_cpu: bool = True) -> float:
+    """How much sooner a batch ends with ``runs_at_once`` training runs side by side than one at a time
+    (:data:`SIDE_BY_SIDE_SPEEDUP` on a CPU from two at once; 1 otherwise)."""
+    return SIDE_BY_SIDE_SPEEDUP if on_cpu and runs_at_once >= 2 else 1.0
+
+
+def alone_epoch_seconds(seconds_per_epoch: float, side_by_side: int, on_cpu: bool = True) -> float:
+    """A stored run's seconds per epoch as if it had trained alone: ``side_by_side`` runs that each took ``s`` an
+    epoch trained ``side_by_side / s`` epochs a second together, :func:`side_by_side_speedup` x one run's alone."""
+    k = max(1, int(side_by_side or 1))
+    return seconds_per_epoch * side_by_side_speedup(k, on_cpu) / k
+
+
 def training_estimate(strategies: list[str], *, users: int, items: int, targets: int, amp: str = "none",
                       batch_size: int = 1024,
                       epochs_needed: list[int] | None = None, epoch_seconds: dict[str, list[float]] | None = None,
                       cap: int | None = None, layer_counts: list[int] | None = None, dim: int | None = None,
                       measured_layers: list[int] | None = None,
-                      epochs_by_strategy: dict[str, list[int]] | None = None) -> dict:
+                      epochs_by_strategy: dict[str, list[int]] | None = None,
+                      side_by_side: int = 1, on_cpu: bool = True) -> dict:
     """Compute a batch of training runs will take, before it is queued: ``runs × expected epochs × seconds per
     epoch`` (each run trains to early stopping, so the epochs are those earlier early-stopped runs on this dataset
     took, else :data:`DEFAULT_EPOCHS_TO_STOP`, never above the cap). A run whose strategy has early-stopped runs of
@@ -90,9 +108,13 @@ def training_estimate(strategies: list[str], *, users: int, items: int, targets:
     (``measured_layers``, their median) to each run's own. Without a shape, every fusion run is
     :data:`FEATURE_FACTOR` × the ID epoch, or the measured fusion median.
 
+    ``side_by_side``: how many of the runs a worker trains at once (``jobs.worker.train_slots``); the batch's
+    seconds are the runs' summed alone-seconds over :func:`side_by_side_speedup` (``epoch_seconds`` are alone-seconds:
+    :func:`alone_epoch_seconds`).
+
     Returns ``{"runs", "epochs", "seconds", "seconds_per_epoch": {"id", "features"}, "measured": {"id",
-    "features"}}`` (``epochs``: the mean over the runs; ``seconds_per_epoch["features"]``: the mean over the fusion
-    runs asked for)."""
+    "features"}, "side_by_side"}`` (``epochs``: the mean over the runs; ``seconds_per_epoch["features"]``: the mean
+    over the fusion runs asked for; ``side_by_side``: runs at once)."""
     def expected(counts: list[int] | None) -> int:
         needed = sorted(int(n) for n in (counts or []) if n)
         epochs = needed[len(needed) // 2] if needed else DEFAULT_EPOCHS_TO_STOP
@@ -125,9 +147,10 @@ def training_estimate(strategies: list[str], *, users: int, items: int, targets:
     fusion = [x for x, s in zip(per_run, strategies) if s != "id"]
     per_epoch = {"id": id_epoch, "features": (sum(fusion) / len(fusion)) if fusion else fusion_epoch(
         max(counts or [1]) if counts is not None else None)}
+    at_once = max(1, min(int(side_by_side or 1), len(strategies)))
     return {"runs": len(strategies), "epochs": round(sum(run_epochs) / len(run_epochs)) if run_epochs else epochs,
-            "seconds": sum(x * n for x, n in zip(per_run, run_epochs)),
-            "seconds_per_epoch": per_epoch, "measured": measured}
+            "seconds": sum(x * n for x, n in zip(per_run, run_epochs)) / side_by_side_speedup(at_once, on_cpu),
+            "seconds_per_epoch": per_epoch, "measured": measured, "side_by_side": at_once}
 
 
 def estimate_text(est: dict) -> str:
@@ -138,5 +161,7 @@ def estimate_text(est: dict) -> str:
     sources = {k: "measured on this dataset" if v else "cost model" for k, v in est["measured"].items()}
     parts = [f"{dur(est['seconds_per_epoch'][k])}/epoch {k} ({sources[k]})" for k in ("id", "features")]
     runs = f"{est['runs']} run" + ("s" if est["runs"] != 1 else "")
-    return (f"estimated compute: {runs} × ~{est['epochs']} epochs ≈ {dur(est['seconds'])} on this machine "
+    at_once = int(est.get("side_by_side") or 1)
+    together = f", {at_once} side by side" if at_once > 1 else ""
+    return (f"estimated compute: {runs} × ~{est['epochs']} epochs ≈ {dur(est['seconds'])} on this machine{together} "
             f"({'; '.join(parts)})")

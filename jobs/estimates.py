@@ -11,7 +11,7 @@ RECENT_RUNS = 3  # seconds per epoch: the median of this many newest finished ru
 
 
 def training_cost(db: Database, dataset: str, strategies: list[str], settings: dict | None = None,
-                  runs: list[dict] | None = None) -> dict:
+                  runs: list[dict] | None = None, side_by_side: int | None = None) -> dict:
     """``dff_core.estimates.training_estimate`` for ``strategies`` (one entry per run) on ``dataset``, with the
     epochs and seconds per epoch of its earlier finished runs, and the amp and cap these runs would use.
 
@@ -22,15 +22,22 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     with the same amp, batch and loss. Expected epochs: those of the dataset's early-stopped runs trained with the
     same batch size, learning rate, lr decay and loss, and for fusion runs the same content-side rate (how fast a
     run converges depends on them, not on amp or threads), of the run's own strategy where it has some, else of any strategy; else of any of its early-stopped
-    runs, else the cost model's default."""
+    runs, else the cost model's default.
+
+    ``side_by_side``: training runs the worker trains at once (default ``jobs.worker.train_slots()``); a stored
+    run that trained beside others counts with its alone-seconds (``dff_core.estimates.alone_epoch_seconds``)."""
+    from dff_core.estimates import alone_epoch_seconds
     from dff_core.train.defaults import with_defaults
     from jobs.resume import BEFORE_IT_EXISTED
+    from jobs.worker import train_slots
     from storage.datasets import get_dataset
 
     ds = get_dataset(db, dataset)
     stats = ds.stats
     full = with_defaults(settings, stats.get("users"))
-    amp = _amp(full.get("amp", "none"), str(full.get("device") or "auto"))
+    device = str(full.get("device") or "auto")
+    amp = _amp(full.get("amp", "none"), device)
+    on_cpu = _on_cpu(device)
     users, interactions = int(stats.get("users", 0)), int(stats.get("interactions", 0))
     per_epoch: dict[str, list[float]] = {"id": [], "features": []}
     measured_layers: list[int] = []
@@ -48,7 +55,8 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
             alike.append(r["epochs"])
             alike_by.setdefault(r["strategy"], []).append(r["epochs"])
         if same(r["config"], ("batch_size", "loss")) and r["config"].get("amp", BEFORE_IT_EXISTED["amp"]) == amp:
-            per_epoch["id" if r["strategy"] == "id" else "features"].append(r["seconds_per_epoch"])
+            per_epoch["id" if r["strategy"] == "id" else "features"].append(
+                alone_epoch_seconds(r["seconds_per_epoch"], r.get("side_by_side", 1), on_cpu))
             if r["strategy"] != "id":
                 measured_layers.append(len(r["layers"]) if r.get("layers") else None)   # None: all of its set
     # the newest runs of each kind: a faster release or another machine makes older epochs stale (runs come by id)
@@ -61,7 +69,8 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
                              batch_size=int(full.get("batch_size") or 1024),
                              epochs_needed=alike or views.epochs_needed(db, dataset), epoch_seconds=per_epoch,
                              cap=full.get("epochs"), layer_counts=counts, dim=dim,
-                             measured_layers=measured_layers or None, epochs_by_strategy=alike_by)
+                             measured_layers=measured_layers or None, epochs_by_strategy=alike_by,
+                             side_by_side=train_slots() if side_by_side is None else side_by_side, on_cpu=on_cpu)
 
 
 def _layer_counts(db: Database, dataset: str, strategies: list[str],
@@ -96,19 +105,25 @@ def _amp(amp: str, device: str) -> str:
     """``dff_core.devices.resolve_amp`` without torch: ``auto`` is bf16 only when the run lands on a CPU with native
     bfloat16 (``auto`` lands on a GPU where the pickers list one: ``jobs.submit.device_choices``)."""
     from dff_core.cpu import cpu_has_bf16
-    from jobs.submit import device_choices
 
     if amp not in ("", "auto"):
         return amp
-    on_cpu = device == "cpu" or (device == "auto" and len(device_choices()) <= 2)
-    return "bf16" if on_cpu and cpu_has_bf16() else "none"
+    return "bf16" if _on_cpu(device) and cpu_has_bf16() else "none"
+
+
+def _on_cpu(device: str) -> bool:
+    """Whether a run with this device setting lands on the CPU (``auto`` lands on a GPU where the pickers list one:
+    ``jobs.submit.device_choices``)."""
+    from jobs.submit import device_choices
+
+    return device == "cpu" or (device == "auto" and len(device_choices()) <= 2)
 
 
 def sweep_cost(db: Database, dataset: str, strategies: list[str], layer_choices: list[str], seeds: list[int],
-               settings: dict | None = None, features: str | None = None) -> dict:
+               settings: dict | None = None, features: str | None = None, side_by_side: int | None = None) -> dict:
     """:func:`training_cost` of the runs a sweep expands into (``jobs.handlers.expand_sweep``)."""
     from jobs.handlers import expand_sweep
 
     runs = expand_sweep({"dataset": dataset, "features": features, "strategies": strategies,
                          "layers": layer_choices, "seeds": seeds, "study": ""})
-    return training_cost(db, dataset, [r["strategy"] for r in runs], settings, runs=runs)
+    return training_cost(db, dataset, [r["strategy"] for r in runs], settings, runs=runs, side_by_side=side_by_side)

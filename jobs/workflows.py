@@ -2,6 +2,8 @@
 workers and the dashboard all run, so the three never disagree about what a "training run" is."""
 from __future__ import annotations
 
+import os
+
 import shutil
 import time
 from pathlib import Path
@@ -146,10 +148,22 @@ def store_result(db: Database, run_id: int, result: dict, layer_ids: list[int] |
         "val_buckets": result["val_buckets"], "test_buckets": result["test_buckets"], "layer_weights": weights,
         "gate_mean": result["gate_mean"], "stopped_early": result["stopped_early"],
         "popularity_test": dict(popularity_test), "wall_seconds": wall_seconds,
+        "side_by_side": side_by_side_now(),
     }
     finish_run(db, run_id, "done", result=summary, best_epoch=result["best_epoch"], epochs_run=result["epochs_run"],
                seconds=result["seconds"], seconds_per_epoch=result["seconds_per_epoch"], ending=result.get("ending"),
                owner=owner)
+
+
+def side_by_side_now() -> int:
+    """How many training runs this process's worker meant to run at once (``jobs.worker``; 1 outside a worker):
+    stored with the run, so its seconds per epoch are read as what they are (``jobs.estimates``)."""
+    from jobs.worker import SIDE_BY_SIDE_ENV
+
+    try:
+        return max(1, int(os.environ.get(SIDE_BY_SIDE_ENV, "1")))
+    except ValueError:
+        return 1
 
 
 def capped_warning(run_id: int, epochs: int, best_epoch: int) -> str:

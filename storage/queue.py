@@ -120,17 +120,30 @@ def list_jobs(db: Database, status: str | None = None, group: str | None = None,
         return [_job(r) for r in conn.execute(sa.text(query), args).fetchall()]
 
 
-def claim_next(db: Database, worker_pid: int, kinds: tuple[str, ...] = KINDS) -> Job | None:
+def claim_next(db: Database, worker_pid: int, kinds: tuple[str, ...] = KINDS, head_only: bool = False) -> Job | None:
     """Atomically move the oldest queued job to running under a fresh claim token, owned by ``worker_pid``
-    until its runner takes over (``take_over``), and return it (None when the queue is empty)."""
+    until its runner takes over (``take_over``), and return it (None when the queue is empty).
+
+    ``head_only``: claim it only when the oldest queued job of any kind is one of ``kinds`` (None otherwise), so a
+    worker filling a side-by-side slot never starts a training run ahead of the extraction queued before it."""
     kind_list = ", ".join(f"'{k}'" for k in kinds)
+    pick = ("(SELECT min(id) FROM jobs WHERE status = 'queued') AND kind IN ({})" if head_only else
+            "(SELECT min(id) FROM jobs WHERE status = 'queued' AND kind IN ({}))").format(kind_list)
     with db.session() as conn:
         row = conn.execute(sa.text(
             "UPDATE jobs SET status = 'running', worker_pid = :pid, owner = :o, claim_token = :t, "
             "heartbeat = current_timestamp, started_at = coalesce(started_at, current_timestamp), "
             "cancel_requested = false, error = NULL "
-            f"WHERE id = (SELECT min(id) FROM jobs WHERE status = 'queued' AND kind IN ({kind_list})) "
+            f"WHERE id = {pick} "
             "RETURNING *"), {"pid": worker_pid, "o": owners.identity(worker_pid), "t": uuid.uuid4().hex}).first()
+    return _job(row) if row is not None else None
+
+
+def next_queued(db: Database) -> Job | None:
+    """The job a worker would claim next (the oldest queued one), or None: read only."""
+    with db.session() as conn:
+        row = conn.execute(sa.text("SELECT * FROM jobs WHERE id = (SELECT min(id) FROM jobs WHERE status = 'queued')")
+                           ).first()
     return _job(row) if row is not None else None
 
 

@@ -244,11 +244,12 @@ def epochs_needed(db: Database, dataset: str | None = None) -> list[int]:
 
 
 def finished_run_epochs(db: Database, dataset_id: int) -> list[dict]:
-    """Per finished run of a dataset: ``strategy``, ``config``, ``epochs``, ``ending``, ``layers`` and
+    """Per finished run of a dataset: ``strategy``, ``config``, ``epochs``, ``ending``, ``layers``,
     ``seconds_per_epoch`` (its wall time over its epochs: training and validation), what the next runs like it will
-    take per epoch."""
+    take per epoch, and ``side_by_side`` (how many training runs its worker ran at once: 1 when it says nothing)."""
     return [{"strategy": r.strategy, "config": r.config, "epochs": int(r.epochs_run), "ending": r.ending,
-             "layers": r.layers, "seconds_per_epoch": float(r.seconds) / int(r.epochs_run)}
+             "layers": r.layers, "seconds_per_epoch": float(r.seconds) / int(r.epochs_run),
+             "side_by_side": int((r.result or {}).get("side_by_side") or 1)}
             for r in list_runs(db, dataset_id=dataset_id) if r.status == "done" and r.epochs_run and r.seconds]
 
 

@@ -449,14 +449,14 @@ def test_training_cost_expects_the_epochs_of_runs_that_learned_alike(db, tmp_pat
     finished(1e-3, 12)
     finished(1e-3, 16)
     finished(1e-3, 90, ending="capped_improving")                           # not early-stopped: no guide
-    est = training_cost(db, "d", ["id", "id"], settings)
+    est = training_cost(db, "d", ["id", "id"], settings, side_by_side=1)     # one at a time: the plain sum
     assert est["epochs"] == 16                                               # median of 12 and 16 (upper)
     assert est["seconds"] == pytest.approx(2 * 16 * 2.0)                    # 2 s an epoch, measured
     assert training_cost(db, "d", ["id"], {**settings, "lr": 5e-3})["epochs"] == 40
     # a strategy with early-stopped runs of its own is given their epochs; one without, the dataset's
     run = create_run(db, ds.id, "dff", {"batch_size": 256, "lr": 1e-3, "loss": "full", "amp": "none"})
     finish_run(db, run.id, "done", result={}, best_epoch=25, epochs_run=30, seconds=60.0, ending="early_stopped")
-    by = training_cost(db, "d", ["id", "dff", "gate"], settings)
+    by = training_cost(db, "d", ["id", "dff", "gate"], settings, side_by_side=1)
     per = by["seconds_per_epoch"]                                            # 2 s an epoch, both kinds
     # id: its own 12 and 16 (upper median 16); dff: its own 30; gate: none, so all three's upper median, 16
     assert by["seconds"] == pytest.approx(per["id"] * 16 + per["features"] * (30 + 16))
