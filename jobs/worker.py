@@ -95,12 +95,24 @@ def run_worker(db: Database, concurrency: int = 1, once: bool = False, idle_exit
         time.sleep(POLL_S)
 
 
-def train_slots() -> int:
-    """How many training runs a worker runs side by side (``DFF_TRAIN_SIDE_BY_SIDE``, default 2; at least 1)."""
+def _env_count(name: str, default: int) -> int:
+    """A count of at least 1 from the environment; 1 where the value is not an integer."""
     try:
-        return max(1, int(os.environ.get("DFF_TRAIN_SIDE_BY_SIDE", "2")))
+        return max(1, int(os.environ.get(name, str(default))))
     except ValueError:
         return 1
+
+
+def train_slots() -> int:
+    """How many training runs a worker runs side by side (``DFF_TRAIN_SIDE_BY_SIDE``, default 2; at least 1)."""
+    return _env_count("DFF_TRAIN_SIDE_BY_SIDE", 2)
+
+
+def side_by_side_now() -> int:
+    """How many training runs this process's worker meant to run at once (:data:`SIDE_BY_SIDE_ENV`, set by
+    :func:`_runner_env`; 1 outside a worker): stored with the run, so its seconds per epoch are read as what they
+    are (``jobs.estimates``)."""
+    return _env_count(SIDE_BY_SIDE_ENV, 1)
 
 
 def cpu_count() -> int:
@@ -117,7 +129,7 @@ def _runner_env(env: dict, db: Database, job: queue.Job, running: list[queue.Job
     records how many ran side by side (:data:`SIDE_BY_SIDE_ENV`); a run alone keeps every core."""
     if job.kind != "train" or slots < 2:
         return env
-    nxt = queue.next_queued(db)
+    nxt = queue.next_queued(db)  # the job after this one (the claim took the one _may_add_training_run peeked)
     partnered = any(j.kind == "train" for j in running) or (nxt is not None and nxt.kind == "train")
     out = dict(env, **{SIDE_BY_SIDE_ENV: str(slots if partnered else 1)})
     if partnered and "OMP_NUM_THREADS" not in os.environ:

@@ -3,7 +3,6 @@ workers and the dashboard all run, so the three never disagree about what a "tra
 from __future__ import annotations
 
 import os
-
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from storage import Database
 from storage.owners import NotOwner, Owner, still_owns
 from jobs.resume import BEFORE_IT_EXISTED
+from jobs.worker import side_by_side_now
 from dff_core.layers import parse_layers
 from dff_core.metric_names import METRICS
 from dff_core.neighbours.runs import item_vectors
@@ -153,17 +153,6 @@ def store_result(db: Database, run_id: int, result: dict, layer_ids: list[int] |
     finish_run(db, run_id, "done", result=summary, best_epoch=result["best_epoch"], epochs_run=result["epochs_run"],
                seconds=result["seconds"], seconds_per_epoch=result["seconds_per_epoch"], ending=result.get("ending"),
                owner=owner)
-
-
-def side_by_side_now() -> int:
-    """How many training runs this process's worker meant to run at once (``jobs.worker``; 1 outside a worker):
-    stored with the run, so its seconds per epoch are read as what they are (``jobs.estimates``)."""
-    from jobs.worker import SIDE_BY_SIDE_ENV
-
-    try:
-        return max(1, int(os.environ.get(SIDE_BY_SIDE_ENV, "1")))
-    except ValueError:
-        return 1
 
 
 def capped_warning(run_id: int, epochs: int, best_epoch: int) -> str:

@@ -63,6 +63,18 @@ def test_runner_env_gives_a_partnered_run_its_share_of_the_cores(db, monkeypatch
     assert worker._runner_env(base, db, _job("train"), [_job("train")], 2)["OMP_NUM_THREADS"] == "1"
 
 
+def test_the_counts_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv("DFF_TRAIN_SIDE_BY_SIDE", raising=False)
+    monkeypatch.delenv(worker.SIDE_BY_SIDE_ENV, raising=False)
+    assert (worker.train_slots(), worker.side_by_side_now()) == (2, 1)          # the defaults
+    monkeypatch.setenv("DFF_TRAIN_SIDE_BY_SIDE", "3")
+    monkeypatch.setenv(worker.SIDE_BY_SIDE_ENV, "2")
+    assert (worker.train_slots(), worker.side_by_side_now()) == (3, 2)
+    monkeypatch.setenv("DFF_TRAIN_SIDE_BY_SIDE", "0")                           # at least one
+    monkeypatch.setenv(worker.SIDE_BY_SIDE_ENV, "two")                          # not a count: one at a time
+    assert (worker.train_slots(), worker.side_by_side_now()) == (1, 1)
+
+
 def test_a_second_run_starts_only_with_memory_for_both(db, tmp_path, monkeypatch):
     import_generic(db, "d", *write_generic(tmp_path / "d", n_users=30, n_items=20))
     running = [(_job("train", {"dataset": "d", "strategy": "id"}), os.getpid())]
