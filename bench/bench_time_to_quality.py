@@ -43,21 +43,24 @@ def parse_config(text: str) -> dict:
 
     LOSS: ``full`` | ``sampled-uniform-N`` | ``sampled-in-batch-N`` | ``gbce-N`` | ``logq-N`` (N shared negatives). Options: ``length`` / ``random``
     (batching, default random), ``bf16`` / ``fp32`` (amp, default fp32), ``t=X`` (gBCE calibration), ``decay=X``
-    (``lr_decay``: the learning rate's factor after each evaluation without improvement)."""
+    (``lr_decay``: the learning rate's factor after each evaluation without improvement), ``int8`` / ``float``
+    (DFF's feature buffer, default float)."""
     loss, batch, lr, *options = text.strip().split("/")
-    out = {"batch_size": int(batch), "lr": float(lr), "batching": "random", "amp": "none"}
+    out = {"batch_size": int(batch), "lr": float(lr), "batching": "random", "amp": "none", "feature_buffer": "float"}
     for opt in options:
         if opt in ("length", "random"):
             out["batching"] = opt
         elif opt in ("bf16", "fp32"):
             out["amp"] = "bf16" if opt == "bf16" else "none"
+        elif opt in ("int8", "float"):
+            out["feature_buffer"] = opt
         elif opt.startswith("t="):
             out["gbce_t"] = float(opt[2:])
         elif opt.startswith("decay="):
             out["lr_decay"] = float(opt[len("decay="):])
         else:
             raise SystemExit(f"unknown option {opt!r} in config {text!r}: length | random | bf16 | fp32 | t=X | "
-                             "decay=X")
+                             "decay=X | int8 | float")
     if loss == "full":
         return {**out, "loss": "full"}
     if loss.startswith("gbce-"):

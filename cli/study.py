@@ -17,7 +17,7 @@ from dff_core.metric_names import METRICS
 from jobs.errors import UsageError
 from dff_core.endings import DEFAULT_EPOCHS, DEFAULT_PATIENCE  # = dff_core.study.plan.DEFAULT_SETTINGS; that
 # package loads pandas and scipy, which building the parser must not (fast commands, --help)
-from dff_core.train.defaults import AMP_CHOICES, BATCHINGS, LOSSES, SAMPLERS
+from dff_core.train.defaults import AMP_CHOICES, BATCHINGS, FEATURE_BUFFERS, LOSSES, SAMPLERS
 
 
 def _register(sub) -> None:
@@ -44,6 +44,8 @@ def _register(sub) -> None:
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--amp", default=None, choices=AMP_CHOICES,
                    help="auto (default): bf16 on a CPU with native bfloat16, none elsewhere; bf16 also autocasts on CUDA")
+    p.add_argument("--feature-buffer", default=None, choices=FEATURE_BUFFERS,
+                   help="DFF's layer stack: float (default) | int8 (half the bytes a step reads; see README)")
     p.add_argument("--loss", default=None, choices=LOSSES,
                    help="training objective (default: dff_core.train.defaults)")
     p.add_argument("--negatives", type=int, default=None)
@@ -113,6 +115,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                                                          ("hidden", args.hidden),
                                                          ("num_threads", args.threads), ("lr", args.lr),
                                                          ("device", args.device), ("amp", args.amp),
+                                                         ("feature_buffer", args.feature_buffer),
                                                          ("loss", args.loss), ("negatives", args.negatives),
                                                          ("negative_sampler", args.negative_sampler),
                                                          ("gbce_t", args.gbce_t), ("batching", args.batching),

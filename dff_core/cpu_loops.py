@@ -73,3 +73,56 @@ def _count_block(scores: np.ndarray, t: np.ndarray, counts: np.ndarray, sums: np
 def count_rows(scores: np.ndarray, t: np.ndarray, counts: np.ndarray, sums: np.ndarray, parts: int) -> None:
     for k in prange(parts):
         _count_block(scores, t, counts, sums, k * scores.shape[0] // parts, (k + 1) * scores.shape[0] // parts)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _mix_q8_block(q: np.ndarray, c: np.ndarray, out: np.ndarray, i0: int, i1: int, acc: np.ndarray) -> None:
+    """Items ``i0:i1``: ``out[i] = bfloat16(sum_l c[l] * q[l, i])`` through one float32 scratch row."""
+    layers, dim = q.shape[0], q.shape[2]
+    ab = acc.view(np.uint32)
+    for i in range(i0, i1):
+        for d in range(dim):
+            acc[d] = _ZERO
+        for l in range(layers):
+            row, cl = q[l, i], c[l]
+            for d in range(dim):
+                acc[d] += cl[d] * np.float32(row[d])
+        o = out[i]
+        for d in range(dim):                          # round to nearest even, keep the high 16 bits
+            u = ab[d]
+            u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+            o[d] = np.uint16(u >> np.uint32(16))
+
+
+@njit(parallel=True, cache=True)
+def mix_q8_rows(q: np.ndarray, c: np.ndarray, out: np.ndarray, parts: int) -> None:
+    """``q`` int8 ``[L, N, D]``, ``c`` float32 ``[L, D]``, ``out`` uint16 (bfloat16 bits) ``[N, D]``; items in
+    ``parts`` contiguous ranges, one per thread."""
+    n = q.shape[1]
+    for k in prange(parts):
+        acc = np.empty(q.shape[2], np.float32)
+        _mix_q8_block(q, c, out, k * n // parts, (k + 1) * n // parts, acc)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _q8_grad_block(q: np.ndarray, g: np.ndarray, t: np.ndarray, i0: int, i1: int, gf: np.ndarray) -> None:
+    """``t[l, d] += sum_{i in i0:i1} q[l, i, d] * g[i, d]``, ``g`` bfloat16 bits, each row widened once."""
+    layers, dim = q.shape[0], q.shape[2]
+    gb = gf.view(np.uint32)
+    for i in range(i0, i1):
+        gi = g[i]
+        for d in range(dim):
+            gb[d] = np.uint32(gi[d]) << np.uint32(16)
+        for l in range(layers):
+            row, tl = q[l, i], t[l]
+            for d in range(dim):
+                tl[d] += gf[d] * np.float32(row[d])
+
+
+@njit(parallel=True, cache=True)
+def q8_grad_rows(q: np.ndarray, g: np.ndarray, t: np.ndarray, parts: int) -> None:
+    """``t`` float32 ``[parts, L, D]`` (zeroed by the caller): each thread's share of ``sum_i q[:, i] * g[i]``."""
+    n = q.shape[1]
+    for k in prange(parts):
+        gf = np.empty(q.shape[2], np.float32)
+        _q8_grad_block(q, g, t[k], k * n // parts, (k + 1) * n // parts, gf)

@@ -49,11 +49,13 @@ TRAIN_S_PER_TARGET_ITEM = {"none": (19.5 - 49 * STEP_S) / (208_562 * 19_220),
                            "bf16": (8.3 - 49 * STEP_S) / (208_562 * 19_220)}
 EVAL_S_PER_USER_ITEM = 1.9 / (50_000 * 19_220)
 FEATURE_FACTOR = 1.55  # a fusion epoch against an ID-only one when the feature shape is not known: DFF over 31 layers
-# A fusion run's extra cost per step, from the feature shape (measured, 2026-12-06, bfloat16 buffer, 2 threads, the
-# 31 x 19,220 x 576 SmolLM2 set): the layer mix reads the buffer twice (95 ms a step for 31 layers: ~2 x 2 bytes a
-# value at ~14 GB/s; float32 buffers read twice the bytes), and projecting and gating every item costs ~22 ms a step
+# A fusion run's extra cost per step, from the feature shape (measured, 2026-12-06, 2 threads, the 31 x 19,220 x
+# 576 SmolLM2 set): DFF's layer mix reads the buffer twice, 74 ms a step for 31 layers from a bfloat16 buffer (~2 x
+# 2 bytes a value at 14-22 GB/s; float32 buffers read twice the bytes), 43 ms from an int8 one (the default where
+# bfloat16 is: dff_core.train.trainer.feature_dtype); projecting and gating every item costs ~22 ms a step
 # (fourth round: a single-layer gate's epoch measured 0.9-1.2 s over the ID one's; the third round counted 38 ms).
-MIX_S_PER_VALUE = {"bf16": 0.095 / (31 * 19_220 * 576), "none": 2 * 0.095 / (31 * 19_220 * 576)}
+MIX_S_PER_VALUE = {"int8": 0.043 / (31 * 19_220 * 576), "bf16": 0.074 / (31 * 19_220 * 576),
+                   "none": 2 * 0.074 / (31 * 19_220 * 576)}
 PROJECT_S_PER_VALUE = 0.022 / (19_220 * 576)
 # Training runs side by side (jobs.worker): on the 2 cores, two single-thread runs at once trained 1.40-1.46x as many
 # epochs an hour as one two-thread run at a time (2026-12-06, whole MicroLens-50k, ID / gate on layer 30 / DFF over
@@ -63,11 +65,14 @@ DEFAULT_EPOCHS_TO_STOP = 23  # early-stopped MicroLens-50k runs at the defaults 
 # DFF over 31 layers 26-28, a gate on the last layer 31 (one seed each where not a range)
 
 
-def fusion_extra_per_epoch(layers: int, dim: int, items: int, steps: int, amp: str = "none") -> float:
+def fusion_extra_per_epoch(layers: int, dim: int, items: int, steps: int, amp: str = "none",
+                           feature_buffer: str = "float") -> float:
     """Seconds a fusion run adds to an ID-only epoch: ``steps`` x (mixing ``layers`` x ``items`` x ``dim`` values when
-    there is more than one layer, plus projecting ``items`` x ``dim``) (constants above)."""
+    there is more than one layer, from an int8 buffer where ``feature_buffer`` is ``"int8"``, plus projecting
+    ``items`` x ``dim``) (constants above)."""
     values = int(items) * int(dim)
-    mix = MIX_S_PER_VALUE.get(amp, MIX_S_PER_VALUE["none"]) * int(layers) * values if layers > 1 else 0.0
+    key = "int8" if feature_buffer == "int8" else amp
+    mix = MIX_S_PER_VALUE.get(key, MIX_S_PER_VALUE["none"]) * int(layers) * values if layers > 1 else 0.0
     return int(steps) * (mix + PROJECT_S_PER_VALUE * values)
 
 
@@ -90,7 +95,7 @@ def training_estimate(strategies: list[str], *, users: int, items: int, targets:
                       cap: int | None = None, layer_counts: list[int] | None = None, dim: int | None = None,
                       measured_layers: list[int] | None = None,
                       epochs_by_strategy: dict[str, list[int]] | None = None,
-                      side_by_side: int = 1, on_cpu: bool = True) -> dict:
+                      side_by_side: int = 1, on_cpu: bool = True, feature_buffer: str = "float") -> dict:
     """Compute a batch of training runs will take, before it is queued: ``runs × expected epochs × seconds per
     epoch`` (each run trains to early stopping, so the epochs are those earlier early-stopped runs on this dataset
     took, else :data:`DEFAULT_EPOCHS_TO_STOP`, never above the cap). A run whose strategy has early-stopped runs of
@@ -106,7 +111,8 @@ def training_estimate(strategies: list[str], *, users: int, items: int, targets:
     single-layer gate is priced near an ID run, DFF over 31 layers ~1.45× it. Measured fusion epochs are then
     read as "measured ID epoch + measured extra", the extra rescaled from the layers those runs had
     (``measured_layers``, their median) to each run's own. Without a shape, every fusion run is
-    :data:`FEATURE_FACTOR` × the ID epoch, or the measured fusion median.
+    :data:`FEATURE_FACTOR` × the ID epoch, or the measured fusion median. ``feature_buffer``: DFF's buffer as it
+    will be (``"int8"`` or ``"float"``, resolved: ``dff_core.train.trainer.feature_dtype``).
 
     ``side_by_side``: how many of the runs a worker trains at once (``jobs.worker.train_slots``); the batch's
     seconds are the runs' summed alone-seconds over :func:`side_by_side_speedup` (``epoch_seconds`` are alone-seconds:
@@ -133,10 +139,10 @@ def training_estimate(strategies: list[str], *, users: int, items: int, targets:
     def fusion_epoch(layers: int | None) -> float:
         if counts is None:
             return seen["features"][len(seen["features"]) // 2] if seen["features"] else model_id * FEATURE_FACTOR
-        extra = fusion_extra_per_epoch(layers or 1, dim, items, steps, amp)
+        extra = fusion_extra_per_epoch(layers or 1, dim, items, steps, amp, feature_buffer)
         if seen["features"]:
             base_layers = sorted(measured_layers or [layers or 1])[len(measured_layers or [1]) // 2]
-            modelled = fusion_extra_per_epoch(base_layers, dim, items, steps, amp)
+            modelled = fusion_extra_per_epoch(base_layers, dim, items, steps, amp, feature_buffer)
             measured_extra = seen["features"][len(seen["features"]) // 2] - id_epoch
             if modelled > 0 and measured_extra > 0:
                 extra *= measured_extra / modelled

@@ -38,6 +38,7 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
     device = str(full.get("device") or "auto")
     amp = _amp(full.get("amp", "none"), device)
     on_cpu = _on_cpu(device)
+    buffer = _buffer(full.get("feature_buffer"))
     users, interactions = int(stats.get("users", 0)), int(stats.get("interactions", 0))
     per_epoch: dict[str, list[float]] = {"id": [], "features": []}
     measured_layers: list[int] = []
@@ -54,7 +55,9 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
                 and r["ending"] == "early_stopped"):
             alike.append(r["epochs"])
             alike_by.setdefault(r["strategy"], []).append(r["epochs"])
-        if same(r["config"], ("batch_size", "loss")) and r["config"].get("amp", BEFORE_IT_EXISTED["amp"]) == amp:
+        run_amp = r["config"].get("amp", BEFORE_IT_EXISTED["amp"])
+        if (same(r["config"], ("batch_size", "loss")) and run_amp == amp
+                and (r["strategy"] != "dff" or _buffer(r["config"].get("feature_buffer")) == buffer)):
             per_epoch["id" if r["strategy"] == "id" else "features"].append(
                 alone_epoch_seconds(r["seconds_per_epoch"], r.get("side_by_side", 1), on_cpu))
             if r["strategy"] != "id":
@@ -70,7 +73,8 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
                              epochs_needed=alike or views.epochs_needed(db, dataset), epoch_seconds=per_epoch,
                              cap=full.get("epochs"), layer_counts=counts, dim=dim,
                              measured_layers=measured_layers or None, epochs_by_strategy=alike_by,
-                             side_by_side=train_slots() if side_by_side is None else side_by_side, on_cpu=on_cpu)
+                             side_by_side=train_slots() if side_by_side is None else side_by_side, on_cpu=on_cpu,
+                             feature_buffer=buffer)
 
 
 def _layer_counts(db: Database, dataset: str, strategies: list[str],
@@ -109,6 +113,12 @@ def _amp(amp: str, device: str) -> str:
     if amp not in ("", "auto"):
         return amp
     return "bf16" if _on_cpu(device) and cpu_has_bf16() else "none"
+
+
+def _buffer(feature_buffer: str | None) -> str:
+    """DFF's buffer as ``dff_core.train.trainer.feature_dtype`` makes it: ``"int8"`` where asked for, else
+    ``"float"`` (a run from before the setting existed, too)."""
+    return "int8" if feature_buffer == "int8" else "float"
 
 
 def _on_cpu(device: str) -> bool:

@@ -11,7 +11,7 @@ worse, continue a run under different rules than its first epochs."""
 from __future__ import annotations
 
 # where and how fast a run computes, not what it computes: these may differ between attempts
-DEVICE_LIKE = ("device", "num_threads", "amp", "eval_batch_size", "log_every")
+DEVICE_LIKE = ("device", "num_threads", "amp", "feature_buffer", "eval_batch_size", "log_every")
 # what a run stored before these settings existed trained with (full softmax, DFF logits from uniform at the
 # shared learning rate, batches of random users); the trainer gets them too (``train(before_it_existed=...)``)
 BEFORE_IT_EXISTED: dict = {"loss": "full", "negatives": 256, "negative_sampler": "uniform", "amp": "none",

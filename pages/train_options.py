@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dff_core.train.defaults import AMP_CHOICES, BATCHINGS, LOSSES, SAMPLERS, TRAIN_DEFAULTS
+from dff_core.train.defaults import AMP_CHOICES, BATCHINGS, FEATURE_BUFFERS, LOSSES, SAMPLERS, TRAIN_DEFAULTS
 from jobs import submit
 
 
@@ -39,5 +39,11 @@ def fast_path_settings(prefix: str) -> dict:
                               key=f"{prefix}_batching",
                               help="length: users of similar length together (little padding, the same targets "
                                    "per batch); random: a plain shuffle")
-    return {"device": device, "amp": amp, "loss": loss, "negatives": negatives, "negative_sampler": sampler,
+    buffers = list(FEATURE_BUFFERS)
+    buffer = c[2].selectbox("DFF feature buffer", buffers, index=buffers.index(TRAIN_DEFAULTS["feature_buffer"]),
+                            key=f"{prefix}_feature_buffer",
+                            help="DFF's frozen layer stack, read whole twice a step: float (float32, or bfloat16 "
+                                 "under bf16), int8 (a scale per layer and dimension: half the bytes, a DFF epoch "
+                                 "~12 % shorter, converged test NDCG@10 ~1 % lower on MicroLens-50k)")
+    return {"device": device, "amp": amp, "feature_buffer": buffer, "loss": loss, "negatives": negatives, "negative_sampler": sampler,
             "batching": batching}

@@ -44,11 +44,14 @@ LOSSES = ("full", "sampled", "gbce", "logq")
 SAMPLERS = ("uniform", "in-batch")
 AMP_CHOICES = ("auto", "none", "bf16")  # auto: bf16 on a CPU with native bfloat16, else none (devices.resolve_amp)
 BATCHINGS = ("random", "length")        # dff_core.train.batching
+# DFF's frozen layer stack: float (float32, or bfloat16 under amp bf16 on a CPU), int8 (a scale per layer and
+# dimension, half bfloat16's bytes; opt-in: dff_core.train.trainer.feature_dtype)
+FEATURE_BUFFERS = ("float", "int8")
 LAYER_INITS = ("uniform", "probe")
 LAYER_LR_MULT = 10.0  # TrainConfig.layer_lr_mult (README, "DFF layer weights: do they learn?")
 GBCE_T = 0.75         # TrainConfig.gbce_t: gSASRec's recommended calibration (dff_core.train.losses)
 
-TRAIN_DEFAULTS: dict = {"device": "auto", "amp": "auto", "loss": "full", "negatives": 256,
+TRAIN_DEFAULTS: dict = {"device": "auto", "amp": "auto", "feature_buffer": "float", "loss": "full", "negatives": 256,
                         "negative_sampler": "uniform", "batching": "length", "batch_size": 256, "lr": 1e-3,
                         "lr_decay": 1.0, "feature_lr_mult": 1.0}
 LARGE_DATASET_USERS = 10_000  # from here on, LARGE_DATASET_SETTINGS (measured on 12,676 and 50,000 users)
