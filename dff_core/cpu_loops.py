@@ -126,3 +126,45 @@ def q8_grad_rows(q: np.ndarray, g: np.ndarray, t: np.ndarray, parts: int) -> Non
     for k in prange(parts):
         gf = np.empty(q.shape[2], np.float32)
         _q8_grad_block(q, g, t[k], k * n // parts, (k + 1) * n // parts, gf)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _mix_bf16_block(z: np.ndarray, a: np.ndarray, out: np.ndarray, lo: int, hi: int, chunk: int,
+                    acc: np.ndarray, xb: np.ndarray) -> None:
+    """Columns ``lo:hi`` of ``out = bfloat16(sum_l a[l] * z[l])``, ``chunk`` at a time, four layers a pass (a
+    layer past the last reads layer 0 with weight 0)."""
+    layers = z.shape[0]
+    x = xb.view(np.float32)                           # [4, chunk]: four layers widened to float32
+    for s in range(lo, hi, chunk):
+        n = min(chunk, hi - s)
+        for j in range(n):
+            acc[j] = _ZERO
+        for l0 in range(0, layers, 4):
+            for k in range(4):
+                row, xk = z[l0 + k if l0 + k < layers else 0, s:s + n], xb[k]
+                for j in range(n):
+                    xk[j] = np.uint32(row[j]) << np.uint32(16)
+            a0 = a[l0]
+            a1 = a[l0 + 1] if l0 + 1 < layers else _ZERO
+            a2 = a[l0 + 2] if l0 + 2 < layers else _ZERO
+            a3 = a[l0 + 3] if l0 + 3 < layers else _ZERO
+            x0, x1, x2, x3 = x[0], x[1], x[2], x[3]
+            for j in range(n):
+                acc[j] += a0 * x0[j] + a1 * x1[j] + a2 * x2[j] + a3 * x3[j]
+        ab = acc.view(np.uint32)
+        o = out[s:s + n]
+        for j in range(n):                            # round to nearest even, keep the high 16 bits
+            u = ab[j]
+            u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+            o[j] = np.uint16(u >> np.uint32(16))
+
+
+@njit(parallel=True, cache=True)
+def mix_bf16_rows(z: np.ndarray, a: np.ndarray, out: np.ndarray, parts: int, chunk: int) -> None:
+    """``z`` uint16 (bfloat16 bits) ``[L, M]``, ``a`` float32 ``[L]``, ``out`` uint16 ``[M]``; columns in ``parts``
+    contiguous ranges, one per thread."""
+    m = z.shape[1]
+    for k in prange(parts):
+        acc = np.empty(chunk, np.float32)
+        xb = np.empty((4, chunk), np.uint32)
+        _mix_bf16_block(z, a, out, k * m // parts, (k + 1) * m // parts, chunk, acc, xb)

@@ -376,6 +376,31 @@ def test_layer_mix_gradient_equals_autograd():
             assert float((a.grad - ref.grad).abs().max()) <= tol * float(ref.grad.abs().max()), (n, d, dtype)
 
 
+def test_the_bfloat16_mix_loop_rounds_the_exact_sum_once(monkeypatch):
+    from dff_core import cpu_kernels
+    from dff_core.models.item_encoders import LayerMix
+
+    if not cpu_kernels.usable():
+        pytest.skip("no compiled CPU loops here")
+    torch.manual_seed(1)
+    for layers, m in ((31, 5000), (5, 1000), (1, 37), (4, 257), (7, 3)):   # groups of four and their tails
+        z, a = (torch.randn(layers, m) * 3).bfloat16(), torch.softmax(torch.randn(layers), 0)
+        exact = (a.double()[:, None] * z.double()).sum(0)
+        got = cpu_kernels.mix_bf16(z, a)
+        assert got.dtype == torch.bfloat16 and got.shape == (m,)
+        # float32 sums of float32 products, rounded once: the float64 sum rounded, but for a rare tie of roundings
+        assert float((got == exact.float().bfloat16()).float().mean()) > 0.995, (layers, m)
+        assert ((got.double() - exact).abs() <= exact.abs() * 2 ** -7 + 1e-6).all()
+    feats, a = torch.randn(6, 40, 9).bfloat16(), torch.softmax(torch.randn(6), 0)
+    loops = LayerMix.apply(a, feats)
+    monkeypatch.setattr(cpu_kernels, "_loops", False)                          # oneDNN's product, as before
+    onednn = LayerMix.apply(a, feats)
+    exact = torch.einsum("l,lnd->nd", a.double(), feats.double())
+    assert ((loops.double() - exact).abs() <= exact.abs() * 2 ** -7 + 1e-6).all()
+    # closer than oneDNN's product, which multiplies by bfloat16 weights
+    assert (loops.double() - exact).abs().mean() < (onednn.double() - exact).abs().mean()
+
+
 def test_amp_auto_resolves_per_device(monkeypatch):
     from dff_core.devices import resolve_amp
 
