@@ -10,7 +10,7 @@ Contract: ``plan_run`` turns a request (dataset, strategy, feature set, layer ch
 * **device**: ``device=None`` resolves it here (the local engine trains here): ``auto`` becomes the device
   and ``amp`` the precision it runs in, so the stored config says where and how it trained. A given
   ``device`` (Ray: ``cuda`` or ``cpu`` for the cluster's workers) is stored as given, ``amp`` as requested: it
-  is resolved on the machine that trains; so is ``feature_buffer`` (``int8`` or ``float``, what DFF's buffer is);
+  is resolved on the machine that trains;
 * **feature set and layers**: the set by name (within the dataset) or id; no layer choice means all layers for
   a feature strategy;
 * **probe scores**: DFF with ``layer_init="probe"`` starts from the feature set's layer usefulness
@@ -84,13 +84,8 @@ def plan_run(db: Database, ds: DatasetRecord, strategy: str, *,
         from dff_core.devices import resolve_amp
         from dff_core.train.device import resolve_device
 
-        import torch
-
-        from dff_core.train.trainer import feature_dtype
-
         cfg.device = resolve_device(cfg.device)
         cfg.amp = resolve_amp(cfg.amp, torch_device(cfg.device))
-        cfg.feature_buffer = "int8" if feature_dtype(cfg, torch_device(cfg.device)) == torch.int8 else "float"
     else:
         cfg.device = device
     if strategy == "dff" and cfg.layer_init == "probe" and cfg.layer_scores is None and fs is not None:
