@@ -70,11 +70,22 @@ def _threads(rows: int) -> int:
     return threads
 
 
+def _check(x: torch.Tensor, dtype: torch.dtype, dims: int, name: str, shape: str) -> None:
+    """The loops read a tensor's memory as is: it must be a contiguous CPU tensor of that dtype and rank."""
+    if x.dtype != dtype or x.dim() != dims or x.device.type != "cpu" or not x.is_contiguous():
+        raise ValueError(f"{name} takes a contiguous CPU {str(dtype).removeprefix('torch.')} {shape} tensor, "
+                         f"got {x.dtype} {tuple(x.shape)}")
+
+
+def _bf16_bits(x: torch.Tensor):
+    """A bfloat16 tensor's memory as a uint16 numpy array (numpy has no bfloat16)."""
+    return x.view(torch.int16).numpy().view("uint16")
+
+
 def exp_rows_(z: torch.Tensor) -> torch.Tensor:
     """Overwrite ``z`` (``bfloat16 [P, N]``, CPU, contiguous) with ``exp(z)``; return the float32 row sums (module
     docstring). Requires :func:`usable`."""
-    if z.dtype != torch.bfloat16 or z.dim() != 2 or z.device.type != "cpu" or not z.is_contiguous():
-        raise ValueError(f"exp_rows_ takes a contiguous CPU bfloat16 [P, N] tensor, got {z.dtype} {tuple(z.shape)}")
+    _check(z, torch.bfloat16, 2, "exp_rows_", "[P, N]")
     sums = torch.empty(z.shape[0], dtype=torch.float32)
     _loops.exp_rows(z.view(torch.int16).numpy(), sums.numpy(), _threads(z.shape[0]))
     return sums
@@ -83,9 +94,7 @@ def exp_rows_(z: torch.Tensor) -> torch.Tensor:
 def count_at_least(scores: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(counts int64 [B], row sums float32 [B])``: ``counts[i] = #(scores[i] >= t[i])`` for a contiguous CPU float32
     ``scores [B, N]`` and ``t [B]`` (module docstring). Requires :func:`usable`."""
-    if scores.dtype != torch.float32 or scores.dim() != 2 or scores.device.type != "cpu" or not scores.is_contiguous():
-        raise ValueError(f"count_at_least takes a contiguous CPU float32 [B, N] tensor, got {scores.dtype} "
-                         f"{tuple(scores.shape)}")
+    _check(scores, torch.float32, 2, "count_at_least", "[B, N]")
     t = t.to(torch.float32).contiguous()
     counts = torch.empty(scores.shape[0], dtype=torch.int64)
     sums = torch.empty(scores.shape[0], dtype=torch.float32)
@@ -96,23 +105,20 @@ def count_at_least(scores: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor,
 def mix_q8(q: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     """``bfloat16 [N, D]``: ``sum_l coef[l] * q[l]`` for a contiguous CPU int8 ``q [L, N, D]`` and float32
     ``coef [L, D]``, accumulated in float32 (module docstring). Requires :func:`usable`."""
-    if q.dtype != torch.int8 or q.dim() != 3 or q.device.type != "cpu" or not q.is_contiguous():
-        raise ValueError(f"mix_q8 takes a contiguous CPU int8 [L, N, D] tensor, got {q.dtype} {tuple(q.shape)}")
+    _check(q, torch.int8, 3, "mix_q8", "[L, N, D]")
     out = torch.empty(q.shape[1], q.shape[2], dtype=torch.bfloat16)
-    _loops.mix_q8_rows(q.numpy(), coef.to(torch.float32).contiguous().numpy(), out.view(torch.int16).numpy()
-                       .view("uint16"), _threads(q.shape[1]))
+    _loops.mix_q8_rows(q.numpy(), coef.to(torch.float32).contiguous().numpy(), _bf16_bits(out), _threads(q.shape[1]))
     return out
 
 
 def q8_layer_sums(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """``float32 [L, D]``: ``sum_i q[:, i, :] * g[i]`` for a contiguous CPU int8 ``q [L, N, D]`` and ``g [N, D]``
     (made bfloat16: the gradient of :func:`mix_q8`'s output, which is bfloat16). Requires :func:`usable`."""
-    if q.dtype != torch.int8 or q.dim() != 3 or q.device.type != "cpu" or not q.is_contiguous():
-        raise ValueError(f"q8_layer_sums takes a contiguous CPU int8 [L, N, D] tensor, got {q.dtype} {tuple(q.shape)}")
+    _check(q, torch.int8, 3, "q8_layer_sums", "[L, N, D]")
     g = g.to(torch.bfloat16).contiguous()
     parts = _threads(q.shape[1])
     t = torch.zeros(parts, q.shape[0], q.shape[2], dtype=torch.float32)
-    _loops.q8_grad_rows(q.numpy(), g.view(torch.int16).numpy().view("uint16"), t.numpy(), parts)
+    _loops.q8_grad_rows(q.numpy(), _bf16_bits(g), t.numpy(), parts)
     return t.sum(0)
 
 
@@ -122,10 +128,8 @@ MIX_CHUNK = 256   # columns a pass of mix_bf16 (measured: 128-256 best, 768 ~18 
 def mix_bf16(z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``bfloat16 [M]``: ``sum_l a[l] * z[l]`` for a contiguous CPU bfloat16 ``z [L, M]`` and ``a [L]``, accumulated
     in float32 and rounded once (module docstring). Requires :func:`usable`."""
-    if z.dtype != torch.bfloat16 or z.dim() != 2 or z.device.type != "cpu" or not z.is_contiguous():
-        raise ValueError(f"mix_bf16 takes a contiguous CPU bfloat16 [L, M] tensor, got {z.dtype} {tuple(z.shape)}")
+    _check(z, torch.bfloat16, 2, "mix_bf16", "[L, M]")
     out = torch.empty(z.shape[1], dtype=torch.bfloat16)
-    _loops.mix_bf16_rows(z.view(torch.int16).numpy().view("uint16"), a.detach().to(torch.float32).contiguous().numpy(),
-                         out.view(torch.int16).numpy().view("uint16"), _threads(max(1, z.shape[1] // MIX_CHUNK)),
-                         MIX_CHUNK)
+    _loops.mix_bf16_rows(_bf16_bits(z), a.detach().to(torch.float32).contiguous().numpy(), _bf16_bits(out),
+                         _threads(max(1, z.shape[1] // MIX_CHUNK)), MIX_CHUNK)
     return out

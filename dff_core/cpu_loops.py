@@ -17,6 +17,12 @@ _LO, _HI = np.float32(-87.0), np.float32(88.0)        # 2^n stays a normal float
 _HALF, _ONE, _ZERO = np.float32(0.5), np.float32(1.0), np.float32(0.0)
 
 
+@njit(inline="always")
+def _bf16_bits(u: np.uint32) -> np.uint16:
+    """The bfloat16 nearest to the float32 with bits ``u`` (ties to even, as torch rounds): its 16 high bits."""
+    return np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+
+
 @njit(cache=True, fastmath={"reassoc", "contract"})  # reassoc lets the row sum vectorise; no nnan/ninf
 def _exp_block(z: np.ndarray, sums: np.ndarray, lo: int, hi: int) -> None:
     """Rows ``lo:hi`` of ``z`` (int16 view of bfloat16 ``[rows, N]``, overwritten), their sums into ``sums``."""
@@ -43,10 +49,8 @@ def _exp_block(z: np.ndarray, sums: np.ndarray, lo: int, hi: int) -> None:
             x[j] = e
             s += e
         sums[i] = s
-        for j in range(n):                           # round to nearest even, keep the high 16 bits
-            u = xb[j]
-            u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
-            row[j] = np.int16(np.uint16(u >> np.uint32(16)))
+        for j in range(n):
+            row[j] = np.int16(_bf16_bits(xb[j]))
 
 
 @njit(parallel=True, cache=True)
@@ -88,10 +92,8 @@ def _mix_q8_block(q: np.ndarray, c: np.ndarray, out: np.ndarray, i0: int, i1: in
             for d in range(dim):
                 acc[d] += cl[d] * np.float32(row[d])
         o = out[i]
-        for d in range(dim):                          # round to nearest even, keep the high 16 bits
-            u = ab[d]
-            u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
-            o[d] = np.uint16(u >> np.uint32(16))
+        for d in range(dim):
+            o[d] = _bf16_bits(ab[d])
 
 
 @njit(parallel=True, cache=True)
@@ -153,10 +155,8 @@ def _mix_bf16_block(z: np.ndarray, a: np.ndarray, out: np.ndarray, lo: int, hi: 
                 acc[j] += a0 * x0[j] + a1 * x1[j] + a2 * x2[j] + a3 * x3[j]
         ab = acc.view(np.uint32)
         o = out[s:s + n]
-        for j in range(n):                            # round to nearest even, keep the high 16 bits
-            u = ab[j]
-            u = u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
-            o[j] = np.uint16(u >> np.uint32(16))
+        for j in range(n):
+            o[j] = _bf16_bits(ab[j])
 
 
 @njit(parallel=True, cache=True)

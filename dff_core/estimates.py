@@ -111,8 +111,8 @@ def training_estimate(strategies: list[str], *, users: int, items: int, targets:
     single-layer gate is priced near an ID run, DFF over 31 layers ~1.45× it. Measured fusion epochs are then
     read as "measured ID epoch + measured extra", the extra rescaled from the layers those runs had
     (``measured_layers``, their median) to each run's own. Without a shape, every fusion run is
-    :data:`FEATURE_FACTOR` × the ID epoch, or the measured fusion median. ``feature_buffer``: DFF's buffer as it
-    will be (``"int8"`` or ``"float"``, resolved: ``dff_core.train.trainer.feature_dtype``).
+    :data:`FEATURE_FACTOR` × the ID epoch, or the measured fusion median. ``feature_buffer``: DFF's buffer
+    (``"int8"`` or ``"float"``, as ``dff_core.train.trainer.feature_dtype`` makes it).
 
     ``side_by_side``: how many of the runs a worker trains at once (``jobs.worker.train_slots``); the batch's
     seconds are the runs' summed alone-seconds over :func:`side_by_side_speedup` (``epoch_seconds`` are alone-seconds:

@@ -55,8 +55,7 @@ def training_cost(db: Database, dataset: str, strategies: list[str], settings: d
                 and r["ending"] == "early_stopped"):
             alike.append(r["epochs"])
             alike_by.setdefault(r["strategy"], []).append(r["epochs"])
-        run_amp = r["config"].get("amp", BEFORE_IT_EXISTED["amp"])
-        if (same(r["config"], ("batch_size", "loss")) and run_amp == amp
+        if (same(r["config"], ("batch_size", "loss")) and r["config"].get("amp", BEFORE_IT_EXISTED["amp"]) == amp
                 and (r["strategy"] != "dff" or _buffer(r["config"].get("feature_buffer")) == buffer)):
             per_epoch["id" if r["strategy"] == "id" else "features"].append(
                 alone_epoch_seconds(r["seconds_per_epoch"], r.get("side_by_side", 1), on_cpu))
