@@ -22,12 +22,18 @@
   ``h[i] = bfloat16(sum_l c[l] * q[l, i])`` with ``c[l] = a[l] * scale[l]``, and the backward's
   ``T[l, d] = sum_i q[l, i, d] * g[i, d]`` (then ``d a[l] = sum_d scale[l, d] T[l, d]``), each one read of the
   int8 buffer with the int8 -> float32 widening inside the loop. Why: the mix is memory-bound, and torch has no
-  product of an int8 matrix with float weights; the bfloat16 buffer's two reads took ~43 + ~31 ms a step for 31
-  SmolLM2 layers over 19,220 items, these take ~21 + ~22 ms (half the bytes).
+  product of an int8 matrix with float weights; for 31 SmolLM2 layers over 19,220 items these take ~21 + ~22 ms a
+  step (half the bfloat16 buffer's bytes).
 
-* :func:`mix_bf16` -- the same forward mix over a bfloat16 buffer ``[L, N*D]``: ``h = bfloat16(sum_l a[l] *
-  z[l])`` accumulated in float32, four layers widened per pass through L1-sized scratch rows. oneDNN's ``[1, L] x
-  [L, N*D]`` product read the 0.69 GB buffer in ~43 ms; this loop in ~33 (the memory read alone takes ~28).
+* :func:`mix_bf16` and :func:`bf16_layer_dots` -- the same mix over a bfloat16 buffer ``[L, N*D]``, forward
+  ``h = bfloat16(sum_l a[l] * z[l])`` and backward ``d a = z @ g``, in float32 and rounded once. Each pass takes
+  eight layers' next 8,192 columns, widens them in registers (bfloat16 is float32's high half: a shift and a bit
+  cast) and adds into, or dots with, one 32 KB float32 row kept in L1. Why: the mix is memory-bound, and torch's
+  products read the 0.69 GB buffer at 16-20 GB/s (oneDNN's ``[1, L] x [L, N*D]`` ~39-43 ms; the backward, made
+  eight columns wide for oneDNN, ~34 ms and its partial sums rounded to bfloat16, far off where they cancel);
+  eight streams a pass keep enough loads in flight to read at the memory's speed: ~28-29 ms each, the time a
+  float32 ``sum`` over as many bytes takes here. (Four layers a pass through L1 scratch rows, 256 columns, took
+  ~34-39 ms; 8,192 columns beat 256-2,048 by 5-25 %.)
 
 Threads: numba's ``omp`` threading layer (GNU OpenMP), the rows split evenly, as many threads as torch uses.
 Measured here, the exponentials take ~35 ms a step that way, and 70-75 ms with numba's ``workqueue`` layer or a
@@ -122,14 +128,31 @@ def q8_layer_sums(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return t.sum(0)
 
 
-MIX_CHUNK = 256   # columns a pass of mix_bf16 (measured: 128-256 best, 768 ~18 % slower)
+MIX_CHUNK = 8192   # columns a pass of the bfloat16 loops: 32 KB float32 rows in L1 (measured: 256 ~25 % slower)
+
+
+def _padded8(n: int) -> int:
+    return -(-n // 8) * 8
 
 
 def mix_bf16(z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``bfloat16 [M]``: ``sum_l a[l] * z[l]`` for a contiguous CPU bfloat16 ``z [L, M]`` and ``a [L]``, accumulated
     in float32 and rounded once (module docstring). Requires :func:`usable`."""
     _check(z, torch.bfloat16, 2, "mix_bf16", "[L, M]")
+    w = torch.zeros(_padded8(z.shape[0]), dtype=torch.float32)
+    w[:z.shape[0]] = a.detach().to(torch.float32)
     out = torch.empty(z.shape[1], dtype=torch.bfloat16)
-    _loops.mix_bf16_rows(_bf16_bits(z), a.detach().to(torch.float32).contiguous().numpy(), _bf16_bits(out),
-                         _threads(max(1, z.shape[1] // MIX_CHUNK)), MIX_CHUNK)
+    _loops.mix_bf16_rows(_bf16_bits(z), w.numpy(), _bf16_bits(out), _threads(max(1, z.shape[1] // MIX_CHUNK)),
+                         MIX_CHUNK)
     return out
+
+
+def bf16_layer_dots(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``float32 [L]``: ``z @ g`` for a contiguous CPU bfloat16 ``z [L, M]`` and ``g [M]`` (made bfloat16), products
+    and each chunk's sum in float32, the chunks summed in float64 (module docstring). Requires :func:`usable`."""
+    _check(z, torch.bfloat16, 2, "bf16_layer_dots", "[L, M]")
+    g = g.to(torch.bfloat16).contiguous()
+    parts = _threads(max(1, z.shape[1] // MIX_CHUNK))
+    t = torch.zeros(parts, _padded8(z.shape[0]), dtype=torch.float64)
+    _loops.bf16_dots_rows(_bf16_bits(z), _bf16_bits(g), t.numpy(), parts, MIX_CHUNK)
+    return t[:, :z.shape[0]].sum(0).float()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 numba.config.THREADING_LAYER = "omp"      # GNU OpenMP: see dff_core.cpu_kernels, "Threads"
 
@@ -130,41 +131,110 @@ def q8_grad_rows(q: np.ndarray, g: np.ndarray, t: np.ndarray, parts: int) -> Non
         _q8_grad_block(q, g, t[k], k * n // parts, (k + 1) * n // parts, gf)
 
 
+@intrinsic
+def _as_f32(typingctx, u):
+    """The float32 whose bits are the uint32 ``u`` (a bit cast, which numba has for arrays only)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _as_u32(typingctx, x):
+    """The bits of the float32 ``x`` as a uint32."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.uint32))
+    return types.uint32(types.float32), codegen
+
+
+@njit(inline="always")
+def _widen(b: np.uint16) -> np.float32:
+    """bfloat16 bits -> the same value as float32 (its 16 high bits); vectorises inside a loop."""
+    return _as_f32(np.uint32(b) << np.uint32(16))
+
+
+@njit(inline="always")
+def _eight_rows(z: np.ndarray, l0: int, s: int, n: int):
+    """Columns ``s:s+n`` of layers ``l0..l0+7`` (a layer past the last reads layer 0: its weight or sum is dropped)."""
+    layers = z.shape[0]
+    return (z[l0, s:s + n], z[l0 + 1 if l0 + 1 < layers else 0, s:s + n],
+            z[l0 + 2 if l0 + 2 < layers else 0, s:s + n], z[l0 + 3 if l0 + 3 < layers else 0, s:s + n],
+            z[l0 + 4 if l0 + 4 < layers else 0, s:s + n], z[l0 + 5 if l0 + 5 < layers else 0, s:s + n],
+            z[l0 + 6 if l0 + 6 < layers else 0, s:s + n], z[l0 + 7 if l0 + 7 < layers else 0, s:s + n])
+
+
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _mix_bf16_block(z: np.ndarray, a: np.ndarray, out: np.ndarray, lo: int, hi: int, chunk: int,
-                    acc: np.ndarray, xb: np.ndarray) -> None:
-    """Columns ``lo:hi`` of ``out = bfloat16(sum_l a[l] * z[l])``, ``chunk`` at a time, four layers a pass (a
-    layer past the last reads layer 0 with weight 0)."""
+                    acc: np.ndarray) -> None:
+    """Columns ``lo:hi`` of ``out = bfloat16(sum_l a[l] * z[l])``, ``chunk`` at a time into a float32 row, eight
+    layers a pass (``a`` zero-padded to a multiple of eight)."""
     layers = z.shape[0]
-    x = xb.view(np.float32)                           # [4, chunk]: four layers widened to float32
     for s in range(lo, hi, chunk):
         n = min(chunk, hi - s)
         for j in range(n):
             acc[j] = _ZERO
-        for l0 in range(0, layers, 4):
-            for k in range(4):
-                row, xk = z[l0 + k if l0 + k < layers else 0, s:s + n], xb[k]
-                for j in range(n):
-                    xk[j] = np.uint32(row[j]) << np.uint32(16)
-            a0 = a[l0]
-            a1 = a[l0 + 1] if l0 + 1 < layers else _ZERO
-            a2 = a[l0 + 2] if l0 + 2 < layers else _ZERO
-            a3 = a[l0 + 3] if l0 + 3 < layers else _ZERO
-            x0, x1, x2, x3 = x[0], x[1], x[2], x[3]
+        for l0 in range(0, layers, 8):
+            r0, r1, r2, r3, r4, r5, r6, r7 = _eight_rows(z, l0, s, n)
+            a0, a1, a2, a3, a4, a5, a6, a7 = a[l0], a[l0 + 1], a[l0 + 2], a[l0 + 3], a[l0 + 4], a[l0 + 5], \
+                a[l0 + 6], a[l0 + 7]
             for j in range(n):
-                acc[j] += a0 * x0[j] + a1 * x1[j] + a2 * x2[j] + a3 * x3[j]
-        ab = acc.view(np.uint32)
+                acc[j] += (a0 * _widen(r0[j]) + a1 * _widen(r1[j]) + a2 * _widen(r2[j]) + a3 * _widen(r3[j])
+                           + a4 * _widen(r4[j]) + a5 * _widen(r5[j]) + a6 * _widen(r6[j]) + a7 * _widen(r7[j]))
         o = out[s:s + n]
         for j in range(n):
-            o[j] = _bf16_bits(ab[j])
+            o[j] = _bf16_bits(_as_u32(acc[j]))
 
 
 @njit(parallel=True, cache=True)
 def mix_bf16_rows(z: np.ndarray, a: np.ndarray, out: np.ndarray, parts: int, chunk: int) -> None:
-    """``z`` uint16 (bfloat16 bits) ``[L, M]``, ``a`` float32 ``[L]``, ``out`` uint16 ``[M]``; columns in ``parts``
-    contiguous ranges, one per thread."""
+    """``z`` uint16 (bfloat16 bits) ``[L, M]``, ``a`` float32 ``[L]`` zero-padded to a multiple of 8, ``out`` uint16
+    ``[M]``; columns in ``parts`` contiguous ranges, one per thread."""
     m = z.shape[1]
     for k in prange(parts):
         acc = np.empty(chunk, np.float32)
-        xb = np.empty((4, chunk), np.uint32)
-        _mix_bf16_block(z, a, out, k * m // parts, (k + 1) * m // parts, chunk, acc, xb)
+        _mix_bf16_block(z, a, out, k * m // parts, (k + 1) * m // parts, chunk, acc)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _bf16_dots_block(z: np.ndarray, g: np.ndarray, t: np.ndarray, lo: int, hi: int, chunk: int,
+                     gf: np.ndarray) -> None:
+    """``t[l] += sum_{j in lo:hi} z[l, j] * g[j]``, ``chunk`` columns at a time: that chunk of ``g`` widened once
+    into a float32 row, eight layers dotted with it a pass in float32, each chunk's dot added to ``t`` (float64)."""
+    layers = z.shape[0]
+    for s in range(lo, hi, chunk):
+        n = min(chunk, hi - s)
+        gs = g[s:s + n]
+        for j in range(n):
+            gf[j] = _widen(gs[j])
+        for l0 in range(0, layers, 8):
+            r0, r1, r2, r3, r4, r5, r6, r7 = _eight_rows(z, l0, s, n)
+            d0 = d1 = d2 = d3 = d4 = d5 = d6 = d7 = _ZERO
+            for j in range(n):
+                gj = gf[j]
+                d0 += _widen(r0[j]) * gj
+                d1 += _widen(r1[j]) * gj
+                d2 += _widen(r2[j]) * gj
+                d3 += _widen(r3[j]) * gj
+                d4 += _widen(r4[j]) * gj
+                d5 += _widen(r5[j]) * gj
+                d6 += _widen(r6[j]) * gj
+                d7 += _widen(r7[j]) * gj
+            t[l0] += d0
+            t[l0 + 1] += d1
+            t[l0 + 2] += d2
+            t[l0 + 3] += d3
+            t[l0 + 4] += d4
+            t[l0 + 5] += d5
+            t[l0 + 6] += d6
+            t[l0 + 7] += d7
+
+
+@njit(parallel=True, cache=True)
+def bf16_dots_rows(z: np.ndarray, g: np.ndarray, t: np.ndarray, parts: int, chunk: int) -> None:
+    """``z`` uint16 (bfloat16 bits) ``[L, M]``, ``g`` uint16 ``[M]``, ``t`` float64 ``[parts, >= L rounded up to
+    8]`` (zeroed by the caller; columns past ``L`` are scratch): each thread's share of ``z @ g`` over a contiguous
+    range of columns."""
+    m = z.shape[1]
+    for k in prange(parts):
+        gf = np.empty(chunk, np.float32)
+        _bf16_dots_block(z, g, t[k], k * m // parts, (k + 1) * m // parts, chunk, gf)

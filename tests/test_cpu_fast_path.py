@@ -401,6 +401,35 @@ def test_the_bfloat16_mix_loop_rounds_the_exact_sum_once(monkeypatch):
     assert (loops.double() - exact).abs().mean() < (onednn.double() - exact).abs().mean()
 
 
+def test_the_bfloat16_layer_dots_keep_float32_sums(monkeypatch):
+    """DFF's backward ``d a = feats @ g``: the loop's float32 products and chunk sums match float64 on the same
+    bfloat16 inputs, where the blocked product rounded each partial sum to bfloat16 (large error when they cancel)."""
+    from dff_core import cpu_kernels
+    from dff_core.models.item_encoders import LayerMix
+
+    if not cpu_kernels.usable():
+        pytest.skip("no compiled CPU loops here")
+    torch.manual_seed(2)
+    for layers, m in ((31, 40_000), (5, 1000), (1, 37), (3, 1)):
+        z, g = torch.randn(layers, m).bfloat16(), torch.randn(m).bfloat16()
+        exact = z.double() @ g.double()
+        got = cpu_kernels.bf16_layer_dots(z, g)
+        assert got.dtype == torch.float32 and got.shape == (layers,)
+        assert ((got.double() - exact).abs() <= 1e-5 * (z.double().abs() @ g.double().abs())).all(), (layers, m)
+    feats, a0 = torch.randn(6, 400, 64).bfloat16(), torch.softmax(torch.randn(6), 0)
+    g = torch.randn(400, 64).bfloat16()
+    exact = feats.double().view(6, -1) @ g.double().view(-1)
+    grads = []
+    for loops in (True, False):
+        if not loops:
+            monkeypatch.setattr(cpu_kernels, "_loops", False)                  # the blocked product, as before
+        a = a0.clone().requires_grad_()
+        LayerMix.apply(a, feats).backward(g)
+        grads.append(a.grad.double())
+    assert (grads[0] - exact).abs().max() < 1e-4 * exact.abs().max()
+    assert (grads[0] - exact).abs().max() < (grads[1] - exact).abs().max()
+
+
 def test_amp_auto_resolves_per_device(monkeypatch):
     from dff_core.devices import resolve_amp
 

@@ -342,11 +342,13 @@ class LayerMix(torch.autograd.Function):
     Why its own backward: the frozen buffer is read twice per training step (forward mix, and ``d a = feats @ g``),
     0.69 GB in bfloat16 for 31 SmolLM2 layers over 19,220 items, and this is memory-bound work: the floor is the
     time to read the buffer twice. In float32, ``torch.mv`` reads it at full speed; torch's autograd would use a
-    transposed product ~35 % slower. In bfloat16 both are slow (oneDNN has no fast kernel for a one-column
-    product: ~7 GB/s against the forward's ~14 GB/s on 2 cores), so the product is made ``BLOCKS`` columns wide:
-    ``feats`` as ``[L * K, N*D / K]`` times ``g`` as ``[N*D / K, K]`` gives every layer's ``K`` partial sums on the
-    diagonal of each ``K x K`` block, read off and summed in float32. ``K`` times the (negligible) arithmetic,
-    one read of the buffer at full speed: the backward's time halves (measured, ``K = 8``)."""
+    transposed product ~35 % slower. In bfloat16, a CPU with the compiled loops reads it at memory speed both ways
+    (:func:`dff_core.cpu_kernels.mix_bf16`, :func:`~dff_core.cpu_kernels.bf16_layer_dots`). Without them (a GPU, no
+    ``libgomp``) both products are slow (oneDNN has no fast kernel for a one-column product: ~7 GB/s against the
+    forward's ~14 GB/s on 2 cores), so the backward's product is made ``BLOCKS`` columns wide: ``feats`` as
+    ``[L * K, N*D / K]`` times ``g`` as ``[N*D / K, K]`` gives every layer's ``K`` partial sums on the diagonal of
+    each ``K x K`` block, read off and summed in float32. ``K`` times the (negligible) arithmetic, one read of the
+    buffer at full speed: the backward's time halves (measured, ``K = 8``)."""
 
     BLOCKS = 8
 
@@ -355,7 +357,7 @@ class LayerMix(torch.autograd.Function):
         L, N, D = feats.shape
         ctx.save_for_backward(feats)
         if feats.dtype == torch.bfloat16 and feats.device.type == "cpu" and cpu_kernels.usable():
-            return cpu_kernels.mix_bf16(feats.view(L, N * D), a).view(N, D)   # ~33 ms where oneDNN takes ~43
+            return cpu_kernels.mix_bf16(feats.view(L, N * D), a).view(N, D)   # ~29 ms where oneDNN takes ~40
         return torch.mm(a.unsqueeze(0).to(feats.dtype), feats.view(L, N * D)).view(N, D)
 
     @staticmethod
@@ -365,6 +367,8 @@ class LayerMix(torch.autograd.Function):
         flat, g = feats.view(L, N * D), grad.reshape(-1).to(feats.dtype)
         if feats.dtype == torch.float32:
             return torch.mv(flat, g), None
+        if feats.device.type == "cpu" and cpu_kernels.usable():
+            return cpu_kernels.bf16_layer_dots(flat, g), None   # ~29 ms, float32 sums (below: ~34, bfloat16 partials)
         k = next(b for b in (LayerMix.BLOCKS, 4, 2, 1) if (N * D) % b == 0)
         partial = torch.mm(flat.view(L * k, -1), g.view(k, -1).T)         # [L*K, K]
         return partial.view(L, k, k).diagonal(dim1=1, dim2=2).float().sum(1), None
@@ -376,7 +380,7 @@ class LayerMixQ8(torch.autograd.Function):
 
     Why: the mix is memory-bound (read the buffer forward, read it again for ``d a``). On a CPU the compiled loops
     of :mod:`dff_core.cpu_kernels` widen int8 to float32 inside the loop (~21 + ~22 ms a step for 31 SmolLM2 layers
-    over 19,220 items, against ~43 + ~31 ms from a bfloat16 buffer); elsewhere (a GPU, a CPU without ``libgomp``)
+    over 19,220 items, against ~29 + ~29 ms from a bfloat16 buffer); elsewhere (a GPU, a CPU without ``libgomp``)
     torch does it a layer at a time. Sums in float32; the output is rounded to bfloat16 once."""
 
     @staticmethod
