@@ -48,14 +48,14 @@ STEP_S = 0.15
 TRAIN_S_PER_TARGET_ITEM = {"none": (19.5 - 49 * STEP_S) / (208_562 * 19_220),
                            "bf16": (8.3 - 49 * STEP_S) / (208_562 * 19_220)}
 EVAL_S_PER_USER_ITEM = 1.9 / (50_000 * 19_220)
-FEATURE_FACTOR = 1.55  # a fusion epoch against an ID-only one when the feature shape is not known: DFF over 31 layers
+FEATURE_FACTOR = 1.4  # a fusion epoch against an ID-only one when the feature shape is not known: DFF over 31 layers
 # A fusion run's extra cost per step, from the feature shape (measured, 2026-12-06, 2 threads, the 31 x 19,220 x
-# 576 SmolLM2 set): DFF's layer mix reads the buffer twice, ~65 ms a step for 31 layers from a bfloat16 buffer (~2 x
-# 2 bytes a value at 18-22 GB/s; float32 buffers read twice the bytes), ~43 ms from the opt-in int8 one
+# 576 SmolLM2 set): DFF's layer mix reads the buffer twice, ~58 ms a step for 31 layers from a bfloat16 buffer (~2 x
+# 2 bytes a value at ~24 GB/s; float32 buffers read twice the bytes), ~43 ms from the opt-in int8 one
 # (dff_core.train.trainer.feature_dtype); projecting and gating every item costs ~22 ms a step
 # (fourth round: a single-layer gate's epoch measured 0.9-1.2 s over the ID one's; the third round counted 38 ms).
-MIX_S_PER_VALUE = {"int8": 0.043 / (31 * 19_220 * 576), "bf16": 0.065 / (31 * 19_220 * 576),
-                   "none": 2 * 0.065 / (31 * 19_220 * 576)}
+MIX_S_PER_VALUE = {"int8": 0.043 / (31 * 19_220 * 576), "bf16": 0.058 / (31 * 19_220 * 576),
+                   "none": 2 * 0.058 / (31 * 19_220 * 576)}
 PROJECT_S_PER_VALUE = 0.022 / (19_220 * 576)
 # Training runs side by side (jobs.worker): on the 2 cores, two single-thread runs at once trained 1.40-1.46x as many
 # epochs an hour as one two-thread run at a time (2026-12-06, whole MicroLens-50k, ID / gate on layer 30 / DFF over

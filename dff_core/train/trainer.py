@@ -60,6 +60,7 @@ from .. import endings
 from ..metric_names import METRICS
 from .device import resolve_device
 from ..devices import cpu_has_bf16, resolve_amp
+from ..heap import keep_freed_memory
 from .batching import BATCHINGS, epoch_plan, equal_slices
 from .defaults import AMP_CHOICES, CHECKPOINT_NAME, FEATURE_BUFFERS, GBCE_T, LAYER_INITS, LAYER_LR_MULT, LOSSES, SAMPLERS  # noqa: F401
 from .losses import full_softmax_loss, gbce_loss, logq_softmax_loss, sampled_softmax_loss  # noqa: F401 - sampled_: re-exported
@@ -413,10 +414,13 @@ def train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None = None,
     prev_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    # on a CPU, freed blocks stay in the process for the next step instead of being unmapped and faulted in again
+    heap = keep_freed_memory() if torch.device(resolve_device(cfg.device)).type == "cpu" else contextlib.nullcontext()
     try:
-        return _train(data, cfg, features, Path(checkpoint_dir) if checkpoint_dir else None,
-                      callback or (lambda event: None), should_stop or (lambda: False), may_write=may_write,
-                      before_it_existed=before_it_existed)
+        with heap:
+            return _train(data, cfg, features, Path(checkpoint_dir) if checkpoint_dir else None,
+                          callback or (lambda event: None), should_stop or (lambda: False), may_write=may_write,
+                          before_it_existed=before_it_existed)
     finally:
         torch.set_num_threads(prev_threads)
 
