@@ -21,9 +21,10 @@
   float32 scale per layer and dimension, :func:`dff_core.models.item_encoders.quantize_int8`): the forward
   ``h[i] = bfloat16(sum_l c[l] * q[l, i])`` with ``c[l] = a[l] * scale[l]``, and the backward's
   ``T[l, d] = sum_i q[l, i, d] * g[i, d]`` (then ``d a[l] = sum_d scale[l, d] T[l, d]``), each one read of the
-  int8 buffer with the int8 -> float32 widening inside the loop. Why: the mix is memory-bound, and torch has no
-  product of an int8 matrix with float weights; for 31 SmolLM2 layers over 19,220 items these take ~21 + ~22 ms a
-  step (half the bfloat16 buffer's bytes).
+  int8 buffer with the int8 -> float32 widening inside the loop, eight layers a pass as below. Why: the mix is
+  memory-bound, and torch has no product of an int8 matrix with float weights; for 31 SmolLM2 layers over 19,220
+  items these take ~18-19 + ~23 ms a step (one layer a pass took ~21-27 + ~23; the floor at half the bfloat16
+  buffer's bytes is ~14 each).
 
 * :func:`mix_bf16` and :func:`bf16_layer_dots` -- the same mix over a bfloat16 buffer ``[L, N*D]``, forward
   ``h = bfloat16(sum_l a[l] * z[l])`` and backward ``d a = z @ g``, in float32 and rounded once. Each pass takes
@@ -112,8 +113,11 @@ def mix_q8(q: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     """``bfloat16 [N, D]``: ``sum_l coef[l] * q[l]`` for a contiguous CPU int8 ``q [L, N, D]`` and float32
     ``coef [L, D]``, accumulated in float32 (module docstring). Requires :func:`usable`."""
     _check(q, torch.int8, 3, "mix_q8", "[L, N, D]")
-    out = torch.empty(q.shape[1], q.shape[2], dtype=torch.bfloat16)
-    _loops.mix_q8_rows(q.numpy(), coef.to(torch.float32).contiguous().numpy(), _bf16_bits(out), _threads(q.shape[1]))
+    L, N, D = q.shape
+    c = torch.zeros(_padded8(L), D, dtype=torch.float32)
+    c[:L] = coef.to(torch.float32)
+    out = torch.empty(N, D, dtype=torch.bfloat16)
+    _loops.mix_q8_rows(q.view(L, N * D).numpy(), c.numpy(), _bf16_bits(out), _threads(N), max(1, MIX_CHUNK // D))
     return out
 
 
@@ -121,11 +125,12 @@ def q8_layer_sums(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """``float32 [L, D]``: ``sum_i q[:, i, :] * g[i]`` for a contiguous CPU int8 ``q [L, N, D]`` and ``g [N, D]``
     (made bfloat16: the gradient of :func:`mix_q8`'s output, which is bfloat16). Requires :func:`usable`."""
     _check(q, torch.int8, 3, "q8_layer_sums", "[L, N, D]")
+    L, N, D = q.shape
     g = g.to(torch.bfloat16).contiguous()
-    parts = _threads(q.shape[1])
-    t = torch.zeros(parts, q.shape[0], q.shape[2], dtype=torch.float32)
-    _loops.q8_grad_rows(q.numpy(), _bf16_bits(g), t.numpy(), parts)
-    return t.sum(0)
+    parts = _threads(N)
+    t = torch.zeros(parts, _padded8(L), D, dtype=torch.float32)
+    _loops.q8_grad_rows(q.view(L, N * D).numpy(), _bf16_bits(g), t.numpy(), parts)
+    return t[:, :L].sum(0)
 
 
 MIX_CHUNK = 8192   # columns a pass of the bfloat16 loops: 32 KB float32 rows in L1 (measured: 256 ~25 % slower)

@@ -80,57 +80,6 @@ def count_rows(scores: np.ndarray, t: np.ndarray, counts: np.ndarray, sums: np.n
         _count_block(scores, t, counts, sums, k * scores.shape[0] // parts, (k + 1) * scores.shape[0] // parts)
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _mix_q8_block(q: np.ndarray, c: np.ndarray, out: np.ndarray, i0: int, i1: int, acc: np.ndarray) -> None:
-    """Items ``i0:i1``: ``out[i] = bfloat16(sum_l c[l] * q[l, i])`` through one float32 scratch row."""
-    layers, dim = q.shape[0], q.shape[2]
-    ab = acc.view(np.uint32)
-    for i in range(i0, i1):
-        for d in range(dim):
-            acc[d] = _ZERO
-        for l in range(layers):
-            row, cl = q[l, i], c[l]
-            for d in range(dim):
-                acc[d] += cl[d] * np.float32(row[d])
-        o = out[i]
-        for d in range(dim):
-            o[d] = _bf16_bits(ab[d])
-
-
-@njit(parallel=True, cache=True)
-def mix_q8_rows(q: np.ndarray, c: np.ndarray, out: np.ndarray, parts: int) -> None:
-    """``q`` int8 ``[L, N, D]``, ``c`` float32 ``[L, D]``, ``out`` uint16 (bfloat16 bits) ``[N, D]``; items in
-    ``parts`` contiguous ranges, one per thread."""
-    n = q.shape[1]
-    for k in prange(parts):
-        acc = np.empty(q.shape[2], np.float32)
-        _mix_q8_block(q, c, out, k * n // parts, (k + 1) * n // parts, acc)
-
-
-@njit(cache=True, fastmath={"reassoc", "contract"})
-def _q8_grad_block(q: np.ndarray, g: np.ndarray, t: np.ndarray, i0: int, i1: int, gf: np.ndarray) -> None:
-    """``t[l, d] += sum_{i in i0:i1} q[l, i, d] * g[i, d]``, ``g`` bfloat16 bits, each row widened once."""
-    layers, dim = q.shape[0], q.shape[2]
-    gb = gf.view(np.uint32)
-    for i in range(i0, i1):
-        gi = g[i]
-        for d in range(dim):
-            gb[d] = np.uint32(gi[d]) << np.uint32(16)
-        for l in range(layers):
-            row, tl = q[l, i], t[l]
-            for d in range(dim):
-                tl[d] += gf[d] * np.float32(row[d])
-
-
-@njit(parallel=True, cache=True)
-def q8_grad_rows(q: np.ndarray, g: np.ndarray, t: np.ndarray, parts: int) -> None:
-    """``t`` float32 ``[parts, L, D]`` (zeroed by the caller): each thread's share of ``sum_i q[:, i] * g[i]``."""
-    n = q.shape[1]
-    for k in prange(parts):
-        gf = np.empty(q.shape[2], np.float32)
-        _q8_grad_block(q, g, t[k], k * n // parts, (k + 1) * n // parts, gf)
-
-
 @intrinsic
 def _as_f32(typingctx, u):
     """The float32 whose bits are the uint32 ``u`` (a bit cast, which numba has for arrays only)."""
@@ -238,3 +187,75 @@ def bf16_dots_rows(z: np.ndarray, g: np.ndarray, t: np.ndarray, parts: int, chun
     for k in prange(parts):
         gf = np.empty(chunk, np.float32)
         _bf16_dots_block(z, g, t[k], k * m // parts, (k + 1) * m // parts, chunk, gf)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _mix_q8_block(q: np.ndarray, c: np.ndarray, out: np.ndarray, i0: int, i1: int, items: int,
+                  acc: np.ndarray) -> None:
+    """Items ``i0:i1`` of ``out[i] = bfloat16(sum_l c[l] * q[l, i])``, ``items`` at a time into a float32 block, eight
+    layers a pass (``q`` as ``[L, N*D]``, ``c`` zero-padded to a multiple of eight layers)."""
+    layers, dim = q.shape[0], c.shape[1]
+    for s in range(i0, i1, items):
+        k = min(items, i1 - s)
+        for j in range(k * dim):
+            acc[j] = _ZERO
+        for l0 in range(0, layers, 8):
+            c0, c1, c2, c3, c4, c5, c6, c7 = c[l0], c[l0 + 1], c[l0 + 2], c[l0 + 3], c[l0 + 4], c[l0 + 5], \
+                c[l0 + 6], c[l0 + 7]
+            for i in range(k):
+                r0, r1, r2, r3, r4, r5, r6, r7 = _eight_rows(q, l0, (s + i) * dim, dim)
+                o = i * dim
+                for d in range(dim):
+                    acc[o + d] += (c0[d] * np.float32(r0[d]) + c1[d] * np.float32(r1[d])
+                                   + c2[d] * np.float32(r2[d]) + c3[d] * np.float32(r3[d])
+                                   + c4[d] * np.float32(r4[d]) + c5[d] * np.float32(r5[d])
+                                   + c6[d] * np.float32(r6[d]) + c7[d] * np.float32(r7[d]))
+        for i in range(k):
+            row, o = out[s + i], i * dim
+            for d in range(dim):
+                row[d] = _bf16_bits(_as_u32(acc[o + d]))
+
+
+@njit(parallel=True, cache=True)
+def mix_q8_rows(q: np.ndarray, c: np.ndarray, out: np.ndarray, parts: int, items: int) -> None:
+    """``q`` int8 ``[L, N*D]``, ``c`` float32 ``[L rounded up to 8, D]``, ``out`` uint16 (bfloat16 bits) ``[N, D]``;
+    items in ``parts`` contiguous ranges, one per thread."""
+    n = out.shape[0]
+    for k in prange(parts):
+        acc = np.empty(items * c.shape[1], np.float32)
+        _mix_q8_block(q, c, out, k * n // parts, (k + 1) * n // parts, items, acc)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _q8_grad_block(q: np.ndarray, g: np.ndarray, t: np.ndarray, i0: int, i1: int, gf: np.ndarray) -> None:
+    """``t[l, d] += sum_{i in i0:i1} q[l, i, d] * g[i, d]`` (``q`` as ``[L, N*D]``, ``g`` bfloat16 bits ``[N, D]``, ``t``
+    ``[L rounded up to 8, D]``, rows past ``L`` scratch): each row of ``g`` widened once, eight layers a pass."""
+    layers, dim = q.shape[0], t.shape[1]
+    for i in range(i0, i1):
+        gi = g[i]
+        for d in range(dim):
+            gf[d] = _widen(gi[d])
+        for l0 in range(0, layers, 8):
+            r0, r1, r2, r3, r4, r5, r6, r7 = _eight_rows(q, l0, i * dim, dim)
+            t0, t1, t2, t3, t4, t5, t6, t7 = t[l0], t[l0 + 1], t[l0 + 2], t[l0 + 3], t[l0 + 4], t[l0 + 5], \
+                t[l0 + 6], t[l0 + 7]
+            for d in range(dim):
+                gd = gf[d]
+                t0[d] += gd * np.float32(r0[d])
+                t1[d] += gd * np.float32(r1[d])
+                t2[d] += gd * np.float32(r2[d])
+                t3[d] += gd * np.float32(r3[d])
+                t4[d] += gd * np.float32(r4[d])
+                t5[d] += gd * np.float32(r5[d])
+                t6[d] += gd * np.float32(r6[d])
+                t7[d] += gd * np.float32(r7[d])
+
+
+@njit(parallel=True, cache=True)
+def q8_grad_rows(q: np.ndarray, g: np.ndarray, t: np.ndarray, parts: int) -> None:
+    """``t`` float32 ``[parts, L rounded up to 8, D]`` (zeroed by the caller): each thread's share of
+    ``sum_i q[:, i] * g[i]``."""
+    n = g.shape[0]
+    for k in prange(parts):
+        gf = np.empty(g.shape[1], np.float32)
+        _q8_grad_block(q, g, t[k], k * n // parts, (k + 1) * n // parts, gf)
