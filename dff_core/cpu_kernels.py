@@ -114,10 +114,9 @@ def mix_q8(q: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
     ``coef [L, D]``, accumulated in float32 (module docstring). Requires :func:`usable`."""
     _check(q, torch.int8, 3, "mix_q8", "[L, N, D]")
     L, N, D = q.shape
-    c = torch.zeros(_padded8(L), D, dtype=torch.float32)
-    c[:L] = coef.to(torch.float32)
     out = torch.empty(N, D, dtype=torch.bfloat16)
-    _loops.mix_q8_rows(q.view(L, N * D).numpy(), c.numpy(), _bf16_bits(out), _threads(N), max(1, MIX_CHUNK // D))
+    _loops.mix_q8_rows(q.view(L, N * D).numpy(), _zero_padded8(coef).numpy(), _bf16_bits(out), _threads(N),
+                       max(1, MIX_CHUNK // D))
     return out
 
 
@@ -137,18 +136,25 @@ MIX_CHUNK = 8192   # columns a pass of the bfloat16 loops: 32 KB float32 rows in
 
 
 def _padded8(n: int) -> int:
+    """``n`` rounded up to a multiple of 8: the loops take eight layers a pass."""
     return -(-n // 8) * 8
+
+
+def _zero_padded8(w: torch.Tensor) -> torch.Tensor:
+    """Per-layer weights ``w [L, ...]`` as float32 with zero rows up to a multiple of 8 (the layers a pass reads past
+    the last get weight 0)."""
+    out = torch.zeros(_padded8(w.shape[0]), *w.shape[1:], dtype=torch.float32)
+    out[:w.shape[0]] = w.detach()
+    return out
 
 
 def mix_bf16(z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``bfloat16 [M]``: ``sum_l a[l] * z[l]`` for a contiguous CPU bfloat16 ``z [L, M]`` and ``a [L]``, accumulated
     in float32 and rounded once (module docstring). Requires :func:`usable`."""
     _check(z, torch.bfloat16, 2, "mix_bf16", "[L, M]")
-    w = torch.zeros(_padded8(z.shape[0]), dtype=torch.float32)
-    w[:z.shape[0]] = a.detach().to(torch.float32)
     out = torch.empty(z.shape[1], dtype=torch.bfloat16)
-    _loops.mix_bf16_rows(_bf16_bits(z), w.numpy(), _bf16_bits(out), _threads(max(1, z.shape[1] // MIX_CHUNK)),
-                         MIX_CHUNK)
+    _loops.mix_bf16_rows(_bf16_bits(z), _zero_padded8(a).numpy(), _bf16_bits(out),
+                         _threads(max(1, z.shape[1] // MIX_CHUNK)), MIX_CHUNK)
     return out
 
 

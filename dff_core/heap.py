@@ -9,9 +9,9 @@ Why: a CPU training step allocates and frees the same large tensors every step (
 22 MB each for 19,220 items x 576, the projection's output, the loss's blocks). glibc serves blocks above its mmap
 threshold (128 KB, rising with use to at most 32 MB) from fresh mappings and unmaps them when freed, so each step
 page-faults again on memory it has just given back. Measured here (2 threads, the whole MicroLens-50k, a DFF step
-over 31 SmolLM2 layers, three interleaved pairs): ~4,700-6,300 minor faults a step and 269-281 ms with glibc's
-defaults, ~350 faults and 260-270 ms inside this block (-8 ms, -3 %); an ID step (~1,900 faults) did not change
-measurably. The cost is memory the process keeps between steps, no more than its peak, handed back at the end.
+over 31 SmolLM2 layers, ``bench/bench_heap.py``): 4,700-17,000 minor faults a step with glibc's defaults,
+350-800 inside this block, ~9 ms (~3 %) less a step (269-281 -> 260-270 ms in three pairs of processes); an ID
+step (~1,900 faults) did not change measurably. The cost is memory the process keeps between steps, no more than its peak, handed back at the end.
 """
 from __future__ import annotations
 

@@ -379,7 +379,7 @@ class LayerMixQ8(torch.autograd.Function):
     getting a gradient: :class:`LayerMix` over an int8 buffer (:func:`quantize_int8`), half the bytes of bfloat16.
 
     Why: the mix is memory-bound (read the buffer forward, read it again for ``d a``). On a CPU the compiled loops
-    of :mod:`dff_core.cpu_kernels` widen int8 to float32 inside the loop (~21 + ~22 ms a step for 31 SmolLM2 layers
+    of :mod:`dff_core.cpu_kernels` widen int8 to float32 inside the loop (~19 + ~23 ms a step for 31 SmolLM2 layers
     over 19,220 items, against ~29 + ~29 ms from a bfloat16 buffer); elsewhere (a GPU, a CPU without ``libgomp``)
     torch does it a layer at a time. Sums in float32; the output is rounded to bfloat16 once."""
 

@@ -410,12 +410,12 @@ def train(data: SplitData, cfg: TrainConfig, features: np.ndarray | None = None,
     over must not overwrite the checkpoint its new owner resumes from). ``before_it_existed`` holds the values
     of settings added since a checkpoint was written, as such runs trained (``_check_resumable``)."""
     cfg.validate()
-    resolve_device(cfg.device)  # a clear ValueError before any work
+    device = torch.device(resolve_device(cfg.device))  # a clear ValueError before any work
     prev_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     # on a CPU, freed blocks stay in the process for the next step instead of being unmapped and faulted in again
-    heap = keep_freed_memory() if torch.device(resolve_device(cfg.device)).type == "cpu" else contextlib.nullcontext()
+    heap = keep_freed_memory() if device.type == "cpu" else contextlib.nullcontext()
     try:
         with heap:
             return _train(data, cfg, features, Path(checkpoint_dir) if checkpoint_dir else None,
